@@ -1,0 +1,48 @@
+"""Pure numerics on arrays (numpy, scipy, torch). No AnnData, no logging, no global state.
+
+Usable on its own for plain arrays: embeddings of any model, images, expression matrices.
+"""
+
+from .amf import AMFResult, amf_loss, fit_amf, reconstruct
+from .correlations import locality_correlations, n_pairs, pair_indices
+from .metrics import (
+    copresence_entropy,
+    feature_scores,
+    locality_similarity,
+    overestimation_ratio,
+    placement_stability,
+    presence_weighted_average,
+    reconstruction_similarity,
+)
+from .placement import LocalityPlacement, n_localities, neighborhood_centrality, neighborhood_retention, place_localities
+from .selection import ModelSelection, fit_nmf, refine_presence, select_n_modules
+from .stats import association_test, benjamini_hochberg, ora
+
+__all__ = [
+    "AMFResult",
+    "LocalityPlacement",
+    "ModelSelection",
+    "amf_loss",
+    "association_test",
+    "benjamini_hochberg",
+    "copresence_entropy",
+    "feature_scores",
+    "fit_amf",
+    "fit_nmf",
+    "locality_correlations",
+    "locality_similarity",
+    "n_localities",
+    "n_pairs",
+    "neighborhood_centrality",
+    "neighborhood_retention",
+    "ora",
+    "overestimation_ratio",
+    "pair_indices",
+    "place_localities",
+    "placement_stability",
+    "presence_weighted_average",
+    "reconstruct",
+    "reconstruction_similarity",
+    "refine_presence",
+    "select_n_modules",
+]

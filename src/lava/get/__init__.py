@@ -1,0 +1,1 @@
+"""Tidy pandas DataFrames (and arrays) from stored lava results. OWNER: biology helper."""

@@ -1,0 +1,1 @@
+"""Plots of stored lava results. OWNER: plots helper."""

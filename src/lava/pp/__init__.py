@@ -1,0 +1,1 @@
+"""Small preprocessing helpers. OWNER: datasets helper."""

@@ -1,0 +1,19 @@
+"""Tools: AnnData in, results stored in ``adata`` (scanpy conventions)."""
+
+from ._amf import amf
+from ._correlations import correlations
+from ._localities import localities, neighborhood_retention
+from ._modules import associate, enrich, module_genes
+from ._selection import refine_presence, select_n_modules
+
+__all__ = [
+    "amf",
+    "associate",
+    "correlations",
+    "enrich",
+    "localities",
+    "module_genes",
+    "neighborhood_retention",
+    "refine_presence",
+    "select_n_modules",
+]

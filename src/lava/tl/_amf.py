@@ -1,0 +1,6 @@
+"""Skeleton: replace."""
+
+def amf(adata, *args, **kwargs):
+    raise NotImplementedError
+
+

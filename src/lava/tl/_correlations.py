@@ -1,0 +1,6 @@
+"""Skeleton: replace."""
+
+def correlations(adata, *args, **kwargs):
+    raise NotImplementedError
+
+
