@@ -1,0 +1,709 @@
+"""The ``lava`` command: run the whole pipeline on an ``.h5ad`` file, or a demo on scanpy's ``pbmc68k_reduced``.
+
+``lava run INPUT.h5ad --basis X_umap --n-neighbors 500 --overlap 3 --n-modules 9 --out OUT.h5ad --figures DIR``
+places localities over the embedding, computes the feature-pair correlations, fits the modules (AMF), extracts
+each module's features and, when asked, associates presence with a sample annotation (``--groupby``) and tests
+module genes for over-representation (``--gene-sets file.gmt``). It writes the annotated AnnData and PNG figures
+and prints a summary. ``lava demo`` does the same on an embedded dataset, offline, in about a minute.
+
+Errors a user can fix (a bad path, a missing key, a bad value) end with one line on stderr, ``lava: error: ...``,
+and exit status 1; anything unexpected shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+
+#: Errors that mean "the input or the options are wrong": reported as one line, no traceback.
+USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+#: The demo's settings: full (about a minute on 2 cores) and ``--quick`` (the test suite's, a few seconds).
+DEMO_SETTINGS = {
+    "full": {"n_neighbors": 100, "overlap": 5, "n_modules": 5, "features": "highly_variable", "maxfun": None},
+    "quick": {"n_neighbors": 100, "overlap": 3, "n_modules": 3, "features": "highly_variable", "maxfun": 30},
+}
+DEMO_GROUPBY = "bulk_labels"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, like lava's other errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a non-negative integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0:
+        msg = f"expected a non-negative integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"expected a positive number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not np.isfinite(value) or value <= 0:
+        msg = f"expected a positive number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"expected a non-negative number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not np.isfinite(value) or value < 0:
+        msg = f"expected a non-negative number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _module_range(text: str) -> range:
+    """``"2:12"`` (inclusive) or ``"2,4,6"``... as a sorted list of module counts; returned as a range or list."""
+    try:
+        if ":" in text:
+            lo, hi = (int(p) for p in text.split(":"))
+            values = list(range(lo, hi + 1))
+        else:
+            values = sorted({int(p) for p in text.split(",")})
+    except ValueError:
+        msg = f"expected LO:HI (inclusive) or a comma-separated list of module counts, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if len(values) < 2 or values[0] < 1:
+        msg = f"need at least two module counts >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return values
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# parser
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser, output: argparse._ArgumentGroup) -> None:
+    output.add_argument(
+        "--quiet", "-q", action="store_true", help="no log lines and no progress bars (the summary is still printed)"
+    )
+    g = p.add_argument_group("fitting")
+    g.add_argument(
+        "--gamma",
+        type=_non_negative_float,
+        default=None,
+        help="weight of AMF's MAE term (default 1e-4; the paper used 10 on sparse single-cell data)",
+    )
+    g.add_argument("--nu", type=_positive_float, default=9.0, help="overestimation weight of AMF (default 9)")
+    g.add_argument("--max-epochs", type=_positive_int, default=None, help="cap on AMF epochs (default: lava.tl.amf's)")
+    g.add_argument(
+        "--maxfun",
+        type=_positive_int,
+        default=None,
+        help="budget of DIRECT evaluations for probe placement (default: lava.tl.localities')",
+    )
+    g.add_argument("--rng", type=_non_negative_int, default=0, help="random seed (default 0)")
+    g.add_argument(
+        "--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N' (default auto)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``lava`` argument parser (exposed for documentation and tests)."""
+    from . import __version__
+
+    parser = _Parser(
+        prog="lava",
+        description="LAVA (Locality-Aware Variable Associations): explain what in your data shapes an embedding.",
+        epilog="Run 'lava demo' for a one-minute example, or 'lava run --help' for your own data.",
+    )
+    parser.add_argument("--version", action="version", version=f"lava {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo}", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline on an .h5ad file",
+        description=(
+            "Place localities over an embedding, compute feature-pair correlations in each, fit modules (AMF), "
+            "find each module's features and optionally associate presence with an annotation and test gene sets. "
+            "Writes the annotated .h5ad and PNG figures and prints a summary."
+        ),
+    )
+    run.add_argument("input", metavar="INPUT.h5ad", type=Path, help="AnnData file with the data and an embedding")
+    req = run.add_argument_group("the method's parameters")
+    req.add_argument("--basis", default="X_umap", help="embedding in adata.obsm, 'umap' or 'X_umap' (default X_umap)")
+    req.add_argument(
+        "--n-neighbors",
+        "-n",
+        type=_positive_int,
+        required=True,
+        metavar="N",
+        help="locality size n (samples per locality)",
+    )
+    req.add_argument(
+        "--overlap",
+        "-o",
+        type=_positive_float,
+        required=True,
+        metavar="O",
+        help="overlap o: localities = round(E * o / n)",
+    )
+    req.add_argument(
+        "--n-modules",
+        "-m",
+        type=_positive_int,
+        metavar="M",
+        default=None,
+        help="number of modules M (default 9, or the suggested M with --select)",
+    )
+    data = run.add_argument_group("data")
+    data.add_argument(
+        "--features",
+        default=None,
+        help="boolean var column naming the features to correlate, 'all', or a text file with one name per line "
+        "(default: 'highly_variable' when that column exists, else all)",
+    )
+    data.add_argument("--layer", default=None, help="use adata.layers[LAYER] instead of X")
+    data.add_argument("--use-raw", action="store_true", help="use adata.raw instead of X")
+    down = run.add_argument_group("downstream (optional)")
+    down.add_argument(
+        "--select",
+        type=_module_range,
+        default=None,
+        metavar="LO:HI",
+        help="also run model selection over M in LO..HI (slow: several fits per M)",
+    )
+    down.add_argument(
+        "--n-runs",
+        type=_positive_int,
+        default=3,
+        metavar="R",
+        help="fits per M for --select (default 3; the paper used 10)",
+    )
+    down.add_argument("--groupby", default=None, metavar="COL", help="obs column to associate module presence with")
+    down.add_argument(
+        "--gene-sets",
+        type=Path,
+        default=None,
+        metavar="GMT",
+        help="gene-set file (.gmt) for over-representation analysis of module genes",
+    )
+    out = run.add_argument_group("output")
+    out.add_argument("--out", type=Path, required=True, metavar="OUT.h5ad", help="where to write the annotated AnnData")
+    out.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for PNG figures (default: next to OUT, OUT_figures/)",
+    )
+    _add_pipeline_options(run, out)
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the pipeline on scanpy's pbmc68k_reduced (offline, about a minute)",
+        description=(
+            "Run the whole pipeline on scanpy's shipped pbmc68k_reduced (700 cells, 309 highly variable genes; "
+            f"n=100, o=5, M=5) with presence associated with '{DEMO_GROUPBY}'. Writes pbmc68k_reduced_lava.h5ad and "
+            "figures to --out and prints a summary."
+        ),
+    )
+    demo_out = demo.add_argument_group("output")
+    demo_out.add_argument(
+        "--out", type=Path, default=Path("lava-demo"), metavar="DIR", help="output folder (default ./lava-demo/)"
+    )
+    demo_out.add_argument("--quick", action="store_true", help="smaller settings (seconds; used by the test suite)")
+    _add_pipeline_options(demo, demo_out)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass
+class _Job:
+    """Everything one pipeline run needs, resolved and checked before any computation starts."""
+
+    adata: object
+    basis: str
+    n_neighbors: int
+    overlap: float
+    n_modules: int | None
+    features: object
+    layer: str | None
+    use_raw: bool
+    select: list[int] | None
+    n_runs: int
+    groupby: str | None
+    gene_sets: Path | None
+    out: Path
+    figures: Path
+    gamma: float | None
+    nu: float
+    max_epochs: int | None
+    maxfun: int | None
+    rng: int
+    device: str
+    progress: bool
+    label: str
+    timings: dict[str, float] = field(default_factory=dict)
+    figure_files: list[Path] = field(default_factory=list)
+
+
+def _read(path: Path):
+    import anndata as ad
+
+    if not path.exists():
+        msg = f"input file {str(path)!r} does not exist"
+        raise FileNotFoundError(msg)
+    try:
+        if path.suffix == ".zarr" or path.is_dir():
+            return ad.read_zarr(path)
+        return ad.read_h5ad(path)
+    except OSError as err:
+        msg = f"cannot read {str(path)!r} as an AnnData file (.h5ad or .zarr): {err}"
+        raise ValueError(msg) from None
+
+
+def _resolve_features(adata, features, *, use_raw: bool):
+    """Turn the --features option into what lava.tl.correlations takes (a var column, a list of names, or None)."""
+    var = adata.raw.var if use_raw and adata.raw is not None else adata.var
+    if features is None:
+        return "highly_variable" if "highly_variable" in var.columns else None
+    if features == "all":
+        return None
+    if features in var.columns:
+        return features
+    path = Path(features)
+    if path.is_file():
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if not names:
+            msg = f"feature file {features!r} lists no names; write one feature name per line"
+            raise ValueError(msg)
+        return names
+    msg = (
+        f"--features {features!r} is neither a column of adata.var ({', '.join(map(repr, var.columns)) or 'none'}), "
+        "nor 'all', nor an existing file of names"
+    )
+    raise KeyError(msg)
+
+
+def _check_writable(path: Path, what: str) -> None:
+    parent = path.parent if path.parent != Path() else Path()
+    if parent.exists() and not parent.is_dir():
+        msg = f"cannot write {what} {str(path)!r}: {str(parent)!r} is not a folder"
+        raise NotADirectoryError(msg)
+    if path.is_dir():
+        msg = f"cannot write {what} {str(path)!r}: it is a folder; pass a file name ending in .h5ad"
+        raise IsADirectoryError(msg)
+
+
+def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
+    """Check every option against the data before anything is computed (a failed check costs nothing)."""
+    from ._validate import get_data, get_embedding, select_features
+
+    basis, Z = get_embedding(adata, args.basis)
+    n_obs = adata.n_obs
+    if args.n_neighbors > n_obs:
+        msg = f"--n-neighbors {args.n_neighbors} is larger than the number of samples ({n_obs}); pass a smaller n"
+        raise ValueError(msg)
+    features = _resolve_features(adata, args.features, use_raw=args.use_raw)
+    _, var_names, _ = get_data(adata, layer=args.layer, use_raw=args.use_raw)
+    n_features = len(select_features(adata, var_names, features, use_raw=args.use_raw))
+    if args.groupby is not None and args.groupby not in adata.obs.columns:
+        msg = f"--groupby {args.groupby!r} is not a column of adata.obs; available: {', '.join(map(repr, adata.obs.columns))}"
+        raise KeyError(msg)
+    if args.gene_sets is not None and not args.gene_sets.is_file():
+        msg = f"gene-set file {str(args.gene_sets)!r} does not exist"
+        raise FileNotFoundError(msg)
+    if args.select is not None and args.n_modules is not None and args.n_modules not in args.select:
+        msg = f"--n-modules {args.n_modules} is not in the --select range {args.select[0]}..{args.select[-1]}"
+        raise ValueError(msg)
+    _check_writable(out, "the output")
+    if figures.exists() and not figures.is_dir():
+        msg = f"--figures {str(figures)!r} exists and is not a folder"
+        raise NotADirectoryError(msg)
+    logging.getLogger("lava").info(
+        "lava: %s: %d samples, %d of %d features selected, basis %r (%d-D)",
+        label,
+        n_obs,
+        n_features,
+        len(var_names),
+        basis,
+        Z.shape[1],
+    )
+    return _Job(
+        adata=adata,
+        basis=basis,
+        n_neighbors=args.n_neighbors,
+        overlap=args.overlap,
+        n_modules=args.n_modules,
+        features=features,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        select=args.select,
+        n_runs=args.n_runs,
+        groupby=args.groupby,
+        gene_sets=args.gene_sets,
+        out=out,
+        figures=figures,
+        gamma=args.gamma,
+        nu=args.nu,
+        max_epochs=args.max_epochs,
+        maxfun=args.maxfun,
+        rng=args.rng,
+        device=args.device,
+        progress=not args.quiet,
+        label=label,
+    )
+
+
+def _timed(job: _Job, name: str, fn: Callable, *args, **kwargs):
+    start = perf_counter()
+    result = fn(*args, **kwargs)
+    job.timings[name] = perf_counter() - start
+    return result
+
+
+def _drop_none(**kwargs):
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _compute(job: _Job) -> None:
+    """Run the steps in order, storing everything under ``adata.uns['lava']``."""
+    import lava
+
+    adata = job.adata
+    _timed(
+        job,
+        "localities",
+        lava.tl.localities,
+        adata,
+        basis=job.basis,
+        n_neighbors=job.n_neighbors,
+        overlap=job.overlap,
+        rng=job.rng,
+        progress=job.progress,
+        **_drop_none(maxfun=job.maxfun),
+    )
+    _timed(
+        job,
+        "correlations",
+        lava.tl.correlations,
+        adata,
+        features=job.features,
+        layer=job.layer,
+        use_raw=job.use_raw,
+        device=job.device,
+        progress=job.progress,
+    )
+    fit_options = _drop_none(gamma=job.gamma, max_epochs=job.max_epochs)
+    n_modules = job.n_modules
+    if job.select is not None:
+        _timed(
+            job,
+            "select_n_modules",
+            lava.tl.select_n_modules,
+            adata,
+            job.select,
+            n_runs=job.n_runs,
+            nu=job.nu,
+            rng=job.rng,
+            device=job.device,
+            progress=job.progress,
+            **fit_options,
+        )
+        if n_modules is None:
+            n_modules = int(adata.uns["lava"]["selection"]["suggested_n_modules"])
+        _timed(job, "amf", lava.tl.amf, adata, from_selection=n_modules)
+    else:
+        _timed(
+            job,
+            "amf",
+            lava.tl.amf,
+            adata,
+            9 if n_modules is None else n_modules,
+            nu=job.nu,
+            rng=job.rng,
+            device=job.device,
+            progress=job.progress,
+            **fit_options,
+        )
+    _timed(job, "module_genes", lava.tl.module_genes, adata)
+    if job.gene_sets is not None:
+        _timed(job, "enrich", lava.tl.enrich, adata, str(job.gene_sets))
+    if job.groupby is not None:
+        _timed(job, "associate", lava.tl.associate, adata, job.groupby)
+
+
+def _write(job: _Job) -> None:
+    start = perf_counter()
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    if job.out.suffix == ".zarr":
+        job.adata.write_zarr(job.out)
+    else:
+        job.adata.write_h5ad(job.out)
+    job.timings["write"] = perf_counter() - start
+
+
+def _figures(job: _Job) -> None:
+    """Draw every figure the stored results allow, through lava.pl (show=False), and save them as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import lava
+
+    from ._store import has_step
+
+    adata = job.adata
+    start = perf_counter()
+    job.figures.mkdir(parents=True, exist_ok=True)
+    plots: list[tuple[str, Callable, dict]] = [
+        ("modules", lava.pl.modules, {}),
+        ("module_genes", lava.pl.module_genes, {}),
+        ("centrality", lava.pl.centrality, {}),
+        ("copresence", lava.pl.copresence, {}),
+    ]
+    if has_step(adata, "lava", "selection"):
+        plots.append(("selection", lava.pl.selection, {}))
+    if has_step(adata, "lava", "enrichment"):
+        plots.append(("enrichment", lava.pl.enrichment, {}))
+    if has_step(adata, "lava", "association"):
+        plots.append(("association", lava.pl.association, {}))
+    for name, fn, kwargs in plots:
+        fig = fn(adata, show=False, return_fig=True, **kwargs)
+        path = job.figures / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        job.figure_files.append(path)
+    job.timings["figures"] = perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# summary
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def summary(
+    adata, *, key: str = "lava", timings: dict[str, float] | None = None, files: Sequence[str] = (), top: int = 8
+) -> str:
+    """Summarise stored results as plain text: localities, pairs, modules, fit figures, top features, files, times."""
+    from . import core
+    from ._store import get_step, has_step
+
+    loc = get_step(adata, key, "localities")
+    corr = get_step(adata, key, "correlations")
+    fit = get_step(adata, key, "amf")
+    n_loc, n = np.shape(loc["indices"])
+    n_pairs = np.shape(corr["values"])[1]
+    n_features = len(corr["features"])
+    presence = np.asarray(fit["presence"])
+    M = presence.shape[1]
+    lines = [
+        f"lava summary ({adata.n_obs} samples x {adata.n_vars} features, basis {loc.get('basis', '?')!s})",
+        f"  localities          {n_loc} of {n} samples each; placement loss {float(loc['loss']):.4f}"
+        + (f" (unoptimised {float(loc['loss_unoptimized']):.4f})" if "loss_unoptimized" in loc else ""),
+        f"  feature pairs       {n_pairs:,} ({n_features} features)",
+        f"  modules             {M}",
+        f"  fit                 loss {float(fit['loss']):.4f}, similarity {float(fit['similarity']):.3f}, "
+        f"overestimation ratio {float(fit['overestimation_ratio']):.3f}, "
+        f"{int(fit['n_epochs'])} epochs (best {int(fit['best_epoch'])}"
+        + (", converged" if bool(fit.get("converged", False)) else ", not converged")
+        + ")",
+    ]
+    sums = presence.sum(axis=1)
+    if np.any(sums >= 0.5):
+        entropy = np.asarray(core.copresence_entropy(presence), dtype=float)
+        entropy = entropy[np.isfinite(entropy)]
+        if entropy.size:
+            lines.append(
+                f"  co-presence entropy {entropy.mean():.2f} ± {entropy.std():.2f} bits (0 = one module, "
+                f"{np.log2(M):.2f} = all equal)"
+            )
+    if has_step(adata, key, "module_genes"):
+        table = adata.uns[key]["module_genes"]
+        lines.append(f"  top features per module (of {len(table)} module features)")
+        for m in range(M):
+            rows = table[table["module"] == m].sort_values("rank")
+            names = ", ".join(rows["feature"].astype(str).head(top))
+            lines.append(f"    module {m}: {names if names else '(none above threshold)'}")
+    if has_step(adata, key, "association"):
+        assoc = adata.uns[key]["association"]
+        p_col = "p_adjusted" if "p_adjusted" in assoc.columns else "pearson_p"
+        best = assoc.sort_values(p_col).head(3)
+        lines.append(f"  strongest associations ({best['groupby'].iloc[0] if len(best) else ''})")
+        for _, row in best.iterrows():
+            lines.append(
+                f"    module {int(row['module'])} ~ {row['category']}: r = {float(row['pearson_r']):+.2f}, "
+                f"{p_col} = {float(row[p_col]):.2g}"
+            )
+    if has_step(adata, key, "enrichment"):
+        enr = adata.uns[key]["enrichment"]
+        lines.append(f"  enriched terms      {int((enr['p_adjusted'] < 0.05).sum())} at adjusted p < 0.05")
+        for m in sorted(enr["module"].unique())[:M]:
+            rows = enr[enr["module"] == m].sort_values("p_adjusted").head(1)
+            for _, row in rows.iterrows():
+                lines.append(f"    module {int(m)}: {row['term']} (adjusted p {float(row['p_adjusted']):.2g})")
+    if files:
+        lines.append("  files")
+        lines.extend(f"    {f}" for f in files)
+    if timings:
+        total = sum(timings.values())
+        lines.append(
+            "  step times          "
+            + ", ".join(f"{name} {_fmt_seconds(t)}" for name, t in timings.items())
+            + f"; total {_fmt_seconds(total)}"
+        )
+    return "\n".join(lines)
+
+
+def _finish(job: _Job) -> None:
+    files = [f"annotated data  {job.out}"]
+    if job.figure_files:
+        names = ", ".join(p.name for p in job.figure_files)
+        files.append(f"figures         {job.figures}/ ({names})")
+    print(summary(job.adata, timings=job.timings, files=files))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# commands
+
+
+def _cmd_run(args) -> int:
+    adata = _read(args.input)
+    figures = args.figures if args.figures is not None else args.out.with_name(f"{args.out.stem}_figures")
+    job = _prepare(adata, args, out=args.out, figures=figures, label=str(args.input))
+    _compute(job)
+    _write(job)
+    _figures(job)
+    _finish(job)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    import lava
+
+    settings = DEMO_SETTINGS["quick" if args.quick else "full"]
+    adata = lava.datasets.pbmc68k_reduced()
+    out_dir: Path = args.out
+    if out_dir.exists() and not out_dir.is_dir():
+        msg = f"--out {str(out_dir)!r} exists and is not a folder"
+        raise NotADirectoryError(msg)
+    ns = argparse.Namespace(
+        basis="X_umap",
+        n_neighbors=settings["n_neighbors"],
+        overlap=settings["overlap"],
+        n_modules=settings["n_modules"],
+        features=settings["features"],
+        layer=None,
+        use_raw=False,
+        select=None,
+        n_runs=1,
+        groupby=DEMO_GROUPBY,
+        gene_sets=None,
+        gamma=args.gamma,
+        nu=args.nu,
+        max_epochs=args.max_epochs,
+        maxfun=args.maxfun if args.maxfun is not None else settings["maxfun"],
+        rng=args.rng,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    job = _prepare(
+        adata,
+        ns,
+        out=out_dir / "pbmc68k_reduced_lava.h5ad",
+        figures=out_dir / "figures",
+        label="demo (pbmc68k_reduced)",
+    )
+    _compute(job)
+    _write(job)
+    _figures(job)
+    _finish(job)
+    return 0
+
+
+def _configure_logging(quiet: bool) -> Callable[[], None]:
+    """Add a handler to the 'lava' logger for this command only; return a function that removes it again."""
+    logger = logging.getLogger("lava")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+    return restore
+
+
+def _one_line(err: BaseException) -> str:
+    text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else str(err)
+    text = " ".join(str(text).split())
+    return text or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lava`` command. Returns the exit status (0 on success)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    restore = _configure_logging(args.quiet)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"lava: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    finally:
+        restore()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

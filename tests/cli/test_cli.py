@@ -1,0 +1,242 @@
+"""The ``lava`` command: help, version, one-line errors without tracebacks, and the demo and run end to end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import lava
+from lava.cli import main
+
+
+def _err_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def pbmc_file(pbmc, tmp_path) -> Path:
+    path = tmp_path / "pbmc.h5ad"
+    pbmc.copy().write_h5ad(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# help and version
+
+
+def test_help_via_console_script():
+    exe = shutil.which("lava")
+    cmd = [exe, "--help"] if exe else [sys.executable, "-m", "lava.cli", "--help"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: lava" in proc.stdout
+    assert "run" in proc.stdout
+    assert "demo" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_subcommand_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"usage: lava {command}" in out
+    assert "--out" in out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lava {lava.__version__}"
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: lava" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# errors: one line on stderr, non-zero exit, no traceback, nothing written
+
+
+def test_missing_input_file(tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    rc = main(["run", str(tmp_path / "nope.h5ad"), "-n", "50", "-o", "2", "--out", str(out), "-q"])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert lines[0].startswith("lava: error: ")
+    assert "nope.h5ad" in lines[0]
+    assert "does not exist" in lines[0]
+    assert not out.exists()
+
+
+def test_unreadable_input_file(tmp_path, capsys):
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("not an h5ad file\n")
+    rc = main(["run", str(bad), "-n", "50", "-o", "2", "--out", str(tmp_path / "out.h5ad"), "-q"])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert "cannot read" in lines[0]
+
+
+def test_missing_basis(pbmc_file, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    rc = main(["run", str(pbmc_file), "--basis", "X_tsne", "-n", "50", "-o", "2", "--out", str(out), "-q"])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert lines[0].startswith("lava: error: no 'X_tsne' in adata.obsm")
+    assert "X_umap" in lines[0]  # names what is available
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--features", "no_such_column"], "no_such_column"),
+        (["--groupby", "no_such_column"], "no_such_column"),
+        (["--gene-sets", "missing.gmt"], "missing.gmt"),
+        (["--layer", "no_such_layer"], "no_such_layer"),
+        (["-n", "5000"], "larger than the number of samples"),
+        (["--select", "2:4", "-m", "7"], "not in the --select range"),
+    ],
+    ids=["features", "groupby", "gene-sets", "layer", "n-too-large", "m-outside-select"],
+)
+def test_bad_keys_and_values(pbmc_file, tmp_path, capsys, extra, needle):
+    out = tmp_path / "out.h5ad"
+    rc = main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(out), "-q", *extra])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("lava: error: ")
+    assert needle in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["-n", "-5"], ["-n", "ten"], ["-o", "0"], ["--gamma", "-1"], ["--select", "5"], ["--rng", "-1"]],
+    ids=["negative-n", "text-n", "zero-overlap", "negative-gamma", "one-module-count", "negative-rng"],
+)
+def test_bad_option_values_are_usage_errors(pbmc_file, tmp_path, capsys, extra):
+    args = ["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(tmp_path / "o.h5ad"), *extra]
+    assert main(args) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("lava run: error: ")
+
+
+def test_missing_required_option(pbmc_file, capsys):
+    assert main(["run", str(pbmc_file), "-o", "2", "--out", "x.h5ad"]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert "--n-neighbors" in lines[0]
+
+
+def test_output_is_a_folder(pbmc_file, tmp_path, capsys):
+    rc = main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(tmp_path), "-q"])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert "is a folder" in lines[0]
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch, pbmc_file, tmp_path):
+    import lava.cli
+
+    def boom(job):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(lava.cli, "_compute", boom)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(tmp_path / "o.h5ad"), "-q"])
+
+
+def test_logging_handler_is_removed_after_the_command(tmp_path):
+    import logging
+
+    logger = logging.getLogger("lava")
+    before = list(logger.handlers), logger.level, logger.propagate
+    main(["run", str(tmp_path / "nope.h5ad"), "-n", "5", "-o", "2", "--out", str(tmp_path / "o.h5ad")])
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# end to end
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    h5ad = out / "pbmc68k_reduced_lava.h5ad"
+    assert h5ad.is_file()
+    adata = ad.read_h5ad(h5ad)
+    uns = adata.uns["lava"]
+    for step in ("localities", "correlations", "amf", "module_genes", "association"):
+        assert step in uns, step
+    n_modules = uns["amf"]["modules"].shape[0]
+    assert n_modules == 3
+    assert adata.obsm["lava_presence"].shape == (adata.n_obs, n_modules)
+    assert adata.varm["lava_modules"].shape == (adata.n_vars, n_modules)
+    assert uns["correlations"]["features"].size == int(adata.var["highly_variable"].sum())
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert {"modules.png", "module_genes.png", "association.png"} <= set(pngs)
+    for p in (out / "figures").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the summary names the figures of the fit and where the files went
+    assert "overestimation ratio" in captured.out
+    assert "module 0:" in captured.out
+    assert str(h5ad) in captured.out
+    assert captured.err == ""  # --quiet: no log lines, no progress bars
+
+
+@pytest.mark.slow
+def test_run_with_feature_file_groupby_and_gene_sets(pbmc_file, tmp_path, capsys, pbmc):
+    genes = list(pbmc.var_names[pbmc.var["highly_variable"].to_numpy()][:40])
+    feature_file = tmp_path / "features.txt"
+    feature_file.write_text("# forty highly variable genes\n" + "\n".join(genes) + "\n")
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text(
+        "SET_A\tfirst half\t" + "\t".join(genes[:20]) + "\n" + "SET_B\tsecond half\t" + "\t".join(genes[20:]) + "\n"
+    )
+    out = tmp_path / "res" / "pbmc_lava.h5ad"
+    figs = tmp_path / "figs"
+    args = [
+        "run",
+        str(pbmc_file),
+        "--basis",
+        "umap",
+        "-n",
+        "120",
+        "-o",
+        "2",
+        "-m",
+        "2",
+        "--features",
+        str(feature_file),
+    ]
+    args += ["--groupby", "bulk_labels", "--gene-sets", str(gmt), "--maxfun", "20", "--max-epochs", "200"]
+    args += ["--out", str(out), "--figures", str(figs)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    adata = ad.read_h5ad(out)
+    uns = adata.uns["lava"]
+    assert list(uns["correlations"]["features"]) == genes
+    assert uns["correlations"]["values"].shape == (round(adata.n_obs * 2 / 120), 40 * 39 // 2)
+    assert uns["amf"]["presence"].shape[1] == 2
+    assert "enrichment" in uns
+    assert set(uns["association"]["groupby"]) == {"bulk_labels"}
+    assert set(np.unique(uns["association"]["category"])) <= set(adata.obs["bulk_labels"].astype(str))
+    assert (figs / "enrichment.png").is_file()
+    assert (figs / "association.png").is_file()
+    assert "computing" in captured.err  # not --quiet: log lines go to stderr
+    assert "step times" in captured.out
