@@ -1,1 +1,25 @@
-"""Tidy pandas DataFrames (and arrays) from stored lava results. OWNER: biology helper."""
+"""Tidy pandas DataFrames (and arrays) from stored lava results; nothing is recomputed."""
+
+from ._results import (
+    association,
+    enrichment,
+    feature_scores,
+    localities,
+    module_genes,
+    modules,
+    params,
+    presence,
+    selection,
+)
+
+__all__ = [
+    "association",
+    "enrichment",
+    "feature_scores",
+    "localities",
+    "module_genes",
+    "modules",
+    "params",
+    "presence",
+    "selection",
+]

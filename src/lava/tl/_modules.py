@@ -1,14 +1,670 @@
-"""Skeleton: replace."""
+"""From modules to biology (METHOD.md section 5): module genes, over-representation analysis, metadata association."""
 
-def module_genes(adata, *args, **kwargs):
-    raise NotImplementedError
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .. import _logging as logg
+from .._compat import as_generator, as_seed
+from .._docs import doc_params
+from .._store import get_step, modules_key, store_step
+from .._validate import check_positive
+from ..core.stats import (
+    association_test,
+    benjamini_hochberg,
+    empirical_pvalue,
+    locality_means,
+    membership_matrix,
+    ora,
+)
+
+MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank")
+ENRICHMENT_COLUMNS = (
+    "module",
+    "term",
+    "overlap",
+    "n_overlap",
+    "set_size",
+    "p_value",
+    "p_adjusted",
+    "odds_ratio",
+    "significant",
+    "genes",
+)
 
 
-def enrich(adata, *args, **kwargs):
-    raise NotImplementedError
+# --------------------------------------------------------------------------------------------------------------------
+# module genes
 
 
-def associate(adata, *args, **kwargs):
-    raise NotImplementedError
+def _feature_scores(adata, key: str) -> np.ndarray:
+    get_step(adata, key, "amf")
+    name = modules_key(key)
+    if name not in adata.varm:
+        msg = f"adata.varm has no {name!r} (feature scores of the modules); rerun lava.tl.amf(adata, key={key!r})."
+        raise KeyError(msg)
+    scores = np.asarray(adata.varm[name], dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] != adata.n_vars:
+        msg = f"adata.varm[{name!r}] must be n_vars x n_modules, got shape {scores.shape}; rerun lava.tl.amf."
+        raise ValueError(msg)
+    return scores
 
 
+def _n_modules(adata, key: str) -> int:
+    name = modules_key(key)
+    if name in adata.varm:
+        return int(np.shape(adata.varm[name])[1])
+    return int(np.shape(get_step(adata, key, "amf")["modules"])[0])
+
+
+@doc_params()
+def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: bool = False):
+    """Pick each module's genes: the features whose score reaches a fraction of the module's top score.
+
+    A feature's score in a module (``adata.varm[f"{key}_modules"]``, written by :func:`lava.tl.amf`) is the sum of
+    the module's correlations over the feature pairs the feature is in. A module's genes are the features with
+    ``score >= threshold * max_score`` and ``score > 0`` (the paper used 5%). A module whose scores are all 0 gets
+    no genes (logged).
+
+    Parameters
+    ----------
+    {adata}
+    threshold
+        Fraction of the module's largest feature score, in [0, 1]. 0 keeps every feature with a positive score.
+    {key}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (or a copy with ``copy=True``) and writes ``adata.uns[key]["module_genes"]``: a DataFrame with one row
+    per (module, gene), columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int, 1 = highest
+    score within the module), sorted by module and rank. Read it with :func:`lava.get.module_genes`.
+    """
+    check_positive(threshold, "threshold", allow_zero=True)
+    if threshold > 1:
+        msg = f"threshold is a fraction of the module's top score and must be in [0, 1], got {threshold!r}."
+        raise ValueError(msg)
+    scores = _feature_scores(adata, key)
+    start = logg.info("selecting module genes")
+    frames = []
+    names = np.asarray(adata.var_names, dtype=object)
+    empty = []
+    for m in range(scores.shape[1]):
+        s = scores[:, m]
+        top = s.max() if s.size else 0.0
+        if not top > 0:
+            empty.append(m)
+            continue
+        keep = np.flatnonzero((s >= threshold * top) & (s > 0))
+        keep = keep[np.argsort(-s[keep], kind="stable")]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "module": np.full(keep.size, m, dtype=np.int64),
+                    "feature": names[keep].astype(str).astype(object),
+                    "score": s[keep].astype(np.float64),
+                    "rank": np.arange(1, keep.size + 1, dtype=np.int64),
+                }
+            )
+        )
+    if empty:
+        logg.warning(f"module(s) {', '.join(map(str, empty))} have no positive feature score and get no genes.")
+    table = pd.concat(frames, ignore_index=True) if frames else _empty_module_genes()
+    if copy:
+        adata = adata.copy()
+    store_step(adata, key, "module_genes", table, {"threshold": float(threshold)})
+    counts = table.groupby("module").size()
+    logg.finished(start, "genes per module: " + ", ".join(f"{m}: {c}" for m, c in counts.items()))
+    return adata if copy else None
+
+
+def _empty_module_genes() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "module": np.array([], dtype=np.int64),
+            "feature": np.array([], dtype=object),
+            "score": np.array([], dtype=np.float64),
+            "rank": np.array([], dtype=np.int64),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# over-representation analysis
+
+
+def _resolve_modules(modules, n_modules: int) -> list[int]:
+    if modules is None:
+        return list(range(n_modules))
+    items = [modules] if isinstance(modules, int | np.integer) else list(modules)
+    out = []
+    for m in items:
+        if isinstance(m, bool) or not isinstance(m, int | np.integer):
+            msg = f"modules must be module numbers (ints 0..{n_modules - 1}), got {m!r}."
+            raise TypeError(msg)
+        if not 0 <= m < n_modules:
+            msg = f"unknown module {m}; this analysis has modules 0..{n_modules - 1}."
+            raise ValueError(msg)
+        if int(m) not in out:
+            out.append(int(m))
+    if not out:
+        msg = "modules is empty; pass None for all modules or a list of module numbers."
+        raise ValueError(msg)
+    return out
+
+
+def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a GMT file (one set per line: name, description, genes, tab-separated) without any network access."""
+    sets: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = [p.strip() for p in line.rstrip("\r\n").split("\t")]
+            if len(parts) < 3 or not parts[0]:
+                continue
+            genes = [g for g in parts[2:] if g]
+            sets[parts[0]] = list(dict.fromkeys(sets.get(parts[0], []) + genes))
+    if not sets:
+        msg = f"{path} holds no gene sets; a GMT line is: name <TAB> description <TAB> gene <TAB> gene ..."
+        raise ValueError(msg)
+    return sets
+
+
+def load_gene_sets(gene_sets, *, organism: str = "Human") -> tuple[dict[str, list[str]], str]:
+    """Return ``(dict of set name -> genes, description)`` from a dict, a ``.gmt`` path or a gseapy library name."""
+    if isinstance(gene_sets, Mapping):
+        out = {}
+        for name, genes in gene_sets.items():
+            if isinstance(genes, str) or not isinstance(genes, Iterable):
+                msg = f"gene_sets[{name!r}] must be a list of gene names, got {type(genes).__name__}."
+                raise TypeError(msg)
+            out[str(name)] = [str(g) for g in genes]
+        if not out:
+            msg = "gene_sets is an empty dict; pass at least one gene set."
+            raise ValueError(msg)
+        return out, "dict"
+    if isinstance(gene_sets, str | os.PathLike):
+        path = Path(gene_sets).expanduser()
+        if path.is_file():
+            return read_gmt(path), f"file {path.name}"
+        if str(gene_sets).lower().endswith(".gmt") or isinstance(gene_sets, os.PathLike) or os.sep in str(gene_sets):
+            msg = f"gene set file {str(gene_sets)!r} does not exist; pass the path to a .gmt file or a dict."
+            raise FileNotFoundError(msg)
+        import gseapy
+
+        try:
+            sets = gseapy.get_library(str(gene_sets), organism=organism)
+        except Exception as err:
+            msg = (
+                f"could not load the gene set library {gene_sets!r} through gseapy (Enrichr download: it needs "
+                f"internet access and an exact library name, see gseapy.get_library_name()): {err}. Offline, pass a "
+                "dict {set name: genes} or the path to a .gmt file (e.g. lava.datasets.go_bp_human())."
+            )
+            raise ValueError(msg) from err
+        if not sets:
+            msg = f"gseapy returned no gene sets for {gene_sets!r}; check the library name (gseapy.get_library_name())."
+            raise ValueError(msg)
+        return {str(k): [str(g) for g in v] for k, v in sets.items()}, f"library {gene_sets}"
+    msg = (
+        "gene_sets must be a dict {set name: genes}, the path to a .gmt file or a gseapy/Enrichr library name, "
+        f"got {type(gene_sets).__name__}."
+    )
+    raise TypeError(msg)
+
+
+def _resolve_background(adata, background, key: str) -> tuple[list[str], str]:
+    if isinstance(background, str):
+        if background == "tested":
+            corr = get_step(adata, key, "correlations")
+            return [str(g) for g in np.asarray(corr["features"])], "tested"
+        if background == "all":
+            return [str(g) for g in adata.var_names], "all"
+        msg = (
+            f"background must be 'tested', 'all' or a list of gene names, got the string {background!r} "
+            "(lava never downloads a background; pass the genes themselves)."
+        )
+        raise ValueError(msg)
+    if isinstance(background, Iterable):
+        genes = [str(g) for g in background]
+        if not genes:
+            msg = "background is empty; pass 'tested', 'all' or the genes that could have become module genes."
+            raise ValueError(msg)
+        return genes, "list"
+    msg = f"background must be 'tested', 'all' or a list of gene names, got {type(background).__name__}."
+    raise TypeError(msg)
+
+
+@doc_params()
+def enrich(
+    adata,
+    gene_sets,
+    *,
+    modules: int | Sequence[int] | None = None,
+    background: Literal["tested", "all"] | Sequence[str] = "tested",
+    threshold: float = 0.05,
+    min_size: int = 5,
+    max_size: int | None = None,
+    organism: str = "Human",
+    key: str = "lava",
+    copy: bool = False,
+):
+    """Over-representation analysis (ORA) of each module's genes in a collection of gene sets.
+
+    For every module, a hypergeometric test of its genes (from :func:`lava.tl.module_genes`) against each gene set,
+    with Benjamini-Hochberg adjustment over the tested sets, within the module. This is the test of gseapy's offline
+    ``enrich`` (same p-values and odds ratios), computed here with scipy so that nothing is downloaded; gseapy is only
+    used to fetch a named Enrichr library. Gene sets are restricted to the background before testing, and genes are
+    matched case-insensitively (both sides upper-cased); ``genes`` reports the names as spelled in ``adata``.
+
+    Parameters
+    ----------
+    {adata}
+    gene_sets
+        A dict ``{set name: genes}``, the path to a ``.gmt`` file (read offline), or the name of a gseapy/Enrichr
+        library (e.g. ``"GO_Biological_Process_2023"``; downloaded, so it needs internet access).
+    modules
+        Module numbers to test (default: all).
+    background
+        The gene universe of the test. ``"tested"`` (default): the features that entered the correlations
+        (``adata.uns[key]["correlations"]["features"]``). Only those genes could have become module genes, so they
+        are the right null: using all measured genes (``"all"``, as the paper did) counts thousands of genes that
+        were never candidates, which inflates the enrichment of whatever sets the tested features (e.g. highly
+        variable genes) happen to favour. Or an explicit list of genes; module genes outside it are dropped (logged).
+    threshold
+        Adjusted p-value below which a term is flagged ``significant`` (and counted in the log).
+    min_size, max_size
+        Test only gene sets with ``min_size <= K <= max_size`` genes in the background (``max_size=None``: no bound).
+    organism
+        Organism of a named Enrichr library (``"Human"``, ``"Mouse"``, ...); unused for dicts and files.
+    {key}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (or a copy with ``copy=True``) and writes ``adata.uns[key]["enrichment"]``: a DataFrame with one row per
+    (module, gene set) sharing at least one gene, sorted by module then p-value, columns ``module`` (int), ``term``
+    (str), ``overlap`` (str ``"k/K"``: module genes in the set / set genes in the background), ``n_overlap`` (int),
+    ``set_size`` (int, K), ``p_value`` (float, hypergeometric ``P(X >= k)``), ``p_adjusted`` (float, BH within the
+    module over every tested set, including those without overlap), ``odds_ratio`` (float, Haldane-Anscombe
+    corrected as in gseapy), ``significant`` (bool, ``p_adjusted < threshold``) and ``genes`` (str, the overlapping
+    module genes joined by ``";"``, highest score first). Read it with :func:`lava.get.enrichment`.
+    """
+    table_genes = get_step(adata, key, "module_genes")
+    n_mod = _n_modules(adata, key)
+    selected = _resolve_modules(modules, n_mod)
+    check_positive(threshold, "threshold")
+    check_positive(min_size, "min_size", integer=True, allow_zero=True)
+    if max_size is not None:
+        check_positive(max_size, "max_size", integer=True)
+        if max_size < min_size:
+            msg = f"max_size ({max_size}) must be >= min_size ({min_size})."
+            raise ValueError(msg)
+    table_genes = pd.DataFrame(table_genes)
+    queries = {}
+    for m in selected:
+        rows = table_genes[table_genes["module"].to_numpy() == m].sort_values("rank")
+        if rows.empty:
+            msg = (
+                f"module {m} has no module genes (its feature scores are all 0 or below the threshold); leave it out "
+                "with modules=[...] or rerun lava.tl.module_genes with a lower threshold."
+            )
+            raise ValueError(msg)
+        queries[m] = rows["feature"].astype(str).tolist()
+    bg_genes, bg_kind = _resolve_background(adata, background, key)
+    sets, source = load_gene_sets(gene_sets, organism=organism)
+
+    # case-insensitive matching; report adata's spelling (then the background list's)
+    spelling: dict[str, str] = {}
+    for g in bg_genes:
+        spelling.setdefault(g.upper(), g)
+    for g in adata.var_names:
+        if g.upper() in spelling:
+            spelling[g.upper()] = str(g)
+    bg_upper = list(spelling)
+    bg_set = set(bg_upper)
+    upper_queries = []
+    for m in selected:
+        q = [g.upper() for g in queries[m]]
+        outside = [g for g in q if g not in bg_set]
+        if outside:
+            logg.warning(f"module {m}: {len(outside)} module genes are not in the background and are left out.")
+        q = [g for g in q if g in bg_set]
+        if not q:
+            msg = f"no gene of module {m} is in the background; pass background='tested', 'all' or a larger list."
+            raise ValueError(msg)
+        upper_queries.append(q)
+    upper_sets = {name: [g.upper() for g in genes] for name, genes in sets.items()}
+    n_touching = sum(1 for genes in upper_sets.values() if any(g in bg_set for g in genes))
+    if n_touching == 0:
+        some_set = next(iter(sets.values()))[:3]
+        msg = (
+            f"none of the {len(sets)} gene sets ({source}) shares a gene with the background of {len(bg_upper)} genes "
+            f"(e.g. set genes {some_set} vs background {bg_genes[:3]}); check the organism and the identifier type "
+            "(gene symbols vs Ensembl IDs)."
+        )
+        raise ValueError(msg)
+
+    start = logg.info(f"testing {len(selected)} modules against {len(sets)} gene sets ({source})")
+    res = ora(upper_queries, upper_sets, bg_upper, min_size=min_size, max_size=max_size)
+    if res.terms.size == 0:
+        msg = (
+            f"no gene set has between {min_size} and {max_size if max_size is not None else 'any number of'} genes in "
+            f"the background of {len(bg_upper)} genes ({n_touching} sets share at least one); lower min_size."
+        )
+        raise ValueError(msg)
+
+    S = res.set_membership.tocsr()
+    frames = []
+    for qi, m in enumerate(selected):
+        hit = np.flatnonzero(res.n_overlap[qi] > 0)
+        if hit.size == 0:
+            continue
+        rank = {g: r for r, g in enumerate(upper_queries[qi])}
+        in_query = np.asarray(res.query_membership[:, qi].toarray()).ravel() > 0
+        genes_col = []
+        for t in hit:
+            cols = S.indices[S.indptr[t] : S.indptr[t + 1]]
+            shared = [res.background[c] for c in cols if in_query[c]]
+            shared.sort(key=rank.__getitem__)
+            genes_col.append(";".join(spelling[g] for g in shared))
+        k = res.n_overlap[qi, hit]
+        K = res.set_size[hit]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "module": np.full(hit.size, m, dtype=np.int64),
+                    "term": res.terms[hit].astype(str).astype(object),
+                    "overlap": np.asarray([f"{a}/{b}" for a, b in zip(k, K, strict=True)], dtype=object),
+                    "n_overlap": k.astype(np.int64),
+                    "set_size": K.astype(np.int64),
+                    "p_value": res.p_value[qi, hit],
+                    "p_adjusted": res.p_adjusted[qi, hit],
+                    "odds_ratio": res.odds_ratio[qi, hit],
+                    "significant": res.p_adjusted[qi, hit] < threshold,
+                    "genes": np.asarray(genes_col, dtype=object),
+                }
+            )
+        )
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+        table = table.sort_values(["module", "p_value", "term"], kind="stable").reset_index(drop=True)
+    else:
+        logg.warning(
+            f"no module gene is in any of the {res.terms.size} tested gene sets: the enrichment table is empty."
+        )
+        table = pd.DataFrame({c: pd.Series(dtype=_ENRICHMENT_DTYPES[c]) for c in ENRICHMENT_COLUMNS})
+    params = {
+        "gene_sets": source if not isinstance(gene_sets, str | os.PathLike) else str(gene_sets),
+        "modules": selected,
+        "background": bg_kind if bg_kind != "list" else bg_genes,
+        "n_background": res.n_background,
+        "n_gene_sets_tested": int(res.terms.size),
+        "threshold": float(threshold),
+        "min_size": int(min_size),
+        "max_size": max_size,
+        "organism": organism,
+    }
+    if copy:
+        adata = adata.copy()
+    store_step(adata, key, "enrichment", table, params)
+    n_sig = table.groupby("module")["significant"].sum() if len(table) else pd.Series(dtype=int)
+    logg.finished(
+        start,
+        f"{res.terms.size} sets tested against {res.n_background} background genes; terms with p_adjusted < "
+        f"{threshold}: " + ", ".join(f"module {m}: {int(n_sig.get(m, 0))}" for m in selected),
+    )
+    return adata if copy else None
+
+
+_ENRICHMENT_DTYPES = {
+    "module": np.int64,
+    "term": object,
+    "overlap": object,
+    "n_overlap": np.int64,
+    "set_size": np.int64,
+    "p_value": np.float64,
+    "p_adjusted": np.float64,
+    "odds_ratio": np.float64,
+    "significant": bool,
+    "genes": object,
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# metadata association
+
+
+def _obs_column(adata, name: str, what: str) -> pd.Series:
+    if not isinstance(name, str):
+        msg = f"{what} must be the name of an adata.obs column, got {type(name).__name__}."
+        raise TypeError(msg)
+    if name not in adata.obs.columns:
+        cols = list(map(str, adata.obs.columns))
+        shown = ", ".join(map(repr, cols[:10])) + (", ..." if len(cols) > 10 else "")
+        msg = f"no column {name!r} in adata.obs; available: {shown or 'none'}. Pass {what}=... naming one."
+        raise KeyError(msg)
+    return adata.obs[name]
+
+
+def _label_matrix(column: pd.Series, groupby: str) -> tuple[np.ndarray, list[str], bool]:
+    """Per-sample values (E, K): category indicators, or the numeric column; the category names; whether numeric."""
+    is_numeric = (
+        not isinstance(column.dtype, pd.CategoricalDtype)
+        and pd.api.types.is_numeric_dtype(column.dtype)
+        and not pd.api.types.is_bool_dtype(column.dtype)
+    )
+    if is_numeric:
+        values = column.to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            n_bad = int(np.sum(~np.isfinite(values)))
+            msg = f"adata.obs[{groupby!r}] has {n_bad} NaN or infinite values; fill or drop those samples first."
+            raise ValueError(msg)
+        return values[:, None], [groupby], True
+    cat = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype("category")
+    counts = cat.value_counts(sort=False)
+    unused = [str(c) for c, n in counts.items() if n == 0]
+    if unused:
+        msg = (
+            f"categories {unused} of adata.obs[{groupby!r}] have no samples; drop them with "
+            f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].cat.remove_unused_categories()."
+        )
+        raise ValueError(msg)
+    codes = cat.cat.codes.to_numpy()
+    K = len(cat.cat.categories)
+    if K == 0:
+        msg = f"adata.obs[{groupby!r}] has no categories (all values missing)."
+        raise ValueError(msg)
+    onehot = np.zeros((codes.size, K))
+    ok = codes >= 0  # missing labels count in no category
+    onehot[np.flatnonzero(ok), codes[ok]] = 1.0
+    return onehot, [str(c) for c in cat.cat.categories], False
+
+
+@doc_params()
+def associate(
+    adata,
+    groupby: str,
+    *,
+    min_presence: float = 0.01,
+    method: Literal["pearson", "spearman"] = "pearson",
+    permutations: int = 0,
+    groups: str | None = None,
+    rng: int | np.random.Generator | None = 0,
+    key: str = "lava",
+    copy: bool = False,
+):
+    """Test whether each module's presence follows a sample annotation (categories or a numeric value).
+
+    For each module and each category of ``adata.obs[groupby]``: over the localities where the module's presence
+    is above ``min_presence``, the Pearson and Spearman correlations between the presence and the fraction of the
+    locality's samples in the category (samples with a missing label count in no category). A numeric ``groupby``
+    uses the locality's mean value instead (one row per module, ``category`` = ``groupby``). p-values are two-sided;
+    ``p_adjusted`` is the Benjamini-Hochberg adjustment of the ``method`` p-values over all modules x categories.
+    A module present in fewer than 3 localities gets NaN statistics (``n_localities`` says how many it had).
+
+    The parametric p-values assume independent localities. They are optimistic when localities overlap (o > 1
+    shares samples) and, above all, when the samples of one donor (patient, batch, animal) cluster together in the
+    embedding: then a handful of donors, not hundreds of localities, carry the evidence. With ``permutations=N``
+    and ``groups="donor"`` the null keeps that structure: each donor's label summary (its fraction of samples per
+    category, or its mean for a numeric annotation) is reassigned to another donor by a random permutation of the
+    donors, each locality's fraction is recomputed as the sample-count-weighted average of its donors' reassigned
+    summaries, and the empirical two-sided p-value is ``(1 + #{|r_perm| >= |r|}) / (N + 1)``. For a label that is
+    constant within donors (disease, sex, site) this is exactly a permutation of the labels among donors. For a label
+    that varies within donors, whole donor blocks are moved: the null keeps each donor's composition but not which
+    of its cells carry which label, so it tests whether the module follows the donors' composition. With only a few
+    donors the permutations are few and the smallest reachable p-value is large, which is the honest answer.
+    Without ``groups``, single samples are permuted (a plain permutation test, no better than the parametric p when
+    donors cluster).
+
+    Parameters
+    ----------
+    {adata}
+    groupby
+        Column of ``adata.obs``: categorical (or string/bool) for fractions per category, numeric for means.
+    min_presence
+        A locality enters a module's test when the module's presence there is above this.
+    method
+        Which correlation's p-value is adjusted into ``p_adjusted`` (and used for permutations): ``"pearson"`` or
+        ``"spearman"``. Both are always reported.
+    permutations
+        Number of permutations for empirical p-values (0: none).
+    groups
+        Column of ``adata.obs`` naming the donor (or other unit whose samples cluster) to permute at; needs
+        ``permutations > 0``. None permutes single samples.
+    {rng}
+    {key}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (or a copy with ``copy=True``) and writes ``adata.uns[key]["association"]``: a DataFrame with one row
+    per (module, category), columns ``module`` (int), ``groupby`` (str), ``category`` (str), ``n_localities`` (int),
+    ``pearson_r``, ``pearson_p``, ``spearman_r``, ``spearman_p``, ``p_adjusted`` (float), and with permutations
+    ``permutation_p`` and ``permutation_p_adjusted`` (float, BH over all rows). Read it with
+    :func:`lava.get.association`.
+    """
+    amf_res = get_step(adata, key, "amf")
+    loc = get_step(adata, key, "localities")
+    presence = np.asarray(amf_res["presence"], dtype=np.float64)
+    indices = np.asarray(loc["indices"], dtype=np.int64)
+    if presence.ndim != 2 or indices.ndim != 2 or presence.shape[0] != indices.shape[0]:
+        msg = (
+            f"stored presence {presence.shape} and locality indices {indices.shape} disagree; rerun lava.tl.amf "
+            f"(key={key!r})."
+        )
+        raise ValueError(msg)
+    if indices.size and (indices.min() < 0 or indices.max() >= adata.n_obs):
+        msg = "stored locality indices point outside adata's samples (was adata subset?); rerun lava.tl.localities."
+        raise ValueError(msg)
+    column = _obs_column(adata, groupby, "groupby")
+    if method not in ("pearson", "spearman"):
+        msg = f"method must be 'pearson' or 'spearman', got {method!r}."
+        raise ValueError(msg)
+    check_positive(min_presence, "min_presence", allow_zero=True)
+    check_positive(permutations, "permutations", integer=True, allow_zero=True)
+    if groups is not None:
+        if permutations == 0:
+            msg = "groups is only used by permutation tests; pass permutations=1000 (say) as well, or groups=None."
+            raise ValueError(msg)
+        group_col = _obs_column(adata, groups, "groups")
+        if group_col.isna().any():
+            msg = f"adata.obs[{groups!r}] has {int(group_col.isna().sum())} missing values; every sample needs a group."
+            raise ValueError(msg)
+        codes, uniques = pd.factorize(group_col, sort=True)
+        if uniques.size < 2:
+            msg = f"adata.obs[{groups!r}] has a single group; permutations need at least 2."
+            raise ValueError(msg)
+    values, categories, numeric = _label_matrix(column, groupby)
+    seed = as_seed(rng)
+
+    start = logg.info(f"associating {presence.shape[1]} modules with {groupby!r}")
+    n_loc = indices.shape[1]
+    fractions = locality_means(indices, values)  # (l, K)
+    M, K = presence.shape[1], len(categories)
+    stats_ = {name: np.full((M, K), np.nan) for name in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
+    n_used = np.zeros(M, dtype=np.int64)
+    selections = []
+    for m in range(M):
+        sel = np.flatnonzero(presence[:, m] > min_presence)
+        selections.append(sel)
+        n_used[m] = sel.size
+        if sel.size < 3:
+            continue
+        for meth in ("pearson", "spearman"):
+            r, p = association_test(presence[sel, m], fractions[sel], method=meth)
+            stats_[f"{meth}_r"][m], stats_[f"{meth}_p"][m] = r, p
+    p_adj = benjamini_hochberg(stats_[f"{method}_p"])
+
+    perm_p = None
+    if permutations:
+        gen = as_generator(seed)
+        if groups is None:
+            counts = membership_matrix(indices, adata.n_obs)  # (l, E): every sample its own group
+            summary = values
+        else:
+            G = uniques.size
+            onehot_g = sparse.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, G))
+            counts = membership_matrix(indices, adata.n_obs) @ onehot_g  # (l, G) samples per donor per locality
+            size_g = np.asarray(onehot_g.sum(axis=0)).ravel()
+            summary = np.asarray(onehot_g.T @ values) / size_g[:, None]  # (G, K) donor composition / mean
+            varies = np.any(np.abs(values - summary[codes]) > 1e-12)
+            if varies:
+                logg.info(f"    {groupby!r} varies within {groups!r}: permuting whole donor blocks (compositions)")
+            if G <= 10 and np.prod(np.arange(1, G + 1, dtype=np.float64)) < permutations:
+                logg.warning(f"only {G} groups: at most {int(np.prod(np.arange(1, G + 1)))} distinct permutations.")
+        n_units = summary.shape[0]
+        batch = int(max(1, min(permutations, 2**25 // max(1, indices.shape[0] * K))))
+        null = np.full((M, K, permutations), np.nan)
+        done = 0
+        while done < permutations:
+            b = min(batch, permutations - done)
+            perms = np.stack([gen.permutation(n_units) for _ in range(b)])  # (b, units)
+            stacked = np.transpose(summary[perms], (1, 2, 0)).reshape(n_units, K * b)
+            null_frac = np.asarray(counts @ stacked).reshape(-1, K, b) / n_loc  # (l, K, b)
+            for m in range(M):
+                sel = selections[m]
+                if sel.size >= 3:
+                    null[m, :, done : done + b] = association_test(presence[sel, m], null_frac[sel], method=method)[0]
+            done += b
+        perm_p = empirical_pvalue(stats_[f"{method}_r"], null)
+
+    table = pd.DataFrame(
+        {
+            "module": np.repeat(np.arange(M, dtype=np.int64), K),
+            "groupby": np.full(M * K, groupby, dtype=object),
+            "category": np.asarray(categories * M, dtype=object),
+            "n_localities": np.repeat(n_used, K),
+            **{name: arr.ravel() for name, arr in stats_.items()},
+            "p_adjusted": p_adj.ravel(),
+        }
+    )
+    if perm_p is not None:
+        table["permutation_p"] = perm_p.ravel()
+        table["permutation_p_adjusted"] = benjamini_hochberg(perm_p).ravel()
+    params = {
+        "groupby": groupby,
+        "numeric": bool(numeric),
+        "min_presence": float(min_presence),
+        "method": method,
+        "permutations": int(permutations),
+        "groups": groups,
+        "rng": seed,
+    }
+    if copy:
+        adata = adata.copy()
+    store_step(adata, key, "association", table, params)
+    best = table.loc[table["p_adjusted"].idxmin()] if table["p_adjusted"].notna().any() else None
+    logg.finished(
+        start,
+        f"strongest: module {best['module']} ~ {best['category']} ({method} r = {best[f'{method}_r']:.2f}, "
+        f"p_adjusted = {best['p_adjusted']:.2g})"
+        if best is not None
+        else "no module is present in 3 or more localities",
+    )
+    return adata if copy else None

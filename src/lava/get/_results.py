@@ -1,0 +1,285 @@
+"""Tidy pandas DataFrames from stored lava results. Nothing here recomputes anything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .._store import PRODUCER, decode_params, get_step, modules_key, presence_key
+
+
+def _frame(stored) -> pd.DataFrame:
+    return pd.DataFrame(stored).copy()
+
+
+def _filter_modules(df: pd.DataFrame, modules: int | Sequence[int] | None) -> pd.DataFrame:
+    if modules is None:
+        return df
+    wanted = [modules] if isinstance(modules, int | np.integer) else list(modules)
+    return df[df["module"].isin(wanted)].reset_index(drop=True)
+
+
+def params(adata, step: str, *, key: str = "lava") -> dict[str, Any]:
+    """Return the parameters a step was run with (decoded), including ``lava_version``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    step
+        One of ``"localities"``, ``"correlations"``, ``"amf"``, ``"selection"``, ``"module_genes"``,
+        ``"enrichment"``, ``"association"``.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A dict of parameter name to value, as passed (JSON round trip: tuples come back as lists).
+    """
+    if step not in PRODUCER:
+        msg = f"unknown step {step!r}; one of {', '.join(map(repr, PRODUCER))}."
+        raise ValueError(msg)
+    get_step(adata, key, step)
+    stored = adata.uns[key].get("params", {})
+    if step not in stored:
+        msg = f"adata.uns[{key!r}]['params'] has no {step!r}; rerun {PRODUCER[step]}."
+        raise KeyError(msg)
+    return decode_params(stored[step])
+
+
+def localities(adata, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame | np.ndarray:
+    """Return the samples of each locality.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    tidy
+        Return a long table; ``False`` returns the (l, n) int64 array of sample positions.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame with columns ``locality`` (int), ``sample`` (str, obs_name) and ``position`` (int, row in adata),
+    one row per (locality, sample) in stored order; or a copy of ``uns[key]["localities"]["indices"]``.
+    """
+    idx = np.asarray(get_step(adata, key, "localities")["indices"], dtype=np.int64)
+    if not tidy:
+        return idx.copy()
+    flat = idx.ravel()
+    return pd.DataFrame(
+        {
+            "locality": np.repeat(np.arange(idx.shape[0], dtype=np.int64), idx.shape[1]),
+            "sample": np.asarray(adata.obs_names, dtype=object)[flat],
+            "position": flat,
+        }
+    )
+
+
+def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame:
+    """Return the feature pairs of each module with their weight (the module's correlation for the pair).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    top
+        Keep only each module's ``top`` strongest pairs.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame with columns ``module`` (int), ``feature_a``, ``feature_b`` (str, ``feature_a`` before ``feature_b``
+    in the correlations' feature order), ``correlation`` (float, in [0, 1]); only non-zero pairs, sorted by module
+    then decreasing correlation.
+    """
+    mods = np.asarray(get_step(adata, key, "amf")["modules"], dtype=np.float64)
+    features = np.asarray(get_step(adata, key, "correlations")["features"]).astype(str).astype(object)
+    D = features.size
+    ia, ib = np.triu_indices(D, k=1)  # row-major upper triangle: the stored pair order
+    if mods.ndim != 2 or mods.shape[1] != ia.size:
+        msg = f"stored modules have shape {mods.shape}, expected (M, {ia.size}) for {D} features; rerun lava.tl.amf."
+        raise ValueError(msg)
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1):
+        msg = f"top must be a positive int or None, got {top!r}."
+        raise ValueError(msg)
+    frames = []
+    for m in range(mods.shape[0]):
+        nz = np.flatnonzero(mods[m])
+        nz = nz[np.argsort(-mods[m, nz], kind="stable")]
+        if top is not None:
+            nz = nz[:top]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "module": np.full(nz.size, m, dtype=np.int64),
+                    "feature_a": features[ia[nz]],
+                    "feature_b": features[ib[nz]],
+                    "correlation": mods[m, nz],
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame({"module": [], "feature_a": [], "feature_b": [], "correlation": []})
+    return pd.concat(frames, ignore_index=True)
+
+
+def presence(adata, *, level: Literal["locality", "sample"] = "locality", key: str = "lava") -> pd.DataFrame:
+    """Return module presence per locality (as fitted) or per sample (mean over the localities containing it).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    level
+        ``"locality"``: ``uns[key]["amf"]["presence"]``; ``"sample"``: ``obsm[f"{key}_presence"]``.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame (localities x modules, index ``locality`` 0..l-1; or obs_names x modules), columns the module
+    numbers 0..M-1 (int).
+    """
+    if level == "locality":
+        pres = np.asarray(get_step(adata, key, "amf")["presence"])
+        df = pd.DataFrame(pres.copy(), columns=pd.RangeIndex(pres.shape[1], name="module"))
+        df.index.name = "locality"
+        return df
+    if level == "sample":
+        get_step(adata, key, "amf")
+        name = presence_key(key)
+        if name not in adata.obsm:
+            msg = f"adata.obsm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
+            raise KeyError(msg)
+        pres = np.asarray(adata.obsm[name])
+        return pd.DataFrame(
+            pres.copy(), index=adata.obs_names.copy(), columns=pd.RangeIndex(pres.shape[1], name="module")
+        )
+    msg = f"level must be 'locality' or 'sample', got {level!r}."
+    raise ValueError(msg)
+
+
+def feature_scores(adata, *, key: str = "lava") -> pd.DataFrame:
+    """Return the feature scores of every module (``varm[f"{key}_modules"]``) as a var_names x modules DataFrame.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame indexed by var_names with the module numbers 0..M-1 as columns.
+    """
+    get_step(adata, key, "amf")
+    name = modules_key(key)
+    if name not in adata.varm:
+        msg = f"adata.varm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
+        raise KeyError(msg)
+    scores = np.asarray(adata.varm[name])
+    return pd.DataFrame(
+        scores.copy(), index=adata.var_names.copy(), columns=pd.RangeIndex(scores.shape[1], name="module")
+    )
+
+
+def module_genes(adata, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
+    """Return the genes of each module, from :func:`lava.tl.module_genes`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    modules
+        Only these module numbers (default: all).
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame with columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int).
+    """
+    return _filter_modules(_frame(get_step(adata, key, "module_genes")), modules)
+
+
+def enrichment(
+    adata,
+    *,
+    modules: int | Sequence[int] | None = None,
+    max_p_adjusted: float | None = None,
+    key: str = "lava",
+) -> pd.DataFrame:
+    """Return the over-representation results of :func:`lava.tl.enrich`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    modules
+        Only these module numbers (default: all).
+    max_p_adjusted
+        Keep rows with ``p_adjusted <= max_p_adjusted``.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame with columns ``module``, ``term``, ``overlap``, ``n_overlap``, ``set_size``, ``p_value``,
+    ``p_adjusted``, ``odds_ratio``, ``significant``, ``genes`` (";"-joined), sorted by module then p-value.
+    """
+    df = _filter_modules(_frame(get_step(adata, key, "enrichment")), modules)
+    if max_p_adjusted is not None:
+        df = df[df["p_adjusted"] <= max_p_adjusted].reset_index(drop=True)
+    return df
+
+
+def association(adata, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
+    """Return the module-annotation associations of :func:`lava.tl.associate`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    modules
+        Only these module numbers (default: all).
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    A DataFrame with columns ``module``, ``groupby``, ``category``, ``n_localities``, ``pearson_r``, ``pearson_p``,
+    ``spearman_r``, ``spearman_p``, ``p_adjusted`` (and ``permutation_p``, ``permutation_p_adjusted`` when run).
+    """
+    return _filter_modules(_frame(get_step(adata, key, "association")), modules)
+
+
+def selection(adata, *, runs: bool = False, key: str = "lava") -> pd.DataFrame:
+    """Return the model-selection table of :func:`lava.tl.select_n_modules`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with lava results.
+    runs
+        Return the per-run table instead of the per-M summary.
+    key
+        Where lava's results live (``adata.uns[key]``).
+
+    Returns
+    -------
+    The summary DataFrame indexed by ``n_modules`` (loss, similarity, overestimation ratio means and standard
+    deviations, silhouette), or the runs DataFrame (one row per fit).
+    """
+    sel = get_step(adata, key, "selection")
+    part = "runs" if runs else "summary"
+    if part not in sel:
+        msg = f"adata.uns[{key!r}]['selection'] has no {part!r}; rerun lava.tl.select_n_modules(adata)."
+        raise KeyError(msg)
+    return _frame(sel[part])
