@@ -1,0 +1,249 @@
+"""Reading modules biologically: top features, enrichment dot plot, association with sample annotations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._docs import doc_params
+from .._store import decode_params, get_step, has_step
+from . import _utils as u
+
+
+def _stored_threshold(adata, key: str) -> float:
+    if has_step(adata, key, "module_genes"):
+        params = adata.uns[key].get("params", {}).get("module_genes")
+        if params is not None and "threshold" in params:
+            return float(decode_params({"threshold": params["threshold"]})["threshold"])
+    return 0.05
+
+
+@doc_params()
+def module_genes(
+    adata,
+    module: int,
+    *,
+    n_genes: int = 20,
+    threshold: float | None = None,
+    color: str = "tab:blue",
+    key: str = "lava",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Plot a module's top features by score, with the module-gene cut-off.
+
+    A feature's score is the sum of the module's correlations over the pairs it is in
+    (``adata.varm["<key>_modules"]``). The orange line is the cut-off ``threshold`` x the largest score that
+    :func:`lava.tl.module_genes` uses; features below it are drawn in grey.
+
+    Parameters
+    ----------
+    {adata}
+    module
+        Module to draw (0..M-1).
+    n_genes
+        Number of top features.
+    threshold
+        Cut-off as a fraction of the largest score; default the one :func:`lava.tl.module_genes` used, else 0.05.
+    color
+        Colour of the bars above the cut-off.
+    {key}
+    {show}
+
+    Returns
+    -------
+    The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    """
+    if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
+        msg = f"n_genes must be a positive integer, got {n_genes!r}."
+        raise ValueError(msg)
+    scores = u.feature_scores(adata, key)
+    m = u.check_module(module, scores.shape[1])
+    if threshold is None:
+        threshold = _stored_threshold(adata, key)
+    elif isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or not 0 <= threshold <= 1:
+        msg = f"threshold must be a fraction in [0, 1], got {threshold!r}."
+        raise ValueError(msg)
+    s = scores[:, m]
+    top = np.argsort(-s, kind="stable")[:n_genes]
+    cut = float(threshold) * float(s.max())
+
+    fig, ax_ = u.new_axes(ax, figsize=(4.5, 0.6 + 0.22 * len(top)))
+    y = np.arange(len(top))[::-1]
+    colors = [color if s[t] >= cut else "0.75" for t in top]
+    ax_.barh(y, s[top], color=colors)
+    ax_.set_yticks(y, np.asarray(adata.var_names)[top])
+    ax_.axvline(cut, color="tab:orange", linewidth=1.5, label=f"{threshold:g} x max")
+    ax_.set_ylim(-0.6, len(top) - 0.4)
+    ax_.set_xlabel("score (sum of correlations)")
+    ax_.set_title(f"module {m}: top {len(top)} features")
+    ax_.legend(loc="lower right", frameon=False)
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+
+
+def _overlap_count(overlap: pd.Series) -> np.ndarray:
+    """Genes in the overlap, from a count or gseapy's ``"k/K"`` string."""
+    if overlap.dtype.kind in "iuf":
+        return overlap.to_numpy(dtype=np.float64)
+    return overlap.astype(str).str.split("/").str[0].astype(float).to_numpy()
+
+
+@doc_params()
+def enrichment(
+    adata,
+    *,
+    modules=None,
+    n_terms: int = 5,
+    cmap: str = "Reds",
+    max_size: float = 200.0,
+    key: str = "lava",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Dot plot of gene-set enrichment of the module genes (from :func:`lava.tl.enrich`).
+
+    Columns are modules; rows are the union of each module's ``n_terms`` most significant terms. A dot's size is the
+    number of module genes in the term, its colour ``-log10`` of the adjusted p-value.
+
+    Parameters
+    ----------
+    {adata}
+    modules
+        Modules to show (int or list); default all with results.
+    n_terms
+        Most significant terms taken from each module.
+    cmap
+        Colour map of ``-log10(p_adjusted)``.
+    max_size
+        Marker area of the largest overlap.
+    {key}
+    {show}
+
+    Returns
+    -------
+    The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    """
+    if isinstance(n_terms, bool) or not isinstance(n_terms, int | np.integer) or n_terms < 1:
+        msg = f"n_terms must be a positive integer, got {n_terms!r}."
+        raise ValueError(msg)
+    df = pd.DataFrame(get_step(adata, key, "enrichment"))
+    missing = [c for c in ("module", "term", "overlap", "p_adjusted") if c not in df.columns]
+    if missing:
+        msg = f"adata.uns[{key!r}]['enrichment'] lacks columns {missing}; rerun lava.tl.enrich."
+        raise KeyError(msg)
+    chosen = sorted(df["module"].astype(int).unique()) if modules is None else u.resolve_modules(adata, key, modules)
+    df = df[df["module"].astype(int).isin(chosen)]
+    terms: list[str] = []
+    for m in chosen:
+        best = df[df["module"].astype(int) == m].sort_values("p_adjusted", kind="stable")["term"].head(n_terms)
+        terms.extend(t for t in best.astype(str) if t not in terms)
+    dots = df[df["term"].astype(str).isin(terms)]
+
+    fig, ax_ = u.new_axes(ax, figsize=(1.2 + 0.45 * max(len(chosen), 2) + 3.0, 1.0 + 0.28 * max(len(terms), 1)))
+    if len(dots):
+        x = pd.Index(chosen).get_indexer(dots["module"].astype(int))
+        y = len(terms) - 1 - pd.Index(terms).get_indexer(dots["term"].astype(str))
+        size = _overlap_count(dots["overlap"])
+        score = -np.log10(np.clip(dots["p_adjusted"].to_numpy(dtype=np.float64), 1e-300, 1.0))
+        art = ax_.scatter(
+            x, y, s=max_size * size / size.max(), c=score, cmap=cmap, vmin=0.0, edgecolors="black", linewidths=0.4
+        )
+        fig.colorbar(art, ax=ax_, shrink=0.6, label="-log10 p_adjusted")
+        for n in np.unique(np.quantile(size, [0.0, 0.5, 1.0]).round()):
+            ax_.scatter([], [], s=max_size * n / size.max(), c="0.5", label=f"{n:g}")
+        ax_.legend(title="overlap", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, labelspacing=1.2)
+    else:
+        ax_.text(0.5, 0.5, "no enrichment results", transform=ax_.transAxes, ha="center", va="center")
+    ax_.set_xticks(np.arange(len(chosen)), [str(m) for m in chosen])
+    ax_.set_yticks(np.arange(len(terms)), terms[::-1])
+    ax_.set_xlim(-0.6, len(chosen) - 0.4)
+    ax_.set_ylim(-0.6, max(len(terms), 1) - 0.4)
+    ax_.set_xlabel("module")
+    ax_.set_title("enrichment of module genes")
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+
+
+def _p_column(df: pd.DataFrame, method: str) -> str:
+    for column in (f"{method}_p_adjusted", "p_adjusted", f"{method}_p"):
+        if column in df.columns:
+            return column
+    msg = f"the association table has no p-value column for {method!r}; rerun lava.tl.associate."
+    raise KeyError(msg)
+
+
+@doc_params()
+def association(
+    adata,
+    *,
+    groupby: str | None = None,
+    method: str = "pearson",
+    alpha: float = 0.05,
+    cmap: str = "RdBu_r",
+    key: str = "lava",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Plot a module x category heatmap of how presence correlates with category fractions over localities.
+
+    From :func:`lava.tl.associate`: for each module and category, the correlation ``r`` between the module's presence
+    and the fraction of the locality's samples in that category. A star marks adjusted p-values below ``alpha``.
+
+    Parameters
+    ----------
+    {adata}
+    groupby
+        Annotation to show; default all stored (columns labelled ``groupby: category`` when there are several).
+    method
+        ``"pearson"`` or ``"spearman"``.
+    alpha
+        Significance level of the stars (adjusted p-value; the raw p-value if no adjusted one is stored).
+    cmap
+        Diverging colour map, centred at 0.
+    {key}
+    {show}
+
+    Returns
+    -------
+    The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    """
+    if method not in ("pearson", "spearman"):
+        msg = f"method must be 'pearson' or 'spearman', got {method!r}."
+        raise ValueError(msg)
+    df = pd.DataFrame(get_step(adata, key, "association"))
+    r_col = f"{method}_r"
+    missing = [c for c in ("module", "groupby", "category", r_col) if c not in df.columns]
+    if missing:
+        msg = f"adata.uns[{key!r}]['association'] lacks columns {missing}; rerun lava.tl.associate."
+        raise KeyError(msg)
+    p_col = _p_column(df, method)
+    if groupby is not None:
+        stored = sorted(df["groupby"].astype(str).unique())
+        if groupby not in stored:
+            msg = f"no association with {groupby!r} stored (have: {stored}); run lava.tl.associate(adata, {groupby!r})."
+            raise KeyError(msg)
+        df = df[df["groupby"].astype(str) == groupby]
+    several = df["groupby"].nunique() > 1
+    labels = (df["groupby"].astype(str) + ": " + df["category"].astype(str)) if several else df["category"].astype(str)
+    df = df.assign(_label=labels.to_numpy(), module=df["module"].astype(int))
+    r = df.pivot_table(index="module", columns="_label", values=r_col, aggfunc="first", sort=False)
+    p = df.pivot_table(index="module", columns="_label", values=p_col, aggfunc="first", sort=False)
+    r = r.sort_index()
+    p = p.reindex(index=r.index, columns=r.columns)
+
+    fig, ax_ = u.new_axes(ax, figsize=(max(3.0 + 0.5 * r.shape[1], 4.5), 1.6 + 0.4 * max(r.shape[0], 2)))
+    span = float(np.nanmax(np.abs(r.to_numpy()))) if r.size else 1.0
+    span = span if span > 0 else 1.0
+    image = ax_.imshow(r.to_numpy(dtype=np.float64), cmap=cmap, vmin=-span, vmax=span, aspect="auto")
+    fig.colorbar(image, ax=ax_, shrink=0.7, label=f"{method} r")
+    rows, cols = np.nonzero(p.to_numpy(dtype=np.float64) < alpha)
+    for row, col in zip(rows, cols, strict=True):
+        dark = abs(r.iat[row, col]) > 0.6 * span
+        ax_.text(col, row, "*", ha="center", va="center", fontsize=14, color="white" if dark else "black")
+    ax_.set_xticks(np.arange(r.shape[1]), list(r.columns), rotation=90)
+    ax_.set_yticks(np.arange(r.shape[0]), [str(m) for m in r.index])
+    ax_.set_ylabel("module")
+    ax_.set_title(f"presence vs category fraction\n(* {p_col} < {alpha:g})", fontsize=10)
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)

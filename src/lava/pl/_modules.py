@@ -1,0 +1,396 @@
+"""Plots of what a module (or a locality) correlates: image-shaped heatmaps, pair graphs, pair matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._docs import doc_params
+from .._store import get_step
+from . import _utils as u
+
+
+def _image_shape(adata, image_shape) -> tuple[int, int]:
+    if image_shape is None:
+        image_shape = adata.uns.get("image_shape", (28, 28))
+    shape = tuple(int(v) for v in np.asarray(image_shape).ravel())
+    if len(shape) != 2 or min(shape) < 1:
+        msg = f"image_shape must be (height, width) with positive sizes, got {image_shape!r}."
+        raise ValueError(msg)
+    if shape[0] * shape[1] != adata.n_vars:
+        msg = (
+            f"image_shape {shape} has {shape[0] * shape[1]} pixels but adata has {adata.n_vars} features; "
+            "pass image_shape=(height, width) of the images (features must be pixels in row-major order)."
+        )
+        raise ValueError(msg)
+    return shape
+
+
+def _check_lines(threshold, power, max_lines) -> None:
+    if isinstance(power, bool) or not isinstance(power, int | float | np.number) or power <= 0:
+        msg = f"power must be a positive number, got {power!r}."
+        raise ValueError(msg)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or threshold < 0:
+        msg = f"threshold must be a number >= 0, got {threshold!r}."
+        raise ValueError(msg)
+    if isinstance(max_lines, bool) or not isinstance(max_lines, int | np.integer) or max_lines < 0:
+        msg = f"max_lines must be an integer >= 0, got {max_lines!r}."
+        raise ValueError(msg)
+
+
+def draw_image(
+    ax,
+    values: np.ndarray,
+    feature_index: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    threshold: float,
+    power: float,
+    max_lines: int,
+    cmap: str,
+    line_color: str,
+    linewidth: float,
+):
+    """Heatmap of per-pixel correlation sums with lines between correlated pixels; returns the LineCollection."""
+    from matplotlib.collections import LineCollection
+
+    D = len(feature_index)
+    height, width = shape
+    heat = np.zeros(height * width)
+    heat[feature_index] = u.per_feature_sums(values, D)
+    ax.imshow(heat.reshape(shape), cmap=cmap, interpolation="nearest", vmin=0.0)
+
+    strength = np.power(values, power)
+    keep = np.flatnonzero(strength >= threshold)
+    keep = keep[np.argsort(-strength[keep], kind="stable")][:max_lines]
+    i, j = u.pair_indices(D)
+    pi, pj = feature_index[i[keep]], feature_index[j[keep]]
+    segments = np.stack(
+        [np.column_stack([pi % width, pi // width]), np.column_stack([pj % width, pj // width])], axis=1
+    ).astype(np.float64)
+    lines = LineCollection(segments, linewidths=linewidth * strength[keep], colors=line_color, alpha=0.7)
+    ax.add_collection(lines)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return lines
+
+
+@doc_params()
+def module_image(
+    adata,
+    module: int | None = None,
+    *,
+    locality: int | None = None,
+    image_shape: tuple[int, int] | None = None,
+    threshold: float = 0.1,
+    power: float = 3,
+    max_lines: int = 2000,
+    ncols: int = 3,
+    cmap: str = "Reds",
+    line_color: str = "tab:blue",
+    linewidth: float = 2.0,
+    key: str = "lava",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Draw a module (or one locality's correlations) of image-shaped features as the paper does.
+
+    Each pixel's colour is the sum of the correlations it takes part in (relative within the panel). Lines join
+    correlated pixels: correlations are raised to ``power`` (3), those below ``threshold`` (0.1) after that are
+    dropped, and each line's width is proportional to the raised value. At most ``max_lines`` lines are drawn,
+    strongest first. Features must be the pixels of ``image_shape`` in row-major order (``adata.var`` order);
+    features left out of the correlations count as 0.
+
+    Parameters
+    ----------
+    {adata}
+    module
+        Module to draw; None (and no ``locality``) draws every module in a grid.
+    locality
+        Draw this locality's stored correlations instead of a module.
+    image_shape
+        ``(height, width)``; default ``adata.uns["image_shape"]`` if present, else (28, 28).
+    threshold
+        Lines below this (after raising to ``power``) are not drawn.
+    power
+        Exponent applied to correlations before thresholding (sharpens the picture).
+    max_lines
+        Draw at most this many lines per panel (the strongest).
+    ncols
+        Panels per row when drawing every module.
+    cmap
+        Colour map of the pixel sums.
+    line_color, linewidth
+        Colour of the lines and the width of a line of strength 1.
+    {key}
+    {show}
+
+    Returns
+    -------
+    The Axes (one panel) or list of Axes (all modules) when ``show=False``; the Figure with ``return_fig=True``;
+    else None. Each panel holds one :class:`~matplotlib.collections.LineCollection` with the lines.
+    """
+    if module is not None and locality is not None:
+        msg = "pass module=... or locality=..., not both."
+        raise ValueError(msg)
+    _check_lines(threshold, power, max_lines)
+    _, feature_index = u.correlation_features(adata, key)
+    shape = _image_shape(adata, image_shape)
+    if locality is not None:
+        values_all = np.asarray(get_step(adata, key, "correlations")["values"])
+        i = u.check_locality(locality, len(values_all))
+        panels = [(np.asarray(values_all[i], dtype=np.float64), f"locality {i}")]
+    else:
+        mods = u.module_matrix(adata, key)
+        chosen = u.resolve_modules(adata, key, module)
+        panels = [(mods[m], f"module {m}") for m in chosen]
+    u.check_single_ax(ax, len(panels), "lava.pl.module_image with module=None")
+    if ax is not None:
+        fig, axes = ax.figure, [ax]
+    elif len(panels) == 1:
+        fig, one = u.new_axes(None, figsize=(3.6, 3.6))
+        axes = [one]
+    else:
+        fig, axes = u.grid(len(panels), ncols, panel_size=(3.0, 3.0))
+    for panel, (values, title) in zip(axes, panels, strict=True):
+        draw_image(
+            panel,
+            values,
+            feature_index,
+            shape,
+            threshold=threshold,
+            power=power,
+            max_lines=max_lines,
+            cmap=cmap,
+            line_color=line_color,
+            linewidth=linewidth,
+        )
+        panel.set_title(title)
+    result = axes[0] if len(axes) == 1 and (module is not None or locality is not None) else axes
+    return u.finish(fig, result, show=show, return_fig=return_fig, ax_given=ax is not None)
+
+
+def spring_layout(n: int, edges: np.ndarray, weights: np.ndarray, *, iterations: int = 200) -> np.ndarray:
+    """Deterministic Fruchterman-Reingold layout in the unit square, started from a circle (n x 2)."""
+    angle = 2 * np.pi * np.arange(n) / max(n, 1)
+    pos = np.column_stack([np.cos(angle), np.sin(angle)]) * 0.5
+    if n < 3 or len(edges) == 0:
+        return pos
+    k = 1.0 / np.sqrt(n)
+    w = weights / weights.max()
+    temperature = 0.1
+    for _ in range(iterations):
+        delta = pos[:, None, :] - pos[None, :, :]
+        dist = np.maximum(np.linalg.norm(delta, axis=-1), 1e-3)
+        force = (delta / dist[..., None] * (k * k / dist)[..., None]).sum(axis=1)  # repulsion between all nodes
+        d_edge = pos[edges[:, 0]] - pos[edges[:, 1]]
+        length = np.maximum(np.linalg.norm(d_edge, axis=1), 1e-3)
+        pull = d_edge / length[:, None] * (w * length * length / k)[:, None]  # attraction along edges
+        np.add.at(force, edges[:, 0], -pull)
+        np.add.at(force, edges[:, 1], pull)
+        step = np.linalg.norm(force, axis=1)
+        pos += force / np.maximum(step, 1e-9)[:, None] * np.minimum(step, temperature)[:, None]
+        temperature *= 0.98
+    pos -= pos.mean(axis=0)
+    return pos / max(np.abs(pos).max(), 1e-9)
+
+
+@doc_params()
+def module_network(
+    adata,
+    module: int,
+    *,
+    top: int = 30,
+    layout: str = "spring",
+    node_color: str = "tab:orange",
+    edge_color: str = "tab:blue",
+    fontsize: float = 8,
+    key: str = "lava",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Draw the strongest feature pairs of a module as a graph.
+
+    Nodes are the features of the ``top`` strongest pairs, labelled with their names and sized by their summed
+    correlation in the drawn pairs; edges join the pairs, their width proportional to the module's correlation.
+
+    Parameters
+    ----------
+    {adata}
+    module
+        Module to draw (0..M-1).
+    top
+        Number of strongest pairs to draw (pairs with correlation 0 are never drawn).
+    layout
+        ``"spring"`` (force-directed, deterministic) or ``"circle"``.
+    node_color, edge_color
+        Colours of the nodes and edges.
+    fontsize
+        Size of the feature labels.
+    {key}
+    {show}
+
+    Returns
+    -------
+    The Axes (``show=False``), the Figure (``return_fig=True``) or None. Edges are one
+    :class:`~matplotlib.collections.LineCollection`; each node label is a text artist.
+    """
+    from matplotlib.collections import LineCollection
+
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        msg = f"top must be a positive integer, got {top!r}."
+        raise ValueError(msg)
+    if layout not in ("spring", "circle"):
+        msg = f"layout must be 'spring' or 'circle', got {layout!r}."
+        raise ValueError(msg)
+    mods = u.module_matrix(adata, key)
+    m = u.check_module(module, len(mods))
+    names, _ = u.correlation_features(adata, key)
+    values = mods[m]
+    D = u.n_features_from_pairs(len(values))
+    order = np.argsort(-values, kind="stable")[:top]
+    order = order[values[order] > 0]
+    i, j = u.pair_indices(D)
+    nodes, inverse = np.unique(np.concatenate([i[order], j[order]]), return_inverse=True)
+    edges = inverse.reshape(2, -1).T
+    weights = values[order]
+
+    fig, ax_ = u.new_axes(ax, figsize=(5.5, 5.0))
+    if len(order):
+        pos = spring_layout(len(nodes), edges if layout == "spring" else edges[:0], weights)
+        lines = LineCollection(
+            pos[edges], linewidths=0.5 + 4.0 * weights / weights.max(), colors=edge_color, alpha=0.6, zorder=1
+        )
+        ax_.add_collection(lines)
+        n = len(nodes)
+        strength = np.bincount(edges[:, 0], weights, minlength=n) + np.bincount(edges[:, 1], weights, minlength=n)
+        ax_.scatter(
+            pos[:, 0], pos[:, 1], s=30 + 170 * strength / strength.max(), c=node_color, edgecolors="black", zorder=2
+        )
+        for (x, y), name in zip(pos, names[nodes], strict=True):
+            ax_.annotate(
+                name, (x, y), xytext=(0, 6), textcoords="offset points", fontsize=fontsize, ha="center", zorder=3
+            )
+        ax_.set_xlim(-1.25, 1.25)
+        ax_.set_ylim(-1.2, 1.25)
+    ax_.set_title(f"module {m}: top {len(order)} pairs")
+    ax_.set_axis_off()
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+
+
+@doc_params()
+def locality(
+    adata,
+    locality: int,
+    *,
+    image_shape: tuple[int, int] | None = None,
+    max_features: int = 40,
+    cmap: str = "viridis",
+    threshold: float = 0.1,
+    power: float = 3,
+    max_lines: int = 2000,
+    key: str = "lava",
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """One locality's correlations beside their reconstruction from the stored modules and presence.
+
+    The reconstruction is AMF's: for every pair, the largest presence x module value over modules. A third panel
+    shows the locality's presence of each module (its co-present modules). With ``image_shape`` the two matrices are
+    drawn as images (see :func:`module_image`); otherwise as symmetric feature x feature heatmaps limited to the
+    ``max_features`` features with the largest correlation sums in this locality, on one colour scale.
+
+    Parameters
+    ----------
+    {adata}
+    locality
+        Locality number (row of the stored correlations).
+    image_shape
+        ``(height, width)`` to draw image-shaped features as images; default: heatmaps.
+    max_features
+        Heatmaps show at most this many features.
+    cmap
+        Colour map of the heatmaps.
+    threshold, power, max_lines
+        Line options of the image mode (see :func:`module_image`).
+    {key}
+    show
+        Show the figure. Default: show unless ``return_fig`` is set.
+    return_fig
+        Return the Figure instead of the Axes.
+
+    Returns
+    -------
+    The three Axes (correlations, reconstruction, presence) when ``show=False``; the Figure with
+    ``return_fig=True``; else None.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    if isinstance(max_features, bool) or not isinstance(max_features, int | np.integer) or max_features < 2:
+        msg = f"max_features must be an integer >= 2, got {max_features!r}."
+        raise ValueError(msg)
+    _check_lines(threshold, power, max_lines)
+    corr = get_step(adata, key, "correlations")
+    amf = u.amf_result(adata, key)
+    values_all = np.asarray(corr["values"])
+    i = u.check_locality(locality, len(values_all))
+    names, feature_index = u.correlation_features(adata, key)
+    C = np.asarray(values_all[i], dtype=np.float64)
+    presence = u.presence_matrix(adata, key)
+    modules_ = u.module_matrix(adata, key)
+    C_hat = u.reconstruct_one(presence[i], modules_)
+    if "locality_similarity" in amf:
+        similarity = float(np.asarray(amf["locality_similarity"])[i])
+    else:
+        denom = np.linalg.norm(C) * np.linalg.norm(C_hat)
+        similarity = float(C @ C_hat / denom) if denom > 0 else 0.0
+    shape = _image_shape(adata, image_shape) if image_shape is not None else None
+
+    fig, axes = u.grid(3, 3, panel_size=(3.8, 3.6))
+    titles = [f"locality {i}: correlations", f"reconstruction (cosine {similarity:.2f})"]
+    if shape is not None:
+        for panel, values, title in zip(axes[:2], (C, C_hat), titles, strict=True):
+            draw_image(
+                panel,
+                values,
+                feature_index,
+                shape,
+                threshold=threshold,
+                power=power,
+                max_lines=max_lines,
+                cmap="Reds",
+                line_color="tab:blue",
+                linewidth=2.0,
+            )
+            panel.set_title(title)
+    else:
+        D = len(names)
+        sums = u.per_feature_sums(C, D) + u.per_feature_sums(C_hat, D)
+        show_idx = np.sort(np.argsort(-sums, kind="stable")[:max_features])
+        mats = [u.square(v, D)[np.ix_(show_idx, show_idx)] for v in (C, C_hat)]
+        top = max(float(mats[0].max()), float(mats[1].max())) or 1.0
+        norm = Normalize(vmin=0.0, vmax=top)
+        for panel, mat, title in zip(axes[:2], mats, titles, strict=True):
+            panel.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest")
+            panel.set_title(title)
+            if len(show_idx) <= 40:
+                ticks = np.arange(len(show_idx))
+                panel.set_xticks(ticks, names[show_idx], rotation=90, fontsize=6)
+                panel.set_yticks(ticks, names[show_idx], fontsize=6)
+            else:
+                panel.set_xticks([])
+                panel.set_yticks([])
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:2], shrink=0.7, label="|Spearman r|")
+    bars = axes[2]
+    M = presence.shape[1]
+    bars.bar(np.arange(M), presence[i], color="0.4")
+    bars.set_xticks(np.arange(M))
+    bars.set_xlabel("module")
+    bars.set_ylabel("presence")
+    bars.set_ylim(0, max(1.0, float(presence[i].max())))
+    bars.set_title("presence of each module")
+    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False)

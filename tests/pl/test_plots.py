@@ -1,0 +1,548 @@
+"""Plots on fabricated stored results that follow the storage contract (Agg backend)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+import lava
+from lava._store import store_step
+
+N_OBS, SIDE, N_LOC, N_NEIGH, M = 300, 5, 15, 40, 3
+N_VARS = SIDE * SIDE
+FEATURES = np.array([i for i in range(N_VARS) if i not in (0, 4, 12, 20, 24)])  # 20 of the 25 pixels
+D = len(FEATURES)
+P = D * (D - 1) // 2
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def pair_list(d):
+    return [(i, j) for i in range(d) for j in range(i + 1, d)]
+
+
+def fabricate(seed: int = 0) -> ad.AnnData:
+    """A small AnnData holding every step's results with the contract's names, shapes and dtypes."""
+    rng = np.random.default_rng(seed)
+    Z = np.concatenate([rng.normal(0, 1, (N_OBS // 2, 2)), rng.normal(5, 1, (N_OBS - N_OBS // 2, 2))])
+    X = rng.poisson(1.0, (N_OBS, N_VARS)).astype(np.float32)
+    adata = ad.AnnData(X)
+    adata.var_names = [f"px{i:02d}" for i in range(N_VARS)]
+    adata.obs["disease"] = pd.Categorical(rng.choice(["healthy", "CKD", "AKI"], N_OBS))
+    adata.obsm["X_umap"] = Z
+    adata.uns["image_shape"] = np.array([SIDE, SIDE])
+
+    indices = np.stack([rng.choice(N_OBS, N_NEIGH, replace=False) for _ in range(N_LOC)]).astype(np.int64)
+    probes = Z[indices].mean(axis=1)
+    in_loc = np.bincount(indices.ravel(), minlength=N_OBS).astype(np.float64)
+    neigh = rng.gamma(4.0, 0.25, N_OBS)
+    store_step(
+        adata,
+        "lava",
+        "localities",
+        {
+            "indices": indices,
+            "probes": probes,
+            "alpha": 0.5,
+            "beta": -0.25,
+            "loss": 0.4,
+            "loss_unoptimized": 0.6,
+            "evaluations": rng.random((5, 3)),
+            "basis": "X_umap",
+        },
+        {"basis": "X_umap", "n_neighbors": N_NEIGH, "overlap": 2},
+        obs={
+            "lava_neighborhood_centrality": neigh / neigh.mean(),
+            "lava_locality_centrality": in_loc / in_loc.mean(),
+        },
+    )
+    C = (rng.random((N_LOC, P)) ** 2).astype(np.float32)
+    store_step(
+        adata,
+        "lava",
+        "correlations",
+        {"values": C, "features": adata.var_names[FEATURES].to_numpy().astype(str), "feature_index": FEATURES},
+        {"tie_fraction": 0.75},
+    )
+    modules = (rng.random((M, P)) ** 3).astype(np.float32)
+    presence = rng.random((N_LOC, M)).astype(np.float32)
+    presence[0] = [0.1, 0.05, 0.0]  # sum < 0.5: ignored by co-presence
+    scores = np.zeros((N_VARS, M), np.float32)
+    for m in range(M):
+        for p, (i, j) in enumerate(pair_list(D)):
+            scores[FEATURES[i], m] += modules[m, p]
+            scores[FEATURES[j], m] += modules[m, p]
+    sample = np.zeros((N_OBS, M))
+    for e in range(N_OBS):
+        rows = [i for i in range(N_LOC) if e in indices[i]]
+        if rows:
+            sample[e] = presence[rows].mean(axis=0)
+    store_step(
+        adata,
+        "lava",
+        "amf",
+        {
+            "modules": modules,
+            "presence": presence,
+            "loss": 0.3,
+            "similarity": 0.7,
+            "overestimation_ratio": 0.12,
+            "locality_similarity": rng.random(N_LOC),
+            "history": {"loss": np.linspace(1, 0.3, 20)},
+            "n_epochs": 20,
+            "best_epoch": 19,
+            "converged": True,
+            "interrupted": False,
+        },
+        {"n_modules": M, "rng": 0},
+        obsm={"lava_presence": sample.astype(np.float32)},
+        varm={"lava_modules": scores},
+    )
+    runs = pd.DataFrame(
+        [
+            {
+                "n_modules": m,
+                "run": r,
+                "seed": 10 * m + r,
+                "loss": 0.5 - 0.05 * m + 0.01 * r,
+                "similarity": 0.5 + 0.05 * m - 0.01 * r,
+                "overestimation_ratio": 0.1 + 0.01 * r,
+                "n_epochs": 100,
+            }
+            for m in range(2, 6)
+            for r in range(3)
+        ]
+    )
+    summary = runs.groupby("n_modules").agg(
+        loss_mean=("loss", "mean"),
+        loss_std=("loss", "std"),
+        similarity_mean=("similarity", "mean"),
+        similarity_std=("similarity", "std"),
+        overestimation_ratio_mean=("overestimation_ratio", "mean"),
+        overestimation_ratio_std=("overestimation_ratio", "std"),
+    )
+    summary["silhouette"] = [0.9, 0.8, 0.6, 0.5]
+    store_step(
+        adata,
+        "lava",
+        "selection",
+        {"runs": runs, "summary": summary, "suggested_n_modules": 3, "best": {}},
+        {"n_modules": [2, 3, 4, 5], "n_runs": 3},
+    )
+    genes = []
+    for m in range(M):
+        s = scores[:, m]
+        keep = np.flatnonzero(s >= 0.05 * s.max())
+        keep = keep[np.argsort(-s[keep])]
+        genes += [(m, adata.var_names[k], float(s[k]), r) for r, k in enumerate(keep)]
+    store_step(
+        adata,
+        "lava",
+        "module_genes",
+        pd.DataFrame(genes, columns=["module", "feature", "score", "rank"]),
+        {"threshold": 0.2},
+    )
+    terms = [f"TERM_{t}" for t in range(8)]
+    enrich = pd.DataFrame(
+        [
+            {
+                "module": m,
+                "term": t,
+                "overlap": int(rng.integers(1, 10)),
+                "p_value": float(rng.random() * 0.01),
+                "p_adjusted": float(rng.random() * 0.05),
+                "odds_ratio": 2.0,
+                "genes": "px01;px02",
+            }
+            for m in range(M)
+            for t in rng.choice(terms, 6, replace=False)
+        ]
+    )
+    store_step(adata, "lava", "enrichment", enrich, {"gene_sets": "toy"})
+    assoc = pd.DataFrame(
+        [
+            {
+                "module": m,
+                "groupby": "disease",
+                "category": c,
+                "n_localities": N_LOC,
+                "pearson_r": float(rng.uniform(-1, 1)),
+                "pearson_p": float(rng.random()),
+                "spearman_r": float(rng.uniform(-1, 1)),
+                "spearman_p": float(rng.random()),
+                "pearson_p_adjusted": float(rng.random() * 0.2),
+                "spearman_p_adjusted": float(rng.random()),
+            }
+            for m in range(M)
+            for c in ["healthy", "CKD", "AKI"]
+        ]
+    )
+    store_step(adata, "lava", "association", assoc, {"groupby": "disease"})
+    return adata
+
+
+@pytest.fixture(scope="module")
+def stored():
+    return fabricate()
+
+
+@pytest.fixture
+def adata(stored):
+    return stored.copy()
+
+
+def scatter_arrays(ax):
+    return [c for c in ax.collections if isinstance(c, PathCollection) and c.get_array() is not None]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# show / return conventions (shared by every plot)
+
+PLOTS = {
+    "modules": lambda a, **kw: lava.pl.modules(a, **kw),
+    "module_image": lambda a, **kw: lava.pl.module_image(a, 0, **kw),
+    "module_network": lambda a, **kw: lava.pl.module_network(a, 1, **kw),
+    "module_genes": lambda a, **kw: lava.pl.module_genes(a, 2, **kw),
+    "selection": lambda a, **kw: lava.pl.selection(a, **kw),
+    "centrality": lambda a, **kw: lava.pl.centrality(a, **kw),
+    "copresence": lambda a, **kw: lava.pl.copresence(a, **kw),
+    "locality": lambda a, **kw: lava.pl.locality(a, 3, **kw),
+    "enrichment": lambda a, **kw: lava.pl.enrichment(a, **kw),
+    "association": lambda a, **kw: lava.pl.association(a, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_return_fig_gives_figure(adata, name):
+    assert isinstance(PLOTS[name](adata, return_fig=True), Figure)
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_show_none_shows_and_returns_none(adata, name, monkeypatch):
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(1))
+    assert PLOTS[name](adata) is None
+    assert shown == [1]
+
+
+@pytest.mark.parametrize("name", ["module_image", "module_network", "module_genes", "enrichment", "association"])
+def test_single_panel_plots_draw_into_given_ax(adata, name, monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("must not show when ax is given"))
+    _, ax = plt.subplots()
+    assert PLOTS[name](adata, ax=ax) is ax
+    assert ax.has_data() or ax.images or ax.texts
+
+
+MISSING = [
+    ("amf", "modules", "lava.tl.amf"),
+    ("amf", "module_image", "lava.tl.amf"),
+    ("amf", "module_network", "lava.tl.amf"),
+    ("amf", "module_genes", "lava.tl.amf"),
+    ("amf", "copresence", "lava.tl.amf"),
+    ("amf", "locality", "lava.tl.amf"),
+    ("correlations", "module_image", "lava.tl.correlations"),
+    ("correlations", "locality", "lava.tl.correlations"),
+    ("localities", "centrality", "lava.tl.localities"),
+    ("localities", "modules", "lava.tl.localities"),
+    ("selection", "selection", "lava.tl.select_n_modules"),
+    ("enrichment", "enrichment", "lava.tl.enrich"),
+    ("association", "association", "lava.tl.associate"),
+]
+
+
+@pytest.mark.parametrize(("step", "name", "tool"), MISSING)
+def test_missing_step_names_the_tool(adata, step, name, tool):
+    del adata.uns["lava"][step]
+    with pytest.raises(KeyError, match=tool.replace(".", r"\.")):
+        PLOTS[name](adata, show=False)
+
+
+def test_missing_key_names_the_tool(adata):
+    adata.uns["other"] = adata.uns.pop("lava")
+    with pytest.raises(KeyError, match=r"lava\.tl\.amf") as info:
+        lava.pl.modules(adata, show=False)
+    assert "'other'" in str(info.value)
+    assert len(lava.pl.modules(adata, key="other", show=False)) == M
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# modules
+
+
+@pytest.mark.parametrize("level", ["probe", "sample"])
+def test_modules_panels_titles_and_shared_scale(adata, level):
+    axes = lava.pl.modules(adata, level=level, ncols=2, show=False)
+    assert len(axes) == M
+    assert len(axes[0].figure.axes) == M + 1  # one shared colorbar, unused grid cell removed
+    presence = adata.uns["lava"]["amf"]["presence"]
+    values = presence if level == "probe" else adata.obsm["lava_presence"]
+    for m, ax in enumerate(axes):
+        assert ax.get_title() == f"module {m} (total presence {presence[:, m].sum():.1f})"
+        (colored,) = scatter_arrays(ax)
+        drawn = np.sort(np.asarray(colored.get_array()))
+        expected = np.sort(values[:, m] if level == "probe" else values[values[:, m] > 0, m])
+        np.testing.assert_allclose(drawn, expected, rtol=1e-6)
+        assert colored.norm.vmin == 0
+        assert colored.norm.vmax == pytest.approx(values.max())
+    if level == "probe":
+        np.testing.assert_allclose(
+            scatter_arrays(axes[1])[0].get_offsets().mean(axis=0),
+            np.mean(adata.uns["lava"]["localities"]["probes"], axis=0),
+        )
+
+
+def test_modules_subset_vmax_and_errors(adata):
+    axes = lava.pl.modules(adata, modules=[2, 0], vmax=2.0, show=False)
+    assert [ax.get_title().split(" (")[0] for ax in axes] == ["module 2", "module 0"]
+    assert scatter_arrays(axes[0])[0].norm.vmax == 2.0
+    _, ax = plt.subplots()
+    assert lava.pl.modules(adata, modules=1, ax=ax) is ax
+    with pytest.raises(ValueError, match="single-panel"):
+        lava.pl.modules(adata, ax=ax)
+    with pytest.raises(ValueError, match=r"modules 0\.\.2"):
+        lava.pl.modules(adata, modules=[5], show=False)
+    with pytest.raises(ValueError, match="level"):
+        lava.pl.modules(adata, level="cell", show=False)
+    with pytest.raises(KeyError, match="tsne"):
+        lava.pl.modules(adata, basis="tsne", show=False)
+
+
+def test_modules_other_basis_puts_probes_at_locality_means(adata):
+    adata.obsm["X_pca"] = np.asarray(adata.obsm["X_umap"]) * 10 + 3
+    axes = lava.pl.modules(adata, basis="pca", show=False)
+    idx = adata.uns["lava"]["localities"]["indices"]
+    expected = adata.obsm["X_pca"][idx].mean(axis=1)
+    got = scatter_arrays(axes[0])[0].get_offsets()
+    assert sorted(map(tuple, np.round(got, 6))) == sorted(map(tuple, np.round(expected, 6)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# module_image
+
+
+def direct_pixel_sums(values):
+    heat = np.zeros(N_VARS)
+    for p, (i, j) in enumerate(pair_list(D)):
+        heat[FEATURES[i]] += values[p]
+        heat[FEATURES[j]] += values[p]
+    return heat.reshape(SIDE, SIDE)
+
+
+def test_module_image_heat_and_lines_match_direct_count(adata):
+    mods = adata.uns["lava"]["amf"]["modules"].astype(np.float64)
+    axes = lava.pl.module_image(adata, show=False)
+    assert len(axes) == M
+    for m, ax in enumerate(axes):
+        assert ax.get_title() == f"module {m}"
+        (image,) = [a for a in ax.images if isinstance(a, AxesImage)]
+        np.testing.assert_allclose(image.get_array(), direct_pixel_sums(mods[m]), rtol=1e-6)
+        (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+        cubed = [v**3 for v in mods[m] if v**3 >= 0.1]
+        assert len(lines.get_segments()) == len(cubed) > 0
+        np.testing.assert_allclose(np.sort(lines.get_linewidths()), np.sort(2.0 * np.array(cubed)), rtol=1e-6)
+
+
+def test_module_image_segments_join_the_right_pixels(adata):
+    mods = adata.uns["lava"]["amf"]["modules"].astype(np.float64)
+    ax = lava.pl.module_image(adata, 1, max_lines=1, show=False)
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    (segment,) = lines.get_segments()
+    best = int(np.argmax(mods[1]))
+    i, j = pair_list(D)[best]
+    expected = [[FEATURES[i] % SIDE, FEATURES[i] // SIDE], [FEATURES[j] % SIDE, FEATURES[j] // SIDE]]
+    np.testing.assert_array_equal(segment, expected)
+
+
+def test_module_image_locality_and_options(adata):
+    C = adata.uns["lava"]["correlations"]["values"][4].astype(np.float64)
+    ax = lava.pl.module_image(adata, locality=4, threshold=0.5, power=2, show=False)
+    assert ax.get_title() == "locality 4"
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines.get_segments()) == int(np.sum(C**2 >= 0.5))
+    np.testing.assert_allclose(ax.images[0].get_array(), direct_pixel_sums(C), rtol=1e-6)
+    with pytest.raises(ValueError, match="pixels"):
+        lava.pl.module_image(adata, 0, image_shape=(28, 28), show=False)
+    with pytest.raises(ValueError, match="not both"):
+        lava.pl.module_image(adata, 0, locality=1, show=False)
+    with pytest.raises(ValueError, match="locality 99"):
+        lava.pl.module_image(adata, locality=99, show=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# module_network, module_genes
+
+
+@pytest.mark.parametrize("layout", ["spring", "circle"])
+def test_module_network_draws_top_pairs(adata, layout):
+    values = adata.uns["lava"]["amf"]["modules"][1].astype(np.float64)
+    ax = lava.pl.module_network(adata, 1, top=12, layout=layout, show=False)
+    (edges,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(edges.get_segments()) == 12
+    top_pairs = [pair_list(D)[p] for p in np.argsort(-values)[:12]]
+    names = adata.var_names[FEATURES]
+    expected = {names[k] for pair in top_pairs for k in pair}
+    assert {t.get_text() for t in ax.texts} == expected
+    widths = np.asarray(edges.get_linewidths())
+    assert widths.max() == pytest.approx(4.5)
+    assert np.all(np.diff(widths) <= 1e-12)  # strongest first, width grows with correlation
+    pos = np.array([t.xy for t in ax.texts])
+    assert np.all(np.isfinite(pos))
+    assert np.abs(pos).max() <= 1.0 + 1e-9
+
+
+def test_module_genes_bars_and_cutoff(adata):
+    scores = adata.varm["lava_modules"][:, 2].astype(np.float64)
+    ax = lava.pl.module_genes(adata, 2, n_genes=7, show=False)
+    assert len(ax.patches) == 7
+    expected = adata.var_names[np.argsort(-scores)[:7]].tolist()
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected
+    np.testing.assert_allclose(sorted(p.get_width() for p in ax.patches), np.sort(scores)[-7:], rtol=1e-6)
+    (cut,) = ax.get_lines()
+    assert cut.get_xdata()[0] == pytest.approx(0.2 * scores.max())  # threshold from params["module_genes"]
+    ax = lava.pl.module_genes(adata, 2, threshold=0.5, show=False)
+    assert ax.get_lines()[0].get_xdata()[0] == pytest.approx(0.5 * scores.max())
+    del adata.uns["lava"]["module_genes"]
+    ax = lava.pl.module_genes(adata, 2, show=False)
+    assert ax.get_lines()[0].get_xdata()[0] == pytest.approx(0.05 * scores.max())
+    with pytest.raises(ValueError, match="n_genes"):
+        lava.pl.module_genes(adata, 0, n_genes=0, show=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# selection, centrality, copresence, locality
+
+
+def test_selection_three_panels_with_means_and_suggestion(adata):
+    axes = lava.pl.selection(adata, show=False)
+    assert len(axes) == 3
+    runs = adata.uns["lava"]["selection"]["runs"]
+    mean = runs.groupby("n_modules")["similarity"].mean().to_numpy()
+    data_lines = [ln for ln in axes[0].get_lines() if len(ln.get_xdata()) > 2]
+    np.testing.assert_allclose(data_lines[0].get_ydata(), mean)
+    sil = [ln for ln in axes[1].get_lines() if len(ln.get_xdata()) > 2]
+    np.testing.assert_allclose(sil[0].get_ydata(), [0.9, 0.8, 0.6, 0.5])
+    for ax in axes:
+        assert any(np.all(np.asarray(ln.get_xdata()) == 3) for ln in ax.get_lines())
+    assert "3" in axes[0].get_title()
+    assert axes[0].get_shared_x_axes().joined(axes[0], axes[2])
+
+
+def test_centrality_panels_and_difference(adata):
+    axes = lava.pl.centrality(adata, show=False)
+    assert len(axes) == 3
+    assert len(axes[0].figure.axes) == 6  # three panels, three colorbars
+    neigh = adata.obs["lava_neighborhood_centrality"].to_numpy()
+    local = adata.obs["lava_locality_centrality"].to_numpy()
+    for ax, expected in zip(axes, [neigh, local, local - neigh], strict=True):
+        drawn = scatter_arrays(ax)[0].get_array()
+        np.testing.assert_allclose(np.sort(drawn), np.sort(expected))
+    assert scatter_arrays(axes[0])[0].norm.vmax == scatter_arrays(axes[1])[0].norm.vmax
+    assert "0.4" in axes[2].get_title()  # stored placement loss
+
+
+def test_copresence_entropy_and_histogram(adata):
+    presence = adata.uns["lava"]["amf"]["presence"].astype(np.float64)
+    expected = []
+    for row in presence:
+        if row.sum() < 0.5:
+            continue
+        p = row / row.sum()
+        expected.append(-sum(x * np.log2(x) for x in p if x > 0))
+    axes = lava.pl.copresence(adata, show=False)
+    assert len(axes) == 2
+    colored = [c for c in scatter_arrays(axes[0]) if len(c.get_array())]
+    np.testing.assert_allclose(np.sort(colored[0].get_array()), np.sort(expected), rtol=1e-6)
+    assert sum(p.get_height() for p in axes[1].patches) == len(expected) == N_LOC - 1
+    assert f"{np.mean(expected):.2f}" in axes[1].get_title()
+
+
+def test_locality_heatmaps_match_reconstruction(adata):
+    amf = adata.uns["lava"]["amf"]
+    C = adata.uns["lava"]["correlations"]["values"][3].astype(np.float64)
+    pres, mods = amf["presence"][3].astype(np.float64), amf["modules"].astype(np.float64)
+    C_hat = np.array([max(pres[m] * mods[m, p] for m in range(M)) for p in range(P)])
+    axes = lava.pl.locality(adata, 3, max_features=D, show=False)
+    assert len(axes) == 3
+    for ax, values in zip(axes[:2], [C, C_hat], strict=True):
+        mat = np.zeros((D, D))
+        for p, (i, j) in enumerate(pair_list(D)):
+            mat[i, j] = mat[j, i] = values[p]
+        np.testing.assert_allclose(ax.images[0].get_array(), mat, rtol=1e-6)
+    assert axes[0].images[0].norm.vmax == axes[1].images[0].norm.vmax
+    np.testing.assert_allclose([p.get_height() for p in axes[2].patches], pres)
+    assert f"{amf['locality_similarity'][3]:.2f}" in axes[1].get_title()
+    small = lava.pl.locality(adata, 3, max_features=5, show=False)
+    assert small[0].images[0].get_array().shape == (5, 5)
+
+
+def test_locality_image_mode(adata):
+    axes = lava.pl.locality(adata, 2, image_shape=(SIDE, SIDE), show=False)
+    C = adata.uns["lava"]["correlations"]["values"][2].astype(np.float64)
+    np.testing.assert_allclose(axes[0].images[0].get_array(), direct_pixel_sums(C), rtol=1e-6)
+    assert sum(isinstance(c, LineCollection) for c in axes[1].collections) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# enrichment, association
+
+
+def test_enrichment_dots(adata):
+    df = adata.uns["lava"]["enrichment"]
+    ax = lava.pl.enrichment(adata, n_terms=2, show=False)
+    terms = []
+    for m in range(M):
+        for t in df[df.module == m].sort_values("p_adjusted")["term"].head(2):
+            if t not in terms:
+                terms.append(t)
+    dots = df[df.term.isin(terms)]
+    (colored,) = scatter_arrays(ax)
+    assert len(colored.get_offsets()) == len(dots)
+    np.testing.assert_allclose(np.sort(colored.get_array()), np.sort(-np.log10(dots.p_adjusted)), rtol=1e-6)
+    assert {t.get_text() for t in ax.get_yticklabels()} == set(terms)
+    sub = lava.pl.enrichment(adata, modules=[1], n_terms=3, show=False)
+    assert len(sub.get_yticklabels()) == 3
+    assert [t.get_text() for t in sub.get_xticklabels()] == ["1"]
+
+
+def test_enrichment_overlap_as_gseapy_string(adata):
+    df = adata.uns["lava"]["enrichment"].copy()
+    df["overlap"] = df["overlap"].astype(str) + "/50"
+    adata.uns["lava"]["enrichment"] = df
+    ax = lava.pl.enrichment(adata, show=False)
+    sizes = scatter_arrays(ax)[0].get_sizes()
+    assert sizes.max() == pytest.approx(200.0)
+
+
+def test_association_heatmap_and_stars(adata):
+    df = adata.uns["lava"]["association"]
+    ax = lava.pl.association(adata, show=False)
+    values = ax.images[0].get_array()
+    assert values.shape == (M, 3)
+    cats = [t.get_text() for t in ax.get_xticklabels()]
+    for m in range(M):
+        for c, cat in enumerate(cats):
+            row = df[(df.module == m) & (df.category == cat)]
+            assert values[m, c] == pytest.approx(row.pearson_r.item())
+    assert sum(t.get_text() == "*" for t in ax.texts) == int((df.pearson_p_adjusted < 0.05).sum())
+    ax = lava.pl.association(adata, method="spearman", alpha=0.5, show=False)
+    assert sum(t.get_text() == "*" for t in ax.texts) == int((df.spearman_p_adjusted < 0.5).sum())
+    with pytest.raises(KeyError, match="associate"):
+        lava.pl.association(adata, groupby="batch", show=False)
+
+
+def test_plots_after_h5ad_round_trip(adata, tmp_path):
+    path = tmp_path / "stored.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    for name, plot in PLOTS.items():
+        assert plot(back, show=False) is not None, name
