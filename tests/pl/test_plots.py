@@ -158,7 +158,9 @@ def fabricate(seed: int = 0) -> ad.AnnData:
             {
                 "module": m,
                 "term": t,
-                "overlap": int(rng.integers(1, 10)),
+                "overlap": f"{(k := int(rng.integers(1, 10)))}/40",
+                "n_overlap": k,
+                "set_size": 40,
                 "p_value": float(rng.random() * 0.01),
                 "p_adjusted": float(rng.random() * 0.05),
                 "odds_ratio": 2.0,
@@ -180,14 +182,13 @@ def fabricate(seed: int = 0) -> ad.AnnData:
                 "pearson_p": float(rng.random()),
                 "spearman_r": float(rng.uniform(-1, 1)),
                 "spearman_p": float(rng.random()),
-                "pearson_p_adjusted": float(rng.random() * 0.2),
-                "spearman_p_adjusted": float(rng.random()),
+                "p_adjusted": float(rng.random() * 0.2),
             }
             for m in range(M)
             for c in ["healthy", "CKD", "AKI"]
         ]
     )
-    store_step(adata, "lava", "association", assoc, {"groupby": "disease"})
+    store_step(adata, "lava", "association", assoc, {"groupby": "disease", "method": "pearson"})
     return adata
 
 
@@ -514,13 +515,14 @@ def test_enrichment_dots(adata):
     assert [t.get_text() for t in sub.get_xticklabels()] == ["1"]
 
 
-def test_enrichment_overlap_as_gseapy_string(adata):
-    df = adata.uns["lava"]["enrichment"].copy()
-    df["overlap"] = df["overlap"].astype(str) + "/50"
-    adata.uns["lava"]["enrichment"] = df
-    ax = lava.pl.enrichment(adata, show=False)
+@pytest.mark.parametrize("column", ["overlap", "n_overlap"])
+def test_enrichment_dot_size_is_overlap(adata, column):
+    df = adata.uns["lava"]["enrichment"]
+    if column == "overlap":  # a table with only gseapy's "k/K" strings
+        adata.uns["lava"]["enrichment"] = df.drop(columns="n_overlap")
+    ax = lava.pl.enrichment(adata, n_terms=8, show=False)
     sizes = scatter_arrays(ax)[0].get_sizes()
-    assert sizes.max() == pytest.approx(200.0)
+    np.testing.assert_allclose(np.sort(sizes), np.sort(200.0 * df.n_overlap / df.n_overlap.max()))
 
 
 def test_association_heatmap_and_stars(adata):
@@ -533,11 +535,30 @@ def test_association_heatmap_and_stars(adata):
         for c, cat in enumerate(cats):
             row = df[(df.module == m) & (df.category == cat)]
             assert values[m, c] == pytest.approx(row.pearson_r.item())
-    assert sum(t.get_text() == "*" for t in ax.texts) == int((df.pearson_p_adjusted < 0.05).sum())
+    assert sum(t.get_text() == "*" for t in ax.texts) == int((df.p_adjusted < 0.05).sum()) > 0
+    assert "p_adjusted" in ax.get_title()
+    # p_adjusted belongs to pearson (the stored method): spearman stars use its raw p-values
     ax = lava.pl.association(adata, method="spearman", alpha=0.5, show=False)
-    assert sum(t.get_text() == "*" for t in ax.texts) == int((df.spearman_p_adjusted < 0.5).sum())
+    assert sum(t.get_text() == "*" for t in ax.texts) == int((df.spearman_p < 0.5).sum())
+    assert "spearman_p" in ax.get_title()
     with pytest.raises(KeyError, match="associate"):
         lava.pl.association(adata, groupby="batch", show=False)
+    with pytest.raises(ValueError, match="method"):
+        lava.pl.association(adata, method="kendall", show=False)
+
+
+def test_association_prefers_permutation_p_and_labels_several_groupings(adata):
+    df = adata.uns["lava"]["association"]
+    perm = df.assign(permutation_p=0.5, permutation_p_adjusted=np.linspace(0, 0.1, len(df)))
+    other = perm.assign(groupby="sex", category=np.where(np.arange(len(df)) % 3, "F", "M"))
+    other = other.drop_duplicates(["module", "category"])
+    adata.uns["lava"]["association"] = pd.concat([perm, other], ignore_index=True)
+    ax = lava.pl.association(adata, show=False)
+    assert "permutation_p_adjusted" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert set(labels) == {"disease: healthy", "disease: CKD", "disease: AKI", "sex: F", "sex: M"}
+    ax = lava.pl.association(adata, groupby="disease", show=False)
+    assert sum(t.get_text() == "*" for t in ax.texts) == int((perm.permutation_p_adjusted < 0.05).sum())
 
 
 def test_plots_after_h5ad_round_trip(adata, tmp_path):

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
 from .._docs import doc_params
 from .._store import decode_params, get_step, has_step
 from . import _utils as u
-
-
-def _stored_threshold(adata, key: str) -> float:
-    if has_step(adata, key, "module_genes"):
-        params = adata.uns[key].get("params", {}).get("module_genes")
-        if params is not None and "threshold" in params:
-            return float(decode_params({"threshold": params["threshold"]})["threshold"])
-    return 0.05
 
 
 @doc_params()
@@ -61,7 +55,7 @@ def module_genes(
     scores = u.feature_scores(adata, key)
     m = u.check_module(module, scores.shape[1])
     if threshold is None:
-        threshold = _stored_threshold(adata, key)
+        threshold = float(_stored_param(adata, key, "module_genes", "threshold", 0.05))
     elif isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or not 0 <= threshold <= 1:
         msg = f"threshold must be a fraction in [0, 1], got {threshold!r}."
         raise ValueError(msg)
@@ -145,7 +139,7 @@ def enrichment(
     if len(dots):
         x = pd.Index(chosen).get_indexer(dots["module"].astype(int))
         y = len(terms) - 1 - pd.Index(terms).get_indexer(dots["term"].astype(str))
-        size = _overlap_count(dots["overlap"])
+        size = _overlap_count(dots["n_overlap"] if "n_overlap" in dots.columns else dots["overlap"])
         score = -np.log10(np.clip(dots["p_adjusted"].to_numpy(dtype=np.float64), 1e-300, 1.0))
         art = ax_.scatter(
             x, y, s=max_size * size / size.max(), c=score, cmap=cmap, vmin=0.0, edgecolors="black", linewidths=0.4
@@ -165,8 +159,20 @@ def enrichment(
     return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
 
 
-def _p_column(df: pd.DataFrame, method: str) -> str:
-    for column in (f"{method}_p_adjusted", "p_adjusted", f"{method}_p"):
+def _stored_param(adata, key: str, step: str, name: str, default):
+    params = adata.uns[key].get("params", {}).get(step) if has_step(adata, key, step) else None
+    if params is not None and name in params:
+        return decode_params({name: params[name]})[name]
+    return default
+
+
+def _p_column(df: pd.DataFrame, method: str, stored_method: str) -> str:
+    """Pick the p-values behind the stars: permutation-based if stored, else BH-adjusted, else raw for ``method``."""
+    candidates = ["permutation_p_adjusted"] if "permutation_p_adjusted" in df.columns else []
+    # ``p_adjusted`` adjusts the p-values of the method lava.tl.associate was run with
+    candidates += ["p_adjusted"] if method == stored_method else []
+    candidates += [f"{method}_p_adjusted", f"{method}_p"]
+    for column in candidates:
         if column in df.columns:
             return column
     msg = f"the association table has no p-value column for {method!r}; rerun lava.tl.associate."
@@ -178,7 +184,7 @@ def association(
     adata,
     *,
     groupby: str | None = None,
-    method: str = "pearson",
+    method: Literal["pearson", "spearman"] | None = None,
     alpha: float = 0.05,
     cmap: str = "RdBu_r",
     key: str = "lava",
@@ -197,9 +203,11 @@ def association(
     groupby
         Annotation to show; default all stored (columns labelled ``groupby: category`` when there are several).
     method
-        ``"pearson"`` or ``"spearman"``.
+        ``"pearson"`` or ``"spearman"``; default the method :func:`lava.tl.associate` adjusted p-values for.
     alpha
-        Significance level of the stars (adjusted p-value; the raw p-value if no adjusted one is stored).
+        Significance level of the stars. They use, in this order of preference, the BH-adjusted permutation
+        p-values (if :func:`lava.tl.associate` ran permutations), the BH-adjusted p-values (when ``method`` is the
+        one they were computed for), else the raw p-values of ``method``; the title names the column used.
     cmap
         Diverging colour map, centred at 0.
     {key}
@@ -209,16 +217,18 @@ def association(
     -------
     The Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
+    df = pd.DataFrame(get_step(adata, key, "association"))
+    stored_method = str(_stored_param(adata, key, "association", "method", "pearson"))
+    method = stored_method if method is None else method
     if method not in ("pearson", "spearman"):
         msg = f"method must be 'pearson' or 'spearman', got {method!r}."
         raise ValueError(msg)
-    df = pd.DataFrame(get_step(adata, key, "association"))
     r_col = f"{method}_r"
     missing = [c for c in ("module", "groupby", "category", r_col) if c not in df.columns]
     if missing:
         msg = f"adata.uns[{key!r}]['association'] lacks columns {missing}; rerun lava.tl.associate."
         raise KeyError(msg)
-    p_col = _p_column(df, method)
+    p_col = _p_column(df, method, stored_method)
     if groupby is not None:
         stored = sorted(df["groupby"].astype(str).unique())
         if groupby not in stored:
