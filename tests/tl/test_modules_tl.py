@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ from scipy import stats
 
 import lava
 from lava._store import encode_params
+from lava.tl._modules import read_gmt
 
 N_OBS, N_VARS, N_TESTED, N_LOC, N_PER_LOC, N_MOD = 240, 40, 30, 40, 24, 3
 
@@ -442,3 +446,58 @@ def test_rerunning_module_genes_drops_stale_enrichment(adata):
     lava.tl.module_genes(adata, threshold=0.2)
     with pytest.raises(KeyError, match=r"lava\.tl\.enrich"):
         lava.get.enrichment(adata)
+
+
+# ------------------------------------------------------------------------------------------------------------- GO BP
+
+
+def _go_bp_path():
+    path = Path(os.environ.get("LAVA_DATA_DIR", ".")) / "go_bp_human.gmt"
+    return path if path.is_file() else None
+
+
+def _go_bp():
+    """GO BP gene sets offline: lava.datasets.go_bp_human() from the cache conftest seeds (or the file itself)."""
+    loader = getattr(lava.datasets, "go_bp_human", None)
+    try:
+        if loader is not None:
+            return loader()
+    except (FileNotFoundError, OSError, ValueError):
+        pass
+    path = _go_bp_path()
+    return read_gmt(path) if path is not None else None
+
+
+def test_enrich_go_bp_offline(tmp_path):
+    go = _go_bp()
+    if go is None:
+        pytest.skip("go_bp_human.gmt is not in the data cache")
+    gen = np.random.default_rng(0)
+    planted_term = next(t for t, g in go.items() if "mitochondrial genome maintenance" in t)
+    planted = list(dict.fromkeys(go[planted_term]))
+    universe = sorted({g for genes in go.values() for g in genes} - set(planted))
+    others = list(gen.choice(universe, size=1500, replace=False))
+    var_names = list(gen.permutation(planted + others))
+    a = ad.AnnData(X=np.zeros((3, len(var_names)), dtype=np.float32))
+    a.var_names = var_names
+    tested = np.arange(len(var_names))
+    scores = gen.uniform(0, 0.01, size=(len(var_names), 2)).astype(np.float32)  # below 5% of the top
+    scores[a.var_names.get_indexer(planted), 0] = gen.uniform(0.5, 1.0, size=len(planted))
+    scores[a.var_names.get_indexer(others[:40]), 1] = gen.uniform(0.5, 1.0, size=40)  # a random gene list
+    a.varm["lava_modules"] = scores
+    a.uns["lava"] = {
+        "correlations": {"features": np.asarray(var_names, dtype=object), "feature_index": tested},
+        "amf": {"modules": np.zeros((2, 1), dtype=np.float32)},
+    }
+    lava.tl.module_genes(a)
+    lava.tl.enrich(a, go, min_size=10)
+    res = lava.get.enrichment(a)
+    top = res[res["module"] == 0].iloc[0]
+    assert top["term"] == planted_term
+    assert top["p_adjusted"] < 1e-3
+    assert set(top["genes"].split(";")) == set(planted) & set(var_names)
+    # a random gene list is not enriched for anything after adjustment (most of the time; seeded here)
+    assert res[res["module"] == 1]["p_adjusted"].min() > 0.05
+    if _go_bp_path() is not None:  # the GMT file itself, read offline, gives the same table
+        lava.tl.enrich(a, str(_go_bp_path()), min_size=10)
+        pd.testing.assert_frame_equal(lava.get.enrichment(a), res)
