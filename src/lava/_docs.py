@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from inspect import cleandoc
 
 FRAGMENTS = {
@@ -39,16 +40,15 @@ return_fig
 
 
 def doc_params(**extra: str):
-    """Fill ``{name}`` placeholders in a docstring with the shared fragments (indented to fit)."""
+    """Fill ``{name}`` placeholders (each alone on its line, at column 0) with the shared fragments."""
     fragments = {**FRAGMENTS, **extra}
 
     def decorator(obj):
         if obj.__doc__:
             doc = cleandoc(obj.__doc__)
             for name, text in fragments.items():
-                placeholder = "{" + name + "}"
-                if placeholder in doc:
-                    doc = doc.replace(placeholder, text)
+                # only a placeholder alone on its line: ``f"{key}_modules"`` in prose stays as written
+                doc = re.sub(rf"^\{{{name}\}}[ \t]*$", lambda _m, text=text: text, doc, flags=re.M)
             obj.__doc__ = doc
         return obj
 
