@@ -619,7 +619,8 @@ def associate(
             if G <= 10 and np.prod(np.arange(1, G + 1, dtype=np.float64)) < permutations:
                 logg.warning(f"only {G} groups: at most {int(np.prod(np.arange(1, G + 1)))} distinct permutations.")
         n_units = summary.shape[0]
-        batch = int(max(1, min(permutations, 2**25 // max(1, indices.shape[0] * K))))
+        # bound the (units x K x b) permuted summaries and the (l x K x b) null fractions to ~2**25 values each
+        batch = int(max(1, min(permutations, 2**25 // max(1, max(indices.shape[0], n_units) * K))))
         null = np.full((M, K, permutations), np.nan)
         done = 0
         while done < permutations:
