@@ -83,8 +83,9 @@ def modules(
     if size is None:
         size = u.probe_size(len(probes)) if level == "probe" else u.point_size(len(Z)) * 1.5
     for panel, m in zip(axes, chosen, strict=True):
-        u.draw_background(panel, Z)
         v = values[:, m]
+        # cells drawn in colour need no grey dot underneath (halves the points for big data)
+        u.draw_background(panel, Z if level == "probe" else Z[v <= 0], size=u.point_size(len(Z)))
         if level == "probe":
             order = np.argsort(v, kind="stable")
             panel.scatter(
