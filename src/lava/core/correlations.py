@@ -1,18 +1,375 @@
-"""Step 2: locality correlations (METHOD.md section 2). OWNER: correlations helper. Skeleton: replace."""
+"""Step 2: the locality representation, absolute Spearman correlations of feature pairs (METHOD.md section 2).
+
+For every locality (a set of ``n`` samples) and every pair of features ``i < j``, the absolute Spearman
+correlation over the locality's samples: ranks per feature with ties averaged, Pearson correlation of the
+ranks, absolute value. A feature that takes one value (any value, typically 0) in more than ``tie_fraction``
+of the locality's samples contributes 0 to every pair in that locality; so does a constant feature (never NaN).
+
+How it is computed, for a batch of localities at a time: the batch's rows are taken from ``X`` (only those
+are densified when ``X`` is sparse), every feature is sorted within every locality (one batched
+``torch.sort``); average ranks and the length of the longest run of equal values come from two
+``searchsorted`` calls on the sorted values; ranks are centred and scaled to unit length, so one batched
+matrix product (``torch.bmm``) gives every Pearson correlation of ranks. Features removed by the tie filter
+are dropped before the product (on sparse data most are), so the product is often much smaller than
+``D x D``. The upper triangle is written straight into the preallocated ``(l, P)`` output.
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import numpy as np
+from scipy import sparse
+
+#: Memory, in bytes, that one batch of localities may use for its intermediate arrays when ``batch_size=None``:
+#: on the CPU a fixed 1 GiB; on a GPU a quarter of the free device memory (at most 16 GiB).
+CPU_MEMORY_BUDGET = 2**30
+GPU_MEMORY_FRACTION = 0.25
+GPU_MEMORY_CAP = 16 * 2**30
+
+#: Below this fraction of surviving features, a batch's rank vectors are packed before the matrix product.
+_PACK_FRACTION = 0.85
 
 
 def n_pairs(n_features: int) -> int:
+    """Return the number of feature pairs ``P = D (D - 1) / 2``, the number of columns of the correlations."""
     return n_features * (n_features - 1) // 2
 
 
 def pair_indices(n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Upper-triangle pair order (row-major, i < j), the column order of C."""
+    """Feature indices ``(i, j)`` of each column of the correlation matrix.
+
+    The order is the upper triangle, row-major, ``i < j`` (as :func:`numpy.triu_indices` with ``k=1``):
+    ``(0, 1), (0, 2), ..., (0, D-1), (1, 2), ...``.
+    """
     return np.triu_indices(n_features, k=1)
 
 
-def locality_correlations(X, indices, *, tie_fraction=0.75, batch_size=None, device="auto", progress=False):
-    raise NotImplementedError
+def max_tied_count(n_samples: int, tie_fraction: float) -> int:
+    """Largest number of equal values a feature may have in a locality of ``n_samples`` and still count.
+
+    A feature whose most frequent value occurs in ``count`` samples with ``count / n_samples > tie_fraction``
+    is filtered out (strictly more than ``tie_fraction``; exactly ``tie_fraction`` is kept).
+    """
+    c = min(n_samples, max(0, math.floor(tie_fraction * n_samples)))
+    while c + 1 <= n_samples and (c + 1) / n_samples <= tie_fraction:
+        c += 1
+    while c > 0 and c / n_samples > tie_fraction:
+        c -= 1
+    return c
+
+
+def locality_correlations(
+    X,
+    indices,
+    *,
+    tie_fraction: float = 0.75,
+    batch_size: int | None = None,
+    device: Literal["auto", "cpu", "cuda"] | str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Absolute Spearman correlation of every feature pair within every locality.
+
+    Parameters
+    ----------
+    X
+        Data, samples x features (E x D): a dense :class:`numpy.ndarray` of any real dtype (integers and
+        float16 included) or a scipy sparse matrix or array. Sparse data are never densified as a whole: only
+        the rows of one batch of localities at a time (CSC and other formats are converted to CSR once).
+    indices
+        Integer array (l x n): row ``k`` lists the ``n`` samples (rows of ``X``) of locality ``k``.
+    tie_fraction
+        In ``(0, 1]``. If one value (any value, typically 0) occurs in more than this fraction of a locality's
+        samples for a feature, every pair with that feature is 0 in that locality. Constant features give 0.
+    batch_size
+        Localities per batch. ``None`` picks the largest batch whose intermediates fit a memory budget:
+        1 GiB on the CPU, a quarter of the free GPU memory (at most 16 GiB) on CUDA; a locality needs about
+        ``4 D^2 + n D (3 s + 36)`` bytes, where ``s`` is 4 (or 8 for float64 values that float32 cannot hold).
+    device
+        ``"auto"`` uses CUDA when torch finds it and the CPU otherwise; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+    progress
+        Show a progress bar (tqdm) over batches.
+
+    Returns
+    -------
+    (l, P) float32 array, ``P = D (D - 1) / 2``, values in ``[0, 1]``; column order as :func:`pair_indices`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .._compat import resolve_device
+
+    X, dense_dtype = _check_data(X)
+    idx = _check_indices(indices, X.shape[0])
+    if not isinstance(tie_fraction, int | float | np.number) or isinstance(tie_fraction, bool):
+        msg = f"tie_fraction must be a number in (0, 1], got {tie_fraction!r}."
+        raise TypeError(msg)
+    if not (0 < tie_fraction <= 1):
+        msg = f"tie_fraction must be in (0, 1] (the paper uses 0.75), got {tie_fraction!r}."
+        raise ValueError(msg)
+    dev = resolve_device(device)
+
+    n_loc, n = idx.shape
+    D = X.shape[1]
+    P = n_pairs(D)
+    out = np.zeros((n_loc, P), dtype=np.float32)
+    if n_loc == 0 or P == 0 or n < 2:
+        return out
+
+    value_bytes = 8 if dense_dtype == np.float64 else 4
+    if batch_size is None:
+        batch_size = _auto_batch_size(n, D, value_bytes, dev)
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        msg = f"batch_size must be a positive integer or None, got {batch_size!r}."
+        raise ValueError(msg)
+    batch_size = int(min(batch_size, n_loc))
+
+    max_count = max_tied_count(n, tie_fraction)
+    upper = pair_indices(D)
+    # flat positions of the upper triangle in a (D, D) and in a padded (D + 1, D + 1) correlation matrix
+    flat_index = {width: torch.from_numpy(np.ravel_multi_index(upper, (width, width))).to(dev) for width in (D, D + 1)}
+    del upper
+    out_t = torch.from_numpy(out)
+    starts = range(0, n_loc, batch_size)
+    for start in tqdm(starts, disable=not progress, desc="locality correlations", unit="batch"):
+        stop = min(start + batch_size, n_loc)
+        block = _gather_block(X, idx[start:stop], dense_dtype)  # (b, n, D) numpy
+        values = torch.from_numpy(block).to(dev).transpose(1, 2).contiguous()  # (b, D, n)
+        del block
+        gram, width = _batch_gram(values, max_count)  # (b, width * width) float32, |r| clamped to [0, 1]
+        del values
+        if dev.type == "cpu":
+            torch.index_select(gram, 1, flat_index[width], out=out_t[start:stop])
+        else:
+            out_t[start:stop].copy_(gram.index_select(1, flat_index[width]))
+        del gram
+    return out
+
+
+def _batch_gram(values, max_count: int):
+    """Absolute Spearman correlation matrices of a batch ``values`` ``(b, D, n)``, flattened.
+
+    Returns ``(gram, width)``: ``gram`` is ``(b, width * width)`` float32, row-major ``(width, width)`` matrices
+    whose leading ``(D, D)`` block holds the correlations (``width`` is ``D`` or ``D + 1``). Rows (locality,
+    feature) whose most frequent value occurs more than ``max_count`` times, and constant rows, give zeros.
+    """
+    import torch
+
+    b, D, n = values.shape
+    dev = values.device
+    flat = values.reshape(b * D, n)
+    # Cheap pre-filter on zeros (the usual tied value): rows tied out by zeros are never sorted.
+    n_zero = (flat == 0).sum(dim=1)
+    candidate = torch.nonzero(n_zero <= max_count).squeeze(1)
+    rows = flat.index_select(0, candidate)
+    del flat
+
+    ranks, keep = _centred_unit_ranks(rows, max_count)
+    del rows
+    candidate = candidate[keep]
+    ranks = ranks[keep]
+
+    alive = torch.zeros(b * D, dtype=torch.bool, device=dev)
+    alive[candidate] = True
+    alive = alive.reshape(b, D)
+    n_alive = alive.sum(dim=1)
+    d_max = int(n_alive.max().item()) if b else 0
+    if d_max < 2:
+        return torch.zeros((b, D * D), dtype=torch.float32, device=dev), D
+    if d_max >= _PACK_FRACTION * D:
+        # Most features survive: keep the full layout, filtered rows are zero vectors.
+        full = torch.zeros((b * D, n), dtype=torch.float32, device=dev)
+        full[candidate] = ranks
+        del ranks
+        full = full.reshape(b, D, n)
+        gram = torch.bmm(full, full.transpose(1, 2)).reshape(b, D * D)
+        width = D
+        del full
+    else:
+        # Pack the surviving rows of each locality into the first slots; one smaller product; unpack.
+        slot = (torch.cumsum(alive, dim=1) - 1).reshape(-1)[candidate]
+        loc = torch.div(candidate, D, rounding_mode="floor")
+        feat = candidate - loc * D
+        packed = torch.zeros((b, d_max, n), dtype=torch.float32, device=dev)
+        packed[loc, slot] = ranks
+        del ranks
+        small = torch.bmm(packed, packed.transpose(1, 2))  # (b, d_max, d_max)
+        del packed
+        # feature index of each slot, D (a dummy column) for empty slots
+        feat_of = torch.full((b, d_max), D, dtype=torch.int64, device=dev)
+        feat_of[loc, slot] = feat
+        target = (feat_of[:, :, None] * (D + 1) + feat_of[:, None, :]).reshape(b, -1)
+        gram = torch.zeros((b, (D + 1) * (D + 1)), dtype=torch.float32, device=dev)
+        gram.scatter_(1, target, small.reshape(b, -1))
+        width = D + 1
+        del small, target
+    gram.abs_().clamp_(max=1.0)
+    return gram, width
+
+
+def _centred_unit_ranks(rows, max_count: int):
+    """Average ranks of each row of ``rows`` (K, n), centred and scaled to unit length, as float32.
+
+    Returns ``(ranks, keep)``: ``keep`` is False for rows whose most frequent value occurs more than
+    ``max_count`` times or that are constant. On the CPU numpy's vectorised sort is much faster than torch's.
+    """
+    import torch
+
+    if rows.device.type == "cpu":
+        ranks, keep = _ranks_numpy(rows.numpy(), max_count)
+        return torch.from_numpy(ranks), torch.from_numpy(keep)
+    return _ranks_torch(rows, max_count)
+
+
+def _ranks_torch(rows, max_count: int):
+    """:func:`_centred_unit_ranks` in torch: sort, then tie groups from two ``searchsorted`` calls."""
+    import torch
+
+    K, n = rows.shape
+    if K == 0:
+        return torch.zeros((0, n), dtype=torch.float32, device=rows.device), torch.zeros(
+            0, dtype=torch.bool, device=rows.device
+        )
+    sorted_values, order = torch.sort(rows, dim=1)
+    first = torch.searchsorted(sorted_values, sorted_values, right=False)
+    after_last = torch.searchsorted(sorted_values, sorted_values, right=True)
+    del sorted_values
+    longest = (after_last - first).amax(dim=1)
+    keep = (longest <= max_count) & (longest < n)
+    # 0-based average rank of a tie group = (first + last) / 2; centred by subtracting (n - 1) / 2
+    first += after_last
+    del after_last
+    centred_sorted = first.to(torch.float32).sub_(float(n)).mul_(0.5)
+    del first
+    ranks = torch.empty_like(centred_sorted).scatter_(1, order, centred_sorted)
+    del order, centred_sorted
+    norm = torch.linalg.vector_norm(ranks, dim=1, keepdim=True)
+    ranks.div_(norm.clamp_(min=1e-30))
+    return ranks, keep
+
+
+def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_centred_unit_ranks` in numpy. ``rows`` (float32 or float64) may be overwritten."""
+    K, n = rows.shape
+    if K == 0:
+        return np.zeros((0, n), dtype=np.float32), np.zeros(0, dtype=bool)
+    if rows.dtype == np.float32:
+        # Sort (value, position) pairs packed into one uint64 (SIMD sort, no argsort): the high 32 bits are an
+        # order-preserving integer image of the float (-0.0 made +0.0 first so both tie), the low bits the position.
+        rows += np.float32(0)
+        bits = rows.view(np.uint32)
+        negative = bits >= np.uint32(0x80000000)
+        key = (bits | np.uint32(0x80000000)).astype(np.uint64)
+        key[negative] = (~bits[negative]).astype(np.uint64)
+        del bits, negative
+        key <<= np.uint64(32)
+        key |= np.arange(n, dtype=np.uint64)
+        key.sort(axis=1)
+        order = (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
+        key >>= np.uint64(32)
+        sorted_values = key
+    else:
+        rows += 0.0
+        order = np.argsort(rows, axis=1)
+        sorted_values = np.take_along_axis(rows, order, axis=1)
+    new_group = sorted_values[:, 1:] != sorted_values[:, :-1]
+    del sorted_values
+    tied = np.flatnonzero(~new_group.all(axis=1))
+    # Rows without ties rank 0..n-1 in sorted order; rows with ties get average ranks per tie group.
+    centred_sorted = np.empty((K, n), dtype=np.float32)
+    centred_sorted[:] = np.arange(n, dtype=np.float32) - np.float32((n - 1) / 2)
+    longest = np.ones(K, dtype=np.intp)
+    if tied.size:
+        starts_mask = np.empty((tied.size, n), dtype=bool)
+        starts_mask[:, 0] = True
+        starts_mask[:, 1:] = new_group[tied]
+        starts = np.flatnonzero(starts_mask)
+        lengths = np.diff(starts, append=starts_mask.size)
+        first_group = np.zeros(tied.size, dtype=np.intp)
+        np.cumsum(np.count_nonzero(starts_mask, axis=1)[:-1], out=first_group[1:])
+        del starts_mask
+        longest[tied] = np.maximum.reduceat(lengths, first_group)
+        position = starts % n
+        centred = ((2 * position + lengths - n) * 0.5).astype(np.float32)
+        centred_sorted[tied] = np.repeat(centred, lengths).reshape(tied.size, n)
+        del starts, lengths, position, centred
+    del new_group
+    keep = (longest <= max_count) & (longest < n)
+    order += (np.arange(K, dtype=np.intp) * n)[:, None]
+    ranks = np.empty((K, n), dtype=np.float32)
+    ranks.ravel()[order.ravel()] = centred_sorted.ravel()
+    del order, centred_sorted
+    norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
+    ranks /= np.maximum(norm, np.float32(1e-30))[:, None]
+    return ranks, keep
+
+
+def _auto_batch_size(n: int, D: int, value_bytes: int, dev) -> int:
+    per_locality = 4 * D * D + n * D * (3 * value_bytes + 36)
+    if dev.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(dev)
+        budget = min(GPU_MEMORY_FRACTION * free, GPU_MEMORY_CAP)
+    else:
+        budget = CPU_MEMORY_BUDGET
+    return max(1, int(budget // per_locality))
+
+
+def _check_data(X):
+    """Return ``(X, dtype)``: X as a 2-D ndarray or CSR matrix, and the float dtype its values are ranked in."""
+    if sparse.issparse(X):
+        if X.ndim != 2:
+            msg = f"X must be 2-D (samples x features), got shape {X.shape}."
+            raise ValueError(msg)
+        X = X.tocsr() if X.format != "csr" else X
+        dtype = np.dtype(X.dtype)
+    else:
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.ndim != 2:
+            msg = f"X must be 2-D (samples x features), got shape {X.shape}."
+            raise ValueError(msg)
+        dtype = X.dtype
+    if dtype.kind not in "biuf":
+        msg = f"X must hold real numbers, got dtype {dtype}."
+        raise TypeError(msg)
+    values = X.data if sparse.issparse(X) else X
+    if dtype.kind == "f" and not np.all(np.isfinite(values)):
+        msg = "X contains NaN or infinite values; remove or impute them first."
+        raise ValueError(msg)
+    # float32 ranks exactly what float16, bool and small integers hold; wider types are checked per batch.
+    exact32 = dtype.kind == "b" or dtype.itemsize <= 2 or dtype == np.float32
+    return X, np.dtype(np.float32) if exact32 else np.dtype(np.float64)
+
+
+def _check_indices(indices, n_samples: int) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 2:
+        msg = f"indices must be a 2-D integer array (localities x samples per locality), got shape {idx.shape}."
+        raise ValueError(msg)
+    if idx.dtype.kind not in "iu":
+        msg = f"indices must be integers (row positions in X), got dtype {idx.dtype}."
+        raise TypeError(msg)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_samples):
+        msg = f"indices must lie in [0, {n_samples}) (rows of X), got values in [{idx.min()}, {idx.max()}]."
+        raise ValueError(msg)
+    return idx.astype(np.int64, copy=False)
+
+
+def _gather_block(X, idx: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Return the rows of a batch of localities as a dense ``(b, n, D)`` array of float32, or float64 if needed."""
+    b, n = idx.shape
+    rows = idx.reshape(-1)
+    block = X[rows].toarray() if sparse.issparse(X) else X[rows]
+    if dtype == np.float64:
+        # float32 is exact (and faster) whenever every value of the batch round-trips through it
+        as32 = block.astype(np.float32)
+        if np.array_equal(as32, block):
+            block = as32
+        else:
+            block = block.astype(np.float64, copy=False)
+    else:
+        block = block.astype(np.float32, copy=False)
+    return block.reshape(b, n, -1)
