@@ -1,22 +1,794 @@
-"""Choosing M, presence refinement, NMF baseline (METHOD.md sections 3-4). OWNER: selection helper. Skeleton."""
+"""Choosing the number of modules, presence refinement and the NMF baseline (METHOD.md sections 3-4).
+
+- :func:`select_n_modules` runs AMF ``n_runs`` times for each number of modules M, measures how stable the modules
+  are (k-medoids under cosine distance, silhouette width) and how well they reconstruct the correlations, suggests M
+  at the elbow of the loss curve, and keeps the best run of every M.
+- :func:`refine_presence` re-fits presences with the modules fixed under a pinball (quantile) loss.
+- :func:`fit_nmf` is the scikit-learn NMF baseline of the paper's appendix B.8.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._compat import Device, RngLike, as_seed, resolve_device
+from . import amf as _amf
+from .amf import AMFResult, fit_amf
+from .metrics import overestimation_ratio, presence_weighted_average, reconstruction_similarity
+
+#: Arguments of :func:`~lava.core.fit_amf` that :func:`select_n_modules` sets itself.
+_RESERVED_FIT_KWARGS = ("C", "n_modules", "rng", "progress", "init")
+
+#: Default near-tie margin of the elbow rule, in units of the normalised loss range (see :func:`elbow`).
+ELBOW_TOLERANCE = 0.05
+
+_CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class ModelSelection:
-    pass
+    """Result of :func:`select_n_modules`.
+
+    ``runs`` and ``summary`` are column dictionaries (name -> 1-D array of equal length) so that they convert
+    directly to DataFrames: ``pandas.DataFrame(selection.runs)``.
+    """
+
+    #: (k,) int64, the numbers of modules tried, ascending.
+    n_modules: np.ndarray
+    #: One row per run: ``n_modules``, ``run`` (0..R-1), ``seed`` (int64), ``loss``, ``similarity``,
+    #: ``overestimation_ratio`` (float64), ``n_epochs``, ``best_epoch`` (int64), ``converged`` (bool),
+    #: ``pattern_cosine`` (float64: cosine between the run's presence-weighted module average and that of the
+    #: best run with the same M; 1 for the best run itself).
+    runs: dict[str, np.ndarray]
+    #: One row per M: ``n_modules``, ``loss_mean``, ``loss_std``, ``similarity_mean``, ``similarity_std``,
+    #: ``overestimation_ratio_mean``, ``overestimation_ratio_std`` (std over runs, ddof=1; NaN when R = 1),
+    #: ``silhouette`` (cosine silhouette width of the k-medoids clustering of all R*M modules; NaN when M = 1 or
+    #: R = 1), ``pattern_cosine`` (mean pairwise cosine between the runs' presence-weighted module averages; NaN
+    #: when R = 1), ``elbow_gap`` (the elbow rule's normalised distance below the chord), ``best_run``.
+    summary: dict[str, np.ndarray]
+    #: The suggested number of modules (elbow of ``loss_mean``, near-ties broken by higher silhouette).
+    suggested_n_modules: int
+    #: M -> the run with the lowest loss among the R runs with M modules.
+    best: dict[int, AMFResult]
+    #: M -> (R, M) int64: the k-medoids cluster (0..M-1) of each module of each run.
+    module_clusters: dict[int, np.ndarray]
+    #: (number of runs, P) float32: each run's presence-weighted module average
+    #: (:func:`~lava.core.presence_weighted_average`), rows in the order of ``runs``.
+    weighted_averages: np.ndarray
 
 
-def select_n_modules(C, n_modules=range(2, 16), *, n_runs=10, rng=0, **fit_kwargs):
-    raise NotImplementedError
+# ----------------------------------------------------------------------------------------------------------------
+# building blocks: cosine distances, k-medoids, silhouette, elbow
 
 
-def refine_presence(C, modules, presence, *, tau=0.1):
-    raise NotImplementedError
+def cosine_distances(X: np.ndarray) -> np.ndarray:
+    """Cosine distances ``1 - cos(x_a, x_b)`` between the rows of ``X``, as a (k, k) float64 matrix.
+
+    An all-zero row has no direction: its distance is 1 to every non-zero row and 0 to other all-zero rows.
+    The diagonal is exactly 0 and values are clipped to [0, 2] against rounding.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    zero = norms == 0
+    unit = X / np.where(zero, 1.0, norms).astype(np.float32)[:, None]
+    S = (unit @ unit.T).astype(np.float64)
+    S[zero, :] = 0.0
+    S[:, zero] = 0.0
+    S[np.ix_(zero, zero)] = 1.0
+    D = np.clip(1.0 - S, 0.0, 2.0)
+    np.fill_diagonal(D, 0.0)
+    return D
 
 
-def fit_nmf(C, n_modules, *, rng=0):
-    raise NotImplementedError
+def kmedoids(D: np.ndarray, n_clusters: int, *, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Partitioning Around Medoids (PAM: BUILD, then best-improvement SWAP) on a precomputed distance matrix.
+
+    Deterministic (ties go to the lowest index), so no seed is needed.
+
+    Parameters
+    ----------
+    D
+        (k, k) symmetric distances with a zero diagonal.
+    n_clusters
+        Number of medoids, 1 <= n_clusters <= k.
+    max_iter
+        Maximum number of swaps.
+
+    Returns
+    -------
+    medoids
+        (n_clusters,) int64 row indices of the medoids.
+    labels
+        (k,) int64 cluster of each row (the nearest medoid; each medoid is in its own cluster).
+    """
+    D = np.asarray(D, dtype=np.float64)
+    n = D.shape[0]
+    if D.ndim != 2 or D.shape[1] != n:
+        msg = f"D must be a square distance matrix, got shape {D.shape}."
+        raise ValueError(msg)
+    if not 1 <= n_clusters <= n:
+        msg = f"n_clusters must be between 1 and the number of points ({n}), got {n_clusters}."
+        raise ValueError(msg)
+    rows = np.arange(n)
+    # BUILD: start from the most central point, then add the point that lowers the total distance most.
+    medoids = [int(np.argmin(D.sum(axis=1)))]
+    nearest = D[:, medoids[0]].copy()
+    for _ in range(1, n_clusters):
+        gain = np.maximum(nearest[:, None] - D, 0.0).sum(axis=0)
+        gain[medoids] = -1.0
+        c = int(np.argmax(gain))
+        medoids.append(c)
+        nearest = np.minimum(nearest, D[:, c])
+    medoids = np.asarray(medoids, dtype=np.int64)
+    scale = max(float(D.max()), 1.0) * n
+    # SWAP: the change of total distance for removing medoid i and adding point h, for all (i, h) at once.
+    for _ in range(max_iter):
+        if n_clusters == n:
+            break
+        Dm = D[:, medoids]
+        order = np.argsort(Dm, axis=1, kind="stable")
+        near = order[:, 0]
+        d1 = Dm[rows, near]
+        d2 = Dm[rows, order[:, 1]] if n_clusters > 1 else np.full(n, np.inf)
+        with_h = np.minimum(D, d1[:, None])  # (j, h): distance of j once h is added, nothing removed
+        gain_add = (with_h - d1[:, None]).sum(axis=0)
+        member = np.zeros((n, n_clusters))
+        member[rows, near] = 1.0
+        # points whose medoid i is removed fall back to min(d(j, h), second nearest medoid)
+        delta = gain_add[None, :] + member.T @ (np.minimum(D, d2[:, None]) - with_h)
+        delta[:, medoids] = np.inf
+        i, h = np.unravel_index(int(np.argmin(delta)), delta.shape)
+        if not delta[i, h] < -1e-12 * scale:
+            break
+        medoids[i] = h
+    labels = np.argmin(D[:, medoids], axis=1).astype(np.int64)
+    labels[medoids] = np.arange(n_clusters)
+    return medoids, labels
+
+
+def silhouette(D: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette width (Rousseeuw 1987) for precomputed distances; NaN where it is undefined.
+
+    Uses :func:`sklearn.metrics.silhouette_score` with ``metric="precomputed"``. It is undefined (NaN) with fewer
+    than two clusters or when every point is its own cluster (M = 1, or R = 1 run per M). Points alone in their
+    cluster count as 0, as in scikit-learn.
+    """
+    from sklearn.metrics import silhouette_score
+
+    labels = np.asarray(labels)
+    n_labels = np.unique(labels).size
+    if n_labels < 2 or n_labels >= labels.size:
+        return float("nan")
+    return float(silhouette_score(np.asarray(D, dtype=np.float64), labels, metric="precomputed"))
+
+
+def elbow(
+    n_modules: Iterable[int],
+    loss: Iterable[float],
+    silhouette: Iterable[float] | None = None,
+    *,
+    tolerance: float = ELBOW_TOLERANCE,
+) -> tuple[int, np.ndarray]:
+    """Find the elbow of a loss curve (max distance below the chord), near-ties broken by higher silhouette.
+
+    Both axes are scaled to [0, 1] (``x = (M - M_min) / (M_max - M_min)``, ``y = (L - L_min) / (L_max - L_min)``);
+    the gap of a point is how far it lies below the straight line (chord) from the first to the last point,
+    ``gap = y_chord(x) - y`` (proportional to its perpendicular distance to the chord, the "kneedle" rule). Every
+    M whose gap is within ``tolerance`` of the largest gap is a candidate; among them the highest silhouette wins
+    (NaN counts as lowest), then the smallest M. A curve without an elbow (a straight or concave one, or fewer than
+    three points) leaves the endpoints, whose gap is 0, among the candidates, so stability decides.
+
+    Parameters
+    ----------
+    n_modules
+        (k,) the M values, strictly increasing.
+    loss
+        (k,) mean loss at each M.
+    silhouette
+        (k,) silhouette width at each M, or None (ties then go to the smallest M).
+    tolerance
+        Near-tie margin, in units of the normalised loss range.
+
+    Returns
+    -------
+    suggested
+        The suggested M.
+    gap
+        (k,) float64 gap of each point below the chord.
+    """
+    x = np.asarray(list(n_modules), dtype=np.float64)
+    y = np.asarray(list(loss), dtype=np.float64)
+    if x.ndim != 1 or x.size == 0 or y.shape != x.shape:
+        msg = f"n_modules and loss must be 1-D of the same non-zero length, got {x.shape} and {y.shape}."
+        raise ValueError(msg)
+    if np.any(np.diff(x) <= 0):
+        msg = "n_modules must be strictly increasing."
+        raise ValueError(msg)
+    sil = np.full(x.size, np.nan) if silhouette is None else np.asarray(list(silhouette), dtype=np.float64)
+    if x.size == 1:
+        return int(x[0]), np.zeros(1)
+    finite = np.isfinite(y)
+    xn = (x - x[0]) / (x[-1] - x[0])
+    lo, hi = (np.min(y[finite]), np.max(y[finite])) if finite.any() else (0.0, 1.0)
+    yn = (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+    gap = (yn[0] + (yn[-1] - yn[0]) * xn) - yn
+    gap = np.where(np.isfinite(gap), gap, -np.inf)
+    candidates = np.flatnonzero(gap >= np.max(gap) - tolerance)
+    sil_key = np.where(np.isfinite(sil[candidates]), sil[candidates], -np.inf)
+    # highest silhouette, then smallest M (candidates are in increasing M, argmax takes the first)
+    chosen = candidates[int(np.argmax(sil_key))]
+    return int(x[chosen]), gap
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpointing
+
+
+def _run_seed(base: int, n_modules: int, run: int) -> int:
+    # Independent of the order and range of n_modules: run r with M modules gets the same seed in every call.
+    return int(np.random.SeedSequence([base, n_modules, run]).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def _fingerprint(C: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((C.shape, C.dtype.str)).encode())
+    h.update(np.ascontiguousarray(C).view(np.uint8).reshape(-1))
+    return h.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open_checkpoint(checkpoint: str | os.PathLike, spec: dict) -> Path:
+    directory = Path(checkpoint)
+    if directory.exists() and not directory.is_dir():
+        msg = f"checkpoint={str(checkpoint)!r} exists and is not a directory; pass a directory path."
+        raise ValueError(msg)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_file = directory / "arguments.json"
+    if spec_file.exists():
+        stored = json.loads(spec_file.read_text())
+        if stored != spec:
+            differ = sorted(k for k in set(stored) | set(spec) if stored.get(k) != spec.get(k))
+            msg = (
+                f"checkpoint {str(directory)!r} was written by a call with other arguments (differing: "
+                f"{', '.join(differ)}); pass the same arguments to resume, or another checkpoint directory "
+                "(or delete this one) to start afresh."
+            )
+            raise ValueError(msg)
+    else:
+        _atomic_write(spec_file, lambda f: f.write(json.dumps(spec, indent=1, sort_keys=True).encode()))
+    return directory
+
+
+def _save_run(path: Path, result: AMFResult) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    none_fields = []
+    for field in dataclasses.fields(result):
+        value = getattr(result, field.name)
+        if value is None:
+            none_fields.append(field.name)
+        elif isinstance(value, Mapping):
+            arrays[f"{field.name}.__dict__"] = np.asarray(list(value), dtype=str)
+            for name, item in value.items():
+                arrays[f"{field.name}.{name}"] = np.asarray(item)
+        else:
+            arrays[field.name] = np.asarray(value)
+    arrays["__none__"] = np.asarray(none_fields, dtype=str)
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _load_run(path: Path) -> AMFResult:
+    with np.load(path, allow_pickle=False) as data:
+        values: dict[str, Any] = {name: None for name in data["__none__"].tolist()}
+        for field in dataclasses.fields(AMFResult):
+            if f"{field.name}.__dict__" in data:
+                values[field.name] = {name: data[f"{field.name}.{name}"] for name in data[f"{field.name}.__dict__"]}
+            elif field.name in data:
+                item = data[field.name]
+                values[field.name] = item.item() if item.ndim == 0 else item
+    return AMFResult(**values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model selection
+
+
+def _std(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+
+
+def _row_cosines(X: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    denom = np.linalg.norm(X, axis=1) * np.linalg.norm(ref)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, X @ ref / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _validate_n_modules(n_modules) -> np.ndarray:
+    values = [n_modules] if isinstance(n_modules, int | np.integer) else list(n_modules)
+    if not values:
+        msg = "n_modules is empty; pass the numbers of modules to try, e.g. range(2, 16)."
+        raise ValueError(msg)
+    for m in values:
+        if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
+            msg = f"n_modules must hold integers >= 1, got {m!r}."
+            raise ValueError(msg)
+    if len(set(values)) != len(values):
+        msg = f"n_modules has repeated values: {values}."
+        raise ValueError(msg)
+    return np.asarray(sorted(int(m) for m in values), dtype=np.int64)
+
+
+def _validate_fit_kwargs(fit_kwargs: Mapping[str, Any]) -> None:
+    allowed = [name for name in inspect.signature(_amf.fit_amf).parameters if name not in _RESERVED_FIT_KWARGS]
+    unknown = sorted(set(fit_kwargs) - set(allowed))
+    if unknown:
+        msg = (
+            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))} for fitting AMF; valid ones: "
+            f"{', '.join(allowed)} (rng and progress are select_n_modules' own; init does not apply here)."
+        )
+        raise TypeError(msg)
+
+
+def select_n_modules(
+    C: np.ndarray,
+    n_modules: Iterable[int] | int = range(2, 16),
+    *,
+    n_runs: int = 10,
+    rng: RngLike = 0,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    elbow_tolerance: float = ELBOW_TOLERANCE,
+    **fit_kwargs: Any,
+) -> ModelSelection:
+    """Run AMF ``n_runs`` times for each number of modules and summarise reconstruction and stability.
+
+    For each M: R = ``n_runs`` fits of :func:`~lava.core.fit_amf` from different seeds; all R*M modules are
+    clustered into M clusters by k-medoids (:func:`kmedoids`, PAM) under cosine distance, and the silhouette width
+    of that clustering measures stability (high: every run finds the same modules). The suggested M is the elbow of
+    the mean loss curve, near-ties broken by higher silhouette (:func:`elbow`). For each M the run with the lowest
+    loss is kept, so it can be used without refitting.
+
+    Parameters
+    ----------
+    C
+        (l, P) locality correlations.
+    n_modules
+        Numbers of modules to try (each >= 1, no repeats); sorted ascending.
+    n_runs
+        Runs per number of modules (R; the paper uses 10).
+    rng
+        Seed (int) or :class:`numpy.random.Generator`. Run ``r`` with ``M`` modules uses the seed
+        ``SeedSequence([seed, M, r])`` draws, so a run is the same whatever else ``n_modules`` holds; every seed
+        is recorded in ``runs["seed"]``.
+    progress
+        One progress bar over all runs (the fits' own bars stay off).
+    checkpoint
+        A directory. After each run its result is written there (``m{M}_r{r}.npz``, atomically); a later call
+        with the same arguments (and the same ``C``) skips finished runs and returns the same result as an
+        uninterrupted call. A call with other arguments is refused (ValueError). Each file holds one run's
+        modules and presences (M x P and l x M float32), so the directory grows to about
+        ``n_runs * sum(n_modules) * (P + l) * 4`` bytes; delete it when done.
+    elbow_tolerance
+        Near-tie margin of the elbow rule (fraction of the loss range), see :func:`elbow`.
+    **fit_kwargs
+        Passed to :func:`~lava.core.fit_amf`: ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``,
+        ``max_epochs``, ``device``.
+
+    Returns
+    -------
+    ModelSelection
+        Per-run figures, per-M summary (``silhouette`` NaN where undefined: M = 1 or R = 1), the suggested M, the
+        best run of every M, k-medoids cluster labels and each run's presence-weighted module average.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        When a fit was interrupted (its result is not kept); with ``checkpoint`` the finished runs are kept there.
+    """
+    from tqdm.auto import tqdm
+
+    C = np.asarray(C)
+    if C.ndim != 2:
+        msg = f"C must be 2-D (localities x pairs), got shape {C.shape}."
+        raise ValueError(msg)
+    Ms = _validate_n_modules(n_modules)
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
+        msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
+        raise ValueError(msg)
+    n_runs = int(n_runs)
+    _validate_fit_kwargs(fit_kwargs)
+    base_seed = as_seed(rng)
+
+    directory = None
+    if checkpoint is not None:
+        spec = {
+            "format": _CHECKPOINT_FORMAT,
+            "n_modules": Ms.tolist(),
+            "n_runs": n_runs,
+            "rng": base_seed,
+            "fit_kwargs": {k: _jsonable(v) for k, v in sorted(fit_kwargs.items())},
+            "C": _fingerprint(C),
+        }
+        directory = _open_checkpoint(checkpoint, spec)
+
+    runs: dict[str, list] = {
+        name: []
+        for name in (
+            "n_modules",
+            "run",
+            "seed",
+            "loss",
+            "similarity",
+            "overestimation_ratio",
+            "n_epochs",
+            "best_epoch",
+            "converged",
+            "pattern_cosine",
+        )
+    }
+    summary: dict[str, list] = {name: [] for name in ("n_modules", "silhouette", "pattern_cosine", "best_run")}
+    best: dict[int, AMFResult] = {}
+    clusters: dict[int, np.ndarray] = {}
+    averages: list[np.ndarray] = []
+
+    with tqdm(total=len(Ms) * n_runs, disable=not progress, desc="AMF runs", unit="run") as bar:
+        for M in Ms.tolist():
+            bar.set_postfix(n_modules=M)
+            results: list[AMFResult] = []
+            seeds = [_run_seed(base_seed, M, r) for r in range(n_runs)]
+            for r, seed in enumerate(seeds):
+                path = directory / f"m{M}_r{r}.npz" if directory is not None else None
+                if path is not None and path.exists():
+                    result = _load_run(path)
+                else:
+                    result = fit_amf(C, M, rng=seed, progress=False, **fit_kwargs)
+                    if getattr(result, "interrupted", False):
+                        msg = f"AMF run {r} with {M} modules was interrupted" + (
+                            "; finished runs are in the checkpoint, call again with the same arguments to resume."
+                            if directory is not None
+                            else "; pass checkpoint=... to keep finished runs across interruptions."
+                        )
+                        raise KeyboardInterrupt(msg)
+                    if path is not None:
+                        _save_run(path, result)
+                results.append(result)
+                bar.update(1)
+
+            loss = np.array([res.loss for res in results], dtype=np.float64)
+            best_run = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
+            best[M] = results[best_run]
+            wavg = np.stack([np.asarray(presence_weighted_average(res.presence, res.modules)) for res in results])
+            wavg = wavg.astype(np.float32)
+            averages.append(wavg)
+            cos_to_best = _row_cosines(wavg, wavg[best_run])
+
+            all_modules = np.concatenate([np.asarray(res.modules, dtype=np.float32) for res in results])
+            D = cosine_distances(all_modules)
+            _, labels = kmedoids(D, M)
+            clusters[M] = labels.reshape(n_runs, M)
+            summary["n_modules"].append(M)
+            summary["silhouette"].append(silhouette(D, labels))
+            if n_runs > 1:
+                pair = cosine_distances(wavg)
+                summary["pattern_cosine"].append(float(1.0 - pair[np.triu_indices(n_runs, 1)].mean()))
+            else:
+                summary["pattern_cosine"].append(float("nan"))
+            summary["best_run"].append(best_run)
+
+            for r, (seed, res) in enumerate(zip(seeds, results, strict=True)):
+                runs["n_modules"].append(M)
+                runs["run"].append(r)
+                runs["seed"].append(seed)
+                runs["loss"].append(float(res.loss))
+                runs["similarity"].append(float(res.similarity))
+                runs["overestimation_ratio"].append(float(res.overestimation_ratio))
+                runs["n_epochs"].append(int(res.n_epochs))
+                runs["best_epoch"].append(int(res.best_epoch))
+                runs["converged"].append(bool(res.converged))
+                runs["pattern_cosine"].append(float(cos_to_best[r]))
+
+    dtypes = {"n_modules": np.int64, "run": np.int64, "seed": np.int64, "n_epochs": np.int64}
+    dtypes |= {"best_epoch": np.int64, "converged": bool}
+    run_cols = {name: np.asarray(values, dtype=dtypes.get(name, np.float64)) for name, values in runs.items()}
+
+    sum_cols: dict[str, np.ndarray] = {"n_modules": np.asarray(summary["n_modules"], dtype=np.int64)}
+    for name in ("loss", "similarity", "overestimation_ratio"):
+        per_m = run_cols[name].reshape(len(Ms), n_runs)
+        sum_cols[f"{name}_mean"] = per_m.mean(axis=1)
+        sum_cols[f"{name}_std"] = np.array([_std(row) for row in per_m])
+    sum_cols["silhouette"] = np.asarray(summary["silhouette"], dtype=np.float64)
+    sum_cols["pattern_cosine"] = np.asarray(summary["pattern_cosine"], dtype=np.float64)
+    suggested, gap = elbow(Ms, sum_cols["loss_mean"], sum_cols["silhouette"], tolerance=elbow_tolerance)
+    sum_cols["elbow_gap"] = gap
+    sum_cols["best_run"] = np.asarray(summary["best_run"], dtype=np.int64)
+
+    return ModelSelection(
+        n_modules=Ms,
+        runs=run_cols,
+        summary=sum_cols,
+        suggested_n_modules=suggested,
+        best=best,
+        module_clusters=clusters,
+        weighted_averages=np.concatenate(averages),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# presence refinement
+
+
+def _max_product(presence, modules, *, with_argmax: bool = True):
+    """Take the running max over modules of ``presence[:, m, None] * modules[m]`` (torch, no (b, M, P) tensor).
+
+    Ties (e.g. all zero) go to the module with the largest entry, so a zero presence still gets a gradient.
+    """
+    import torch
+
+    chat = torch.zeros((presence.shape[0], modules.shape[1]), dtype=modules.dtype, device=modules.device)
+    arg = torch.zeros(chat.shape, dtype=torch.long, device=modules.device)
+    mod_at = torch.zeros_like(chat)
+    for m in range(modules.shape[0]):
+        prod = presence[:, m : m + 1] * modules[m]
+        better = (prod > chat) | ((prod == chat) & (modules[m] > mod_at))
+        chat = torch.where(better, prod, chat)
+        mod_at = torch.where(better, modules[m].expand_as(mod_at), mod_at)
+        if with_argmax:
+            arg.masked_fill_(better, m)
+    return chat, arg, mod_at
+
+
+def pinball(residual, tau: float):
+    """Pinball (quantile) loss of ``residual = C - C_hat``: ``tau * r`` if r >= 0 else ``(tau - 1) * r``."""
+    return residual * (tau - (residual < 0).to(residual.dtype))
+
+
+def refine_presence(
+    C: np.ndarray,
+    modules: np.ndarray,
+    presence: np.ndarray,
+    *,
+    tau: float = 0.1,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+    max_epochs: int = 500,
+    patience: int = 50,
+    tol: float = 1e-4,
+    device: Device = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Re-fit presences with the modules fixed under a pinball (quantile) loss (METHOD.md section 3, optional step).
+
+    With ``C_hat[i, j] = max_m presence[i, m] * modules[m, j]`` and the residual ``r = C - C_hat``, each locality's
+    loss is the mean over pairs of ``tau * r`` (r >= 0, underestimation) or ``(tau - 1) * r`` (r < 0,
+    overestimation), i.e. overestimation costs ``nu = (1 - tau) / tau`` times more (tau = 0.1 matches nu = 9).
+    With the modules fixed the localities are independent; each is optimised from the given presences by Adam
+    with presences clamped to [0, 1] after every step, keeping each locality's best presences. At the optimum about
+    a fraction tau of the (module-weighted) pairs is overestimated; the overestimation *ratio* (a ratio of error
+    magnitudes) then lies near tau, typically a little below it, since overestimated pairs are the small residuals.
+
+    Parameters
+    ----------
+    C
+        (l, P) locality correlations.
+    modules
+        (M, P) modules in [0, 1], kept fixed.
+    presence
+        (l, M) starting presences (e.g. AMF's), clipped to [0, 1].
+    tau
+        Quantile in (0, 1); smaller penalises overestimation more.
+    lr
+        Adam learning rate.
+    batch_size
+        Localities optimised together (memory: a few ``batch_size x P`` tensors).
+    max_epochs
+        Maximum number of Adam steps per batch.
+    patience
+        Stop a batch when its loss has not improved by more than ``tol`` (relative) for this many steps.
+    tol
+        Relative improvement that resets ``patience``.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    progress
+        Show a progress bar over locality batches.
+
+    Returns
+    -------
+    np.ndarray
+        (l, M) float32 refined presences in [0, 1].
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    C = np.asarray(C)
+    modules = np.asarray(modules)
+    presence = np.asarray(presence)
+    if C.ndim != 2 or modules.ndim != 2 or presence.ndim != 2:
+        msg = "C, modules and presence must be 2-D: (l, P), (M, P) and (l, M)."
+        raise ValueError(msg)
+    if modules.shape[1] != C.shape[1] or presence.shape != (C.shape[0], modules.shape[0]):
+        msg = (
+            f"shapes do not fit: C {C.shape}, modules {modules.shape}, presence {presence.shape}; expected "
+            "(l, P), (M, P), (l, M)."
+        )
+        raise ValueError(msg)
+    if not 0 < tau < 1:
+        msg = f"tau must be in (0, 1), got {tau}."
+        raise ValueError(msg)
+    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            msg = f"{name} must be an integer >= 1, got {value!r}."
+            raise ValueError(msg)
+    dev = resolve_device(device)
+    mods = torch.as_tensor(np.ascontiguousarray(modules, dtype=np.float32), device=dev)
+    out = np.clip(presence, 0.0, 1.0).astype(np.float32)
+    n_loc = C.shape[0]
+    starts = range(0, n_loc, batch_size)
+    for start in tqdm(starts, disable=not progress, desc="refining presence", unit="batch"):
+        stop = min(start + batch_size, n_loc)
+        Cb = torch.as_tensor(np.ascontiguousarray(C[start:stop], dtype=np.float32), device=dev)
+        pres = torch.tensor(out[start:stop], device=dev, requires_grad=True)
+        optimizer = torch.optim.Adam([pres], lr=lr)
+        best_rows = pres.detach().clone()
+        best_row_loss = torch.full((stop - start,), float("inf"), device=dev)
+        best_total, since = float("inf"), 0
+        for _ in range(max_epochs):
+            with torch.no_grad():
+                _, arg, mod_at = _max_product(pres, mods)
+            chat = pres.gather(1, arg) * mod_at
+            row_loss = pinball(Cb - chat, tau).mean(dim=1)
+            with torch.no_grad():
+                improved = row_loss < best_row_loss
+                best_row_loss = torch.where(improved, row_loss, best_row_loss)
+                best_rows[improved] = pres.detach()[improved]
+                total = float(row_loss.sum())
+            if total < best_total * (1 - tol):
+                best_total, since = total, 0
+            else:
+                since += 1
+                if since >= patience:
+                    break
+            optimizer.zero_grad(set_to_none=True)
+            row_loss.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                pres.clamp_(0.0, 1.0)
+        out[start:stop] = best_rows.cpu().numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NMF baseline
+
+
+@dataclass(frozen=True)
+class NMFResult:
+    """Result of :func:`fit_nmf`: the NMF baseline in AMF's terms."""
+
+    #: (M, P) float32, each component divided by its largest entry, so in [0, 1] with max 1 (0 if all zero).
+    modules: np.ndarray
+    #: (l, M) float32 >= 0, multiplied by the same factors (not bounded by 1: NMF presences are unbounded).
+    presence: np.ndarray
+    #: NMF's own objective at the end (scikit-learn's ``reconstruction_err_``, the beta divergence).
+    loss: float
+    #: a-weighted mean cosine similarity of C and the sum reconstruction ``presence @ modules``.
+    similarity: float
+    #: sum(max(C_hat - C, 0)) / sum(|C_hat - C|) of the sum reconstruction.
+    overestimation_ratio: float
+    n_iter: int
+    converged: bool
+    seed: int
+    beta_loss: str
+
+
+def fit_nmf(
+    C: np.ndarray,
+    n_modules: int,
+    *,
+    beta_loss: Literal["kullback-leibler", "frobenius"] = "kullback-leibler",
+    rng: RngLike = 0,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+) -> NMFResult:
+    """Non-negative matrix factorisation of the locality correlations, the baseline AMF is compared with.
+
+    As in the paper's appendix B.8: :class:`sklearn.decomposition.NMF` with random initialisation and the
+    Kullback-Leibler divergence (multiplicative updates), ``C ~ W @ H`` with ``W`` (l, M) the presences and ``H``
+    (M, P) the components. To compare with AMF modules each component is divided by its largest entry and the
+    presences multiplied by it (the product is unchanged). Figures use NMF's own reconstruction, the SUM
+    ``presence @ modules``: without an overestimation penalty about half the error is overestimation (paper: ~0.5).
+
+    Parameters
+    ----------
+    C
+        (l, P) locality correlations (non-negative).
+    n_modules
+        Number of components M.
+    beta_loss
+        ``"kullback-leibler"`` (the paper's choice) or ``"frobenius"``.
+    rng
+        Seed (int) or :class:`numpy.random.Generator`; the seed used is in ``result.seed``.
+    max_iter
+        Maximum number of NMF iterations (reaching it sets ``converged=False``; no warning).
+    tol
+        scikit-learn's stopping tolerance.
+
+    Returns
+    -------
+    NMFResult
+        Scaled modules and presences, NMF loss, similarity, overestimation ratio, iterations, seed.
+    """
+    from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
+
+    C = np.asarray(C)
+    if C.ndim != 2:
+        msg = f"C must be 2-D (localities x pairs), got shape {C.shape}."
+        raise ValueError(msg)
+    if np.any(C < 0):
+        msg = "C must be non-negative for NMF (lava's correlations are absolute values in [0, 1])."
+        raise ValueError(msg)
+    if isinstance(n_modules, bool) or not isinstance(n_modules, int | np.integer) or n_modules < 1:
+        msg = f"n_modules must be an integer >= 1, got {n_modules!r}."
+        raise ValueError(msg)
+    seed = as_seed(rng)
+    model = NMF(
+        n_components=int(n_modules),
+        init="random",
+        solver="mu" if beta_loss != "frobenius" else "cd",
+        beta_loss=beta_loss,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+    )
+    X = C.astype(np.float32, copy=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        W = model.fit_transform(X)
+    H = model.components_
+    scale = H.max(axis=1)
+    safe = np.where(scale > 0, scale, 1.0)
+    modules = (H / safe[:, None]).astype(np.float32)
+    presence = (W * np.where(scale > 0, scale, 0.0)[None, :]).astype(np.float32)
+    C_hat = presence @ modules
+    return NMFResult(
+        modules=modules,
+        presence=presence,
+        loss=float(model.reconstruction_err_),
+        similarity=float(reconstruction_similarity(C, C_hat)),
+        overestimation_ratio=float(overestimation_ratio(C, C_hat)),
+        n_iter=int(model.n_iter_),
+        converged=bool(model.n_iter_ < max_iter),
+        seed=seed,
+        beta_loss=beta_loss,
+    )
