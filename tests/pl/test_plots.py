@@ -567,3 +567,20 @@ def test_plots_after_h5ad_round_trip(adata, tmp_path):
     back = ad.read_h5ad(path)
     for name, plot in PLOTS.items():
         assert plot(back, show=False) is not None, name
+
+
+def test_spring_layout_separates_nodes_and_keeps_pairs_close():
+    from lava.pl._modules import spring_layout
+
+    edges = np.array([[0, 1], [2, 3], [4, 5], [5, 6], [6, 4]])  # three separate pieces
+    pos = spring_layout(7, edges, np.ones(len(edges)))
+    assert pos.shape == (7, 2)
+    assert np.abs(pos).max() == pytest.approx(1.0)
+    dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    linked = dist[edges[:, 0], edges[:, 1]]
+    unlinked = dist[np.triu_indices(7, 1)][
+        ~np.isin(np.ravel_multi_index(np.triu_indices(7, 1), (7, 7)), np.ravel_multi_index(edges.T, (7, 7)))
+    ]
+    assert dist[np.triu_indices(7, 1)].min() > 0.05  # no two nodes on top of each other
+    assert linked.mean() < unlinked.mean()
+    np.testing.assert_array_equal(pos, spring_layout(7, edges, np.ones(len(edges))))  # deterministic

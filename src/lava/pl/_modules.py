@@ -172,7 +172,9 @@ def module_image(
     return u.finish(fig, result, show=show, return_fig=return_fig, ax_given=ax is not None)
 
 
-def spring_layout(n: int, edges: np.ndarray, weights: np.ndarray, *, iterations: int = 200) -> np.ndarray:
+def spring_layout(
+    n: int, edges: np.ndarray, weights: np.ndarray, *, iterations: int = 200, gravity: float = 1.0
+) -> np.ndarray:
     """Deterministic Fruchterman-Reingold layout in the unit square, started from a circle (n x 2)."""
     angle = 2 * np.pi * np.arange(n) / max(n, 1)
     pos = np.column_stack([np.cos(angle), np.sin(angle)]) * 0.5
@@ -190,6 +192,7 @@ def spring_layout(n: int, edges: np.ndarray, weights: np.ndarray, *, iterations:
         pull = d_edge / length[:, None] * (w * length * length / k)[:, None]  # attraction along edges
         np.add.at(force, edges[:, 0], -pull)
         np.add.at(force, edges[:, 1], pull)
+        force -= gravity * pos  # keeps disconnected pieces of the graph from drifting apart
         step = np.linalg.norm(force, axis=1)
         pos += force / np.maximum(step, 1e-9)[:, None] * np.minimum(step, temperature)[:, None]
         temperature *= 0.98
@@ -268,7 +271,7 @@ def module_network(
         n = len(nodes)
         strength = np.bincount(edges[:, 0], weights, minlength=n) + np.bincount(edges[:, 1], weights, minlength=n)
         ax_.scatter(
-            pos[:, 0], pos[:, 1], s=30 + 170 * strength / strength.max(), c=node_color, edgecolors="black", zorder=2
+            pos[:, 0], pos[:, 1], s=15 + 85 * strength / strength.max(), c=node_color, edgecolors="black", zorder=2
         )
         for (x, y), name in zip(pos, names[nodes], strict=True):
             ax_.annotate(
