@@ -69,7 +69,7 @@ def selection(
     for panel, (column, label, color) in zip(axes, panels, strict=True):
         if column in runs.columns:
             mean = grouped[column].mean().reindex(ms).to_numpy(dtype=np.float64)
-            sd = grouped[column].std(ddof=0).reindex(ms).to_numpy(dtype=np.float64)
+            sd = np.nan_to_num(grouped[column].std().reindex(ms).to_numpy(dtype=np.float64))  # ddof=1, as stored
             if show_runs:
                 panel.scatter(runs["n_modules"], runs[column], s=8, color=color, alpha=0.25, linewidths=0)
             panel.errorbar(ms, mean, yerr=sd, color=color, marker="o", markersize=4, capsize=3)
