@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .._store import get_step, modules_key, presence_key
@@ -260,7 +258,3 @@ def copresence(presence: np.ndarray, min_total: float = 0.5) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             h = -np.sum(np.where(p > 0, p * np.log2(p), 0.0), axis=1)
         return np.where(total >= min_total, h, np.nan)
-
-
-def as_sequence(value) -> Sequence:
-    return [value] if isinstance(value, str | int | np.integer) else list(value)
