@@ -134,7 +134,7 @@ def _verify_cached(path: Path, remote: Remote) -> None:
             raise ValueError(msg)
     else:
         try:
-            with np.load(path) as f:
+            with open(path, "rb") as fh, np.load(fh) as f:
                 arrays = {k: f[k] for k in f.files}
         except Exception as err:  # any failure to read a zip/npz means the same thing here
             msg = f"the cached file {path} cannot be read ({err}): it is corrupt; {fix}"
@@ -280,7 +280,9 @@ def _mnist_umap(X: np.ndarray, n_obs: int, seed: int) -> np.ndarray:
         if Z.shape == (n_obs, 2):
             return Z.astype(np.float32)
         logg.warning(f"ignoring {cache}: shape {Z.shape}, expected {(n_obs, 2)}; recomputing")
-    from umap import UMAP
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImportWarning)  # umap-learn announces that TensorFlow is missing
+        from umap import UMAP
 
     start = logg.info(f"computing UMAP of {n_obs} MNIST images")
     with warnings.catch_warnings():
