@@ -37,7 +37,7 @@ def benjamini_hochberg(pvalues) -> np.ndarray:
     if np.any((vals < 0) | (vals > 1)):
         msg = "p-values must lie in [0, 1]."
         raise ValueError(msg)
-    order = np.argsort(vals, kind="stable")
+    order = np.argsort(vals)  # ties get equal adjusted values whatever their order
     scaled = vals[order] * m / np.arange(1, m + 1)
     adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     res = np.empty(m)
