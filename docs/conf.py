@@ -28,7 +28,8 @@ extensions = [
 ]
 
 # Markdown (MyST) and notebooks; the tutorials are committed executed, so nothing runs at build time.
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+# ".rst" first: autosummary writes its stubs (reST) with the first suffix.
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 nb_execution_mode = "off"
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
