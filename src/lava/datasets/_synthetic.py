@@ -139,7 +139,7 @@ def synthetic(
     density. Each planted module is a block of ``module_size`` features that share a latent factor in the cells of
     the regions carrying that module (feature = ``sqrt(signal) * factor + sqrt(1 - signal) * noise``), so their
     pairwise correlation there is about ``signal``; elsewhere every feature varies independently. Modules are
-    disjoint blocks of consecutive features (module 0 = ``g0000`` ... ``g{{module_size - 1}}``); the remaining
+    disjoint blocks of consecutive features (module 0 = ``g0000`` ... ``g{module_size - 1}``); the remaining
     features never correlate. See :func:`default_layout` and the datasets page of the docs for the layout.
 
     Parameters
@@ -160,7 +160,7 @@ def synthetic(
         Poisson count with rate ``exp(mu_j + 2 * y)`` from the same latent value ``y``, and ``X = log1p(count)``.
         ``mu_j`` is set so that a fraction of about ``sparsity`` of the values are 0; it varies by feature
         (+- 0.1). The counts' noise weakens correlations: at ``signal=0.8`` the within-region
-        ``|Spearman|`` of module pairs is about 0.8 (dense), 0.65 (sparsity 0.3), 0.55 (0.5) and 0.4 (0.7). Beyond
+        ``|Spearman|`` of module pairs is about 0.8 (dense), 0.67 (sparsity 0.3), 0.57 (0.5) and 0.45 (0.7). Beyond
         about 0.75 most features fail lava's tie filter (more than 75% zeros in a locality).
     signal
         Share of a module feature's variance that comes from the module's factor, in (0, 1]; the within-region

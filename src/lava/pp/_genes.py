@@ -195,7 +195,7 @@ def select_features(
     Returns
     -------
     With ``copy=True`` a new AnnData, else None. Writes ``var[key_added]`` (bool: True for the selected genes, False
-    for excluded ones) and ``var[f"{{key_added}}_rank"]`` (int64: 0 = most variable by scanpy's ranking statistic,
+    for excluded ones) and ``var[f"{key_added}_rank"]`` (int64: 0 = most variable by scanpy's ranking statistic,
     -1 for genes not selected). With ``subset=True`` only the selected genes are kept.
     """
     import anndata as ad
