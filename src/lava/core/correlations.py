@@ -17,6 +17,7 @@ are dropped before the product (on sparse data most are), so the product is ofte
 from __future__ import annotations
 
 import math
+import sys
 from typing import Literal
 
 import numpy as np
@@ -160,52 +161,56 @@ def _batch_gram(values, max_count: int):
     dev = values.device
     flat = values.reshape(b * D, n)
     # Cheap pre-filter on zeros (the usual tied value): rows tied out by zeros are never sorted.
-    n_zero = (flat == 0).sum(dim=1)
+    if dev.type == "cpu":
+        n_zero = n - torch.from_numpy(np.count_nonzero(flat.numpy(), axis=1))
+    else:
+        n_zero = n - torch.count_nonzero(flat, dim=1)
     candidate = torch.nonzero(n_zero <= max_count).squeeze(1)
-    rows = flat.index_select(0, candidate)
+    everything = candidate.numel() == b * D
+    rows = flat if everything else flat.index_select(0, candidate)
     del flat
 
     ranks, keep = _centred_unit_ranks(rows, max_count)
     del rows
-    candidate = candidate[keep]
-    ranks = ranks[keep]
-
     alive = torch.zeros(b * D, dtype=torch.bool, device=dev)
-    alive[candidate] = True
+    alive[candidate[keep]] = True
     alive = alive.reshape(b, D)
-    n_alive = alive.sum(dim=1)
-    d_max = int(n_alive.max().item()) if b else 0
+    d_max = int(alive.sum(dim=1).max().item()) if b else 0
     if d_max < 2:
         return torch.zeros((b, D * D), dtype=torch.float32, device=dev), D
     if d_max >= _PACK_FRACTION * D:
         # Most features survive: keep the full layout, filtered rows are zero vectors.
-        full = torch.zeros((b * D, n), dtype=torch.float32, device=dev)
-        full[candidate] = ranks
+        ranks[~keep] = 0
+        if everything:
+            full = ranks.reshape(b, D, n)
+        else:
+            full = torch.zeros((b * D, n), dtype=torch.float32, device=dev)
+            full[candidate] = ranks
+            full = full.reshape(b, D, n)
         del ranks
-        full = full.reshape(b, D, n)
         gram = torch.bmm(full, full.transpose(1, 2)).reshape(b, D * D)
-        width = D
         del full
-    else:
-        # Pack the surviving rows of each locality into the first slots; one smaller product; unpack.
-        slot = (torch.cumsum(alive, dim=1) - 1).reshape(-1)[candidate]
-        loc = torch.div(candidate, D, rounding_mode="floor")
-        feat = candidate - loc * D
-        packed = torch.zeros((b, d_max, n), dtype=torch.float32, device=dev)
-        packed[loc, slot] = ranks
-        del ranks
-        small = torch.bmm(packed, packed.transpose(1, 2))  # (b, d_max, d_max)
-        del packed
-        # feature index of each slot, D (a dummy column) for empty slots
-        feat_of = torch.full((b, d_max), D, dtype=torch.int64, device=dev)
-        feat_of[loc, slot] = feat
-        target = (feat_of[:, :, None] * (D + 1) + feat_of[:, None, :]).reshape(b, -1)
-        gram = torch.zeros((b, (D + 1) * (D + 1)), dtype=torch.float32, device=dev)
-        gram.scatter_(1, target, small.reshape(b, -1))
-        width = D + 1
-        del small, target
-    gram.abs_().clamp_(max=1.0)
-    return gram, width
+        gram.abs_().clamp_(max=1.0)
+        return gram, D
+    # Few features survive: pack each locality's surviving rows into its first slots, one smaller product,
+    # then scatter the products into a (D + 1, D + 1) layout whose last row and column collect empty slots.
+    candidate = candidate[keep]
+    ranks = ranks[keep]
+    slot = (torch.cumsum(alive, dim=1) - 1).reshape(-1)[candidate]
+    loc = torch.div(candidate, D, rounding_mode="floor")
+    feat = candidate - loc * D
+    packed = torch.zeros((b, d_max, n), dtype=torch.float32, device=dev)
+    packed[loc, slot] = ranks
+    del ranks
+    small = torch.bmm(packed, packed.transpose(1, 2))  # (b, d_max, d_max)
+    del packed
+    small.abs_().clamp_(max=1.0)
+    feat_of = torch.full((b, d_max), D, dtype=torch.int64, device=dev)
+    feat_of[loc, slot] = feat
+    target = (feat_of[:, :, None] * (D + 1) + feat_of[:, None, :]).reshape(b, -1)
+    gram = torch.zeros((b, (D + 1) * (D + 1)), dtype=torch.float32, device=dev)
+    gram.scatter_(1, target, small.reshape(b, -1))
+    return gram, D + 1
 
 
 def _centred_unit_ranks(rows, max_count: int):
@@ -259,16 +264,28 @@ def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarr
         # order-preserving integer image of the float (-0.0 made +0.0 first so both tie), the low bits the position.
         rows += np.float32(0)
         bits = rows.view(np.uint32)
-        negative = bits >= np.uint32(0x80000000)
-        key = (bits | np.uint32(0x80000000)).astype(np.uint64)
-        key[negative] = (~bits[negative]).astype(np.uint64)
-        del bits, negative
-        key <<= np.uint64(32)
-        key |= np.arange(n, dtype=np.uint64)
-        key.sort(axis=1)
-        order = (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
-        key >>= np.uint64(32)
-        sorted_values = key
+        # flip every bit of negative floats, only the sign bit of the others
+        flip = np.right_shift(bits, np.uint32(31))
+        np.negative(flip, out=flip)
+        flip |= np.uint32(0x80000000)
+        key = np.empty((K, n), dtype=np.uint64)
+        if sys.byteorder == "little":
+            halves = key.view(np.uint32).reshape(K, n, 2)  # [..., 0] low (position), [..., 1] high (value) bits
+            np.bitwise_xor(bits, flip, out=halves[:, :, 1])
+            halves[:, :, 0] = np.arange(n, dtype=np.uint32)
+            del bits, flip
+            key.sort(axis=1)
+            order = halves[:, :, 0].astype(np.intp)
+            sorted_values = halves[:, :, 1]
+        else:
+            key[:] = np.bitwise_xor(bits, flip)
+            key <<= np.uint64(32)
+            key |= np.arange(n, dtype=np.uint64)
+            del bits, flip
+            key.sort(axis=1)
+            order = (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
+            key >>= np.uint64(32)
+            sorted_values = key
     else:
         rows += 0.0
         order = np.argsort(rows, axis=1)
