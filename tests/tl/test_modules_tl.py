@@ -115,6 +115,15 @@ def test_module_genes_planted_genes_rank_first(adata):
         assert set(got[got["module"] == m]["feature"]) == planted
 
 
+def test_module_genes_warns_when_most_features_pass(adata, caplog):
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata, threshold=0.5)
+    assert "keep most" not in caplog.text
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata, threshold=0.0)
+    assert "keep most of their scored features" in caplog.text
+
+
 def test_module_genes_errors_leave_adata_unchanged(adata):
     before = _snapshot(adata)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -73,6 +73,12 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
     ``score >= threshold * max_score`` and ``score > 0`` (the paper used 5%). A module whose scores are all 0 gets
     no genes (logged).
 
+    Scores have a floor: a module also carries the noise-level correlations every pair has in a locality (the mean
+    ``|Spearman|`` of independent features over n samples is about ``sqrt(2 / (pi n))``), and a feature sums them
+    over all its pairs. With dense data and the 5% threshold most features can pass (a warning says so); then raise
+    ``threshold`` (0.3-0.5 picks the planted genes of :func:`lava.datasets.synthetic`). On sparse single-cell data
+    the tie filter zeroes most pairs and the paper's 5% works.
+
     Parameters
     ----------
     {adata}
@@ -95,7 +101,7 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
     start = logg.info("selecting module genes")
     frames = []
     names = np.asarray(adata.var_names, dtype=object)
-    empty = []
+    empty, broad = [], []
     for m in range(scores.shape[1]):
         s = scores[:, m]
         top = s.max() if s.size else 0.0
@@ -103,6 +109,9 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
             empty.append(m)
             continue
         keep = np.flatnonzero((s >= threshold * top) & (s > 0))
+        n_scored = int(np.count_nonzero(s > 0))
+        if n_scored >= 10 and keep.size > 0.5 * n_scored:
+            broad.append(f"{m} ({keep.size} of {n_scored})")
         keep = keep[np.argsort(-s[keep], kind="stable")]
         frames.append(
             pd.DataFrame(
@@ -116,6 +125,12 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
         )
     if empty:
         logg.warning(f"module(s) {', '.join(map(str, empty))} have no positive feature score and get no genes.")
+    if broad:
+        logg.warning(
+            f"module(s) {', '.join(broad)} keep most of their scored features at threshold={threshold}: every pair "
+            "has a noise-level |Spearman| (about sqrt(2 / (pi n)) in a locality of n samples), so scores have a floor. "
+            "Look at the scores (lava.pl.module_genes) and raise threshold (e.g. 0.3-0.5) for specific gene lists."
+        )
     table = pd.concat(frames, ignore_index=True) if frames else _empty_module_genes()
     if copy:
         adata = adata.copy()
