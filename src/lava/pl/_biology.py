@@ -47,7 +47,8 @@ def module_genes(
 
     Returns
     -------
-    The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    Axes, Figure or None
+        The Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
         msg = f"n_genes must be a positive integer, got {n_genes!r}."
@@ -117,7 +118,8 @@ def enrichment(
 
     Returns
     -------
-    The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    Axes, Figure or None
+        The Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     if isinstance(n_terms, bool) or not isinstance(n_terms, int | np.integer) or n_terms < 1:
         msg = f"n_terms must be a positive integer, got {n_terms!r}."
@@ -215,7 +217,8 @@ def association(
 
     Returns
     -------
-    The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    Axes, Figure or None
+        The Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     df = pd.DataFrame(get_step(adata, key, "association"))
     stored_method = str(_stored_param(adata, key, "association", "method", "pearson"))

@@ -58,7 +58,8 @@ def modules(
 
     Returns
     -------
-    The list of panel Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    list of Axes, Axes, Figure or None
+        The list of panel Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
@@ -147,7 +148,8 @@ def centrality(
 
     Returns
     -------
-    The three Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    list of Axes, Figure or None
+        The three Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
@@ -225,7 +227,8 @@ def copresence(
 
     Returns
     -------
-    The two Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    list of Axes, Figure or None
+        The two Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     from matplotlib.colors import Normalize
 

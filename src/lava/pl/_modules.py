@@ -129,8 +129,9 @@ def module_image(
 
     Returns
     -------
-    The Axes (one panel) or list of Axes (all modules) when ``show=False``; the Figure with ``return_fig=True``;
-    else None. Each panel holds one :class:`~matplotlib.collections.LineCollection` with the lines.
+    Axes, list of Axes, Figure or None
+        The Axes (one panel) or list of Axes (all modules) when ``show=False``; the Figure with ``return_fig=True``;
+        else None. Each panel holds one :class:`~matplotlib.collections.LineCollection` with the lines.
     """
     if module is not None and locality is not None:
         msg = "pass module=... or locality=..., not both."
@@ -238,8 +239,9 @@ def module_network(
 
     Returns
     -------
-    The Axes (``show=False``), the Figure (``return_fig=True``) or None. Edges are one
-    :class:`~matplotlib.collections.LineCollection`; each node label is a text artist.
+    Axes, Figure or None
+        The Axes (``show=False``), the Figure (``return_fig=True``) or None. Edges are one
+        :class:`~matplotlib.collections.LineCollection`; each node label is a text artist.
     """
     from matplotlib.collections import LineCollection
 
@@ -327,8 +329,9 @@ def locality(
 
     Returns
     -------
-    The three Axes (correlations, reconstruction, presence) when ``show=False``; the Figure with
-    ``return_fig=True``; else None.
+    list of Axes, Figure or None
+        The three Axes (correlations, reconstruction, presence) when ``show=False``; the Figure with
+        ``return_fig=True``; else None.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize

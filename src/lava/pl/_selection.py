@@ -47,7 +47,8 @@ def selection(
 
     Returns
     -------
-    The three Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    list of Axes, Figure or None
+        The three Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
     sel = get_step(adata, key, "selection")
     runs = pd.DataFrame(sel["runs"])
