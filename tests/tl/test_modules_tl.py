@@ -449,6 +449,42 @@ def test_results_survive_h5ad(adata, tmp_path):
     assert back.uns["lava"]["module_genes"]["module"].dtype == np.int64
 
 
+@pytest.mark.filterwarnings("ignore:.*next minor release:UserWarning")  # anndata's zarr format notice
+def test_results_survive_zarr(adata, tmp_path):
+    lava.tl.module_genes(adata, threshold=0.5)
+    lava.tl.enrich(adata, _gene_sets(), min_size=1)
+    lava.tl.associate(adata, "age")
+    adata.write_zarr(tmp_path / "a.zarr")
+    back = ad.read_zarr(tmp_path / "a.zarr")
+    for getter in (lava.get.module_genes, lava.get.enrichment, lava.get.association):
+        pd.testing.assert_frame_equal(getter(back), getter(adata), check_dtype=False)
+
+
+def test_enrich_library_name_offline_error(adata, monkeypatch):
+    import gseapy
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(gseapy, "get_library", offline)
+    lava.tl.module_genes(adata, threshold=0.5)
+    with pytest.raises(ValueError, match=r"internet access.*\.gmt file"):
+        lava.tl.enrich(adata, "GO_Biological_Process_2023")
+    monkeypatch.setattr(gseapy, "get_library", lambda name, organism: _gene_sets())
+    lava.tl.enrich(adata, "Fake_Library", min_size=1)
+    assert lava.get.params(adata, "enrichment")["gene_sets"] == "Fake_Library"
+
+
+def test_enrich_and_associate_copy(adata):
+    lava.tl.module_genes(adata, threshold=0.5)
+    out = lava.tl.enrich(adata, _gene_sets(), min_size=1, copy=True)
+    assert "enrichment" in out.uns["lava"]
+    assert "enrichment" not in adata.uns["lava"]
+    out = lava.tl.associate(adata, "disease", copy=True)
+    assert "association" in out.uns["lava"]
+    assert "association" not in adata.uns["lava"]
+
+
 def test_rerunning_module_genes_drops_stale_enrichment(adata):
     lava.tl.module_genes(adata, threshold=0.5)
     lava.tl.enrich(adata, _gene_sets(), min_size=1)
