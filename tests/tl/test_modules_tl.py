@@ -327,6 +327,29 @@ def test_associate_numeric_uses_locality_mean(adata):
     assert res.loc[1, "pearson_r"] == pytest.approx(stats.pearsonr(pres[sel, 1], mean_age[sel]).statistic)
 
 
+def test_associate_bool_and_missing_labels(adata):
+    adata.obs["is_ckd"] = (adata.obs["disease"] == "ckd").to_numpy()
+    lava.tl.associate(adata, "is_ckd")
+    as_bool = lava.get.association(adata)
+    assert sorted(set(as_bool["category"])) == ["False", "True"]
+    lava.tl.associate(adata, "disease")
+    ref = lava.get.association(adata)
+    np.testing.assert_allclose(
+        as_bool[as_bool["category"] == "True"]["pearson_r"], ref[ref["category"] == "ckd"]["pearson_r"]
+    )
+    # missing labels count in no category: the fraction is over all the locality's samples
+    labels = adata.obs["disease"].astype(object).to_numpy()
+    labels[::3] = np.nan
+    adata.obs["partial"] = pd.Categorical(labels, categories=["ckd", "healthy"])
+    lava.tl.associate(adata, "partial")
+    got = lava.get.association(adata, modules=0).set_index("category")
+    idx = adata.uns["lava"]["localities"]["indices"]
+    frac = np.array([np.mean(labels[row] == "ckd") for row in idx])
+    pres = adata.uns["lava"]["amf"]["presence"][:, 0].astype(np.float64)
+    sel = pres > 0.01
+    assert got.loc["ckd", "pearson_r"] == pytest.approx(stats.pearsonr(pres[sel], frac[sel]).statistic)
+
+
 def test_associate_few_localities_gives_nan(adata):
     adata.uns["lava"]["amf"]["presence"][:, 2] = 0
     adata.uns["lava"]["amf"]["presence"][:2, 2] = 0.5
@@ -426,6 +449,9 @@ def test_associate_errors_leave_adata_unchanged(adata):
     adata.obs["bad"] = np.where(np.arange(N_OBS) < 3, np.nan, 1.0)
     with pytest.raises(ValueError, match="NaN"):
         lava.tl.associate(adata, "bad")
+    adata.obs["bad_int"] = pd.array([None] + [1] * (N_OBS - 1), dtype="Int64")
+    with pytest.raises(ValueError, match="NaN"):
+        lava.tl.associate(adata, "bad_int")
     after = _snapshot(adata)
     assert after[0] == before[0]
     assert after[1] == before[1]

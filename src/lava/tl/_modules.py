@@ -475,7 +475,7 @@ def _label_matrix(column: pd.Series, groupby: str) -> tuple[np.ndarray, list[str
         and not pd.api.types.is_bool_dtype(column.dtype)
     )
     if is_numeric:
-        values = column.to_numpy(dtype=np.float64)
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable dtypes: <NA> -> NaN
         if not np.all(np.isfinite(values)):
             n_bad = int(np.sum(~np.isfinite(values)))
             msg = f"adata.obs[{groupby!r}] has {n_bad} NaN or infinite values; fill or drop those samples first."
