@@ -433,6 +433,18 @@ def test_donor_permutation_equals_label_permutation_among_donors():
         assert row["permutation_p"] == pytest.approx(expected)
 
 
+def test_donor_blocks_keep_a_within_donor_association(adata, caplog):
+    """A label that varies within donors and follows the module inside every donor stays significant."""
+    adata.obs["donor_mixed"] = pd.Categorical([f"d{i % 6}" for i in range(N_OBS)])  # donors spread everywhere
+    with caplog.at_level("INFO", logger="lava"):
+        lava.tl.associate(adata, "disease", permutations=99, groups="donor_mixed", rng=0)
+    assert "permuting whole donor blocks" in caplog.text
+    res = lava.get.association(adata)
+    row = res[(res["module"] == 0) & (res["category"] == "ckd")].iloc[0]
+    assert row["pearson_r"] > 0.8
+    assert row["permutation_p"] == pytest.approx(1 / 100)
+
+
 def test_associate_errors_leave_adata_unchanged(adata):
     before = _snapshot(adata)
     with pytest.raises(KeyError, match=r"available: .*'disease'"):

@@ -531,8 +531,10 @@ def associate(
     donors, each locality's fraction is recomputed as the sample-count-weighted average of its donors' reassigned
     summaries, and the empirical two-sided p-value is ``(1 + #{|r_perm| >= |r|}) / (N + 1)``. For a label that is
     constant within donors (disease, sex, site) this is exactly a permutation of the labels among donors. For a label
-    that varies within donors, whole donor blocks are moved: the null keeps each donor's composition but not which
-    of its cells carry which label, so it tests whether the module follows the donors' composition. With only a few
+    that varies within donors, whole donor blocks are moved: the null spreads each donor's composition evenly over
+    the cells of the donor it lands on, while the observed r uses the cells' own labels. The p-value then asks
+    whether the association is stronger than moving whole donors around produces: one carried by cells within
+    donors (a cell-type label) stays significant, one carried by a few donors does not. With only a few
     donors the permutations are few and the smallest reachable p-value is large, which is the honest answer.
     Without ``groups``, single samples are permuted (a plain permutation test, no better than the parametric p when
     donors cluster).
