@@ -177,6 +177,12 @@ def test_packed_and_full_products_agree(rng, monkeypatch):
     np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
     monkeypatch.setattr(corr_module, "_PACK_FRACTION", 2.0)  # always pack
     np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
+    # the full product split into feature blocks (upper block pairs only), uneven block sizes
+    monkeypatch.setattr(corr_module, "_PACK_FRACTION", 0.0)
+    for min_block in (4, 7, 13):
+        monkeypatch.setattr(corr_module, "_MIN_BLOCK", min_block)
+        np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(locality_correlations(X[:, :9], idx), reference(X[:, :9], idx), atol=1e-5, rtol=0)
 
 
 def test_max_tied_count():

@@ -31,6 +31,9 @@ GPU_MEMORY_CAP = 16 * 2**30
 
 #: Below this fraction of surviving features, a batch's rank vectors are packed before the matrix product.
 _PACK_FRACTION = 0.85
+#: The full product is computed in at most this many feature blocks of at least this size (upper block pairs only).
+_MAX_BLOCKS = 4
+_MIN_BLOCK = 192
 
 
 def n_pairs(n_features: int) -> int:
@@ -85,8 +88,9 @@ def locality_correlations(
         samples for a feature, every pair with that feature is 0 in that locality. Constant features give 0.
     batch_size
         Localities per batch. ``None`` picks the largest batch whose intermediates fit a memory budget:
-        1 GiB on the CPU, a quarter of the free GPU memory (at most 16 GiB) on CUDA; a locality needs about
-        ``4 D^2 + n D (3 s + 36)`` bytes, where ``s`` is 4 (or 8 for float64 values that float32 cannot hold).
+        1 GiB on the CPU, a quarter of the free GPU memory (at most 16 GiB) on CUDA; a locality needs at most
+        about ``12 D^2 + n D (s + 40)`` bytes, where ``s`` is 4 (8 for float64 values that float32 cannot hold).
+        The output itself, ``4 l P`` bytes, comes on top.
     device
         ``"auto"`` uses CUDA when torch finds it and the CPU otherwise; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     progress
@@ -127,10 +131,7 @@ def locality_correlations(
     batch_size = int(min(batch_size, n_loc))
 
     max_count = max_tied_count(n, tie_fraction)
-    upper = pair_indices(D)
-    # flat positions of the upper triangle in a (D, D) and in a padded (D + 1, D + 1) correlation matrix
-    flat_index = {width: torch.from_numpy(np.ravel_multi_index(upper, (width, width))).to(dev) for width in (D, D + 1)}
-    del upper
+    plan = _ExtractionPlan(D, dev)
     out_t = torch.from_numpy(out)
     starts = range(0, n_loc, batch_size)
     for start in tqdm(starts, disable=not progress, desc="locality correlations", unit="batch"):
@@ -138,22 +139,68 @@ def locality_correlations(
         block = _gather_block(X, idx[start:stop], dense_dtype)  # (b, n, D) numpy
         values = torch.from_numpy(block).to(dev).transpose(1, 2).contiguous()  # (b, D, n)
         del block
-        gram, width = _batch_gram(values, max_count)  # (b, width * width) float32, |r| clamped to [0, 1]
-        del values
         if dev.type == "cpu":
-            torch.index_select(gram, 1, flat_index[width], out=out_t[start:stop])
+            _batch_correlations(values, max_count, plan, out_t[start:stop])  # written in place
         else:
-            out_t[start:stop].copy_(gram.index_select(1, flat_index[width]))
-        del gram
+            target = torch.zeros((stop - start, P), dtype=torch.float32, device=dev)
+            _batch_correlations(values, max_count, plan, target)
+            out_t[start:stop].copy_(target)
+            del target
+        del values
     return out
 
 
-def _batch_gram(values, max_count: int):
-    """Absolute Spearman correlation matrices of a batch ``values`` ``(b, D, n)``, flattened.
+class _ExtractionPlan:
+    """Where each product entry goes in the ``(b, P)`` output: precomputed once per call (depends on ``D`` only).
 
-    Returns ``(gram, width)``: ``gram`` is ``(b, width * width)`` float32, row-major ``(width, width)`` matrices
-    whose leading ``(D, D)`` block holds the correlations (``width`` is ``D`` or ``D + 1``). Rows (locality,
-    feature) whose most frequent value occurs more than ``max_count`` times, and constant rows, give zeros.
+    Full layout: features are split into ``k`` contiguous blocks and only the block pairs ``p <= q`` are
+    multiplied (about ``(k + 1) / 2k`` of the work of the full ``D x D`` product); ``blocks`` lists, for each
+    pair, the feature slices, which entries of the product are upper-triangle pairs and their output columns.
+    Packed layout: the flat positions of the upper triangle in a ``(D + 1, D + 1)`` matrix.
+    """
+
+    def __init__(self, D: int, dev):
+        import torch
+
+        self.D = D
+        self.dev = dev
+        k = max(1, min(_MAX_BLOCKS, D // _MIN_BLOCK))
+        edges = np.linspace(0, D, k + 1).astype(np.int64)
+        row_start = np.concatenate([[0], np.cumsum(np.arange(D - 1, 0, -1))])  # output column of pair (i, i + 1)
+        self.blocks = []
+        for p in range(k):
+            for q in range(p, k):
+                i = np.arange(edges[p], edges[p + 1])[:, None]
+                j = np.arange(edges[q], edges[q + 1])[None, :]
+                upper = np.broadcast_to(j > i, (i.size, j.size))
+                source = np.flatnonzero(upper)
+                ii, jj = np.nonzero(upper)
+                dest = row_start[i[ii, 0]] + (j[0, jj] - i[ii, 0] - 1)
+                self.blocks.append(
+                    (
+                        slice(int(edges[p]), int(edges[p + 1])),
+                        slice(int(edges[q]), int(edges[q + 1])),
+                        torch.from_numpy(source).to(dev),
+                        torch.from_numpy(dest).to(dev),
+                    )
+                )
+        self._padded = None
+
+    @property
+    def padded(self):
+        import torch
+
+        if self._padded is None:
+            flat = np.ravel_multi_index(pair_indices(self.D), (self.D + 1, self.D + 1))
+            self._padded = torch.from_numpy(flat).to(self.dev)
+        return self._padded
+
+
+def _batch_correlations(values, max_count: int, plan: _ExtractionPlan, target) -> None:
+    """Write the absolute Spearman correlations of a batch ``values`` ``(b, D, n)`` into ``target`` ``(b, P)``.
+
+    ``target`` must hold zeros. Rows (locality, feature) whose most frequent value occurs more than
+    ``max_count`` times, and constant rows, give zeros.
     """
     import torch
 
@@ -177,7 +224,7 @@ def _batch_gram(values, max_count: int):
     alive = alive.reshape(b, D)
     d_max = int(alive.sum(dim=1).max().item()) if b else 0
     if d_max < 2:
-        return torch.zeros((b, D * D), dtype=torch.float32, device=dev), D
+        return
     if d_max >= _PACK_FRACTION * D:
         # Most features survive: keep the full layout, filtered rows are zero vectors.
         ranks[~keep] = 0
@@ -188,10 +235,12 @@ def _batch_gram(values, max_count: int):
             full[candidate] = ranks
             full = full.reshape(b, D, n)
         del ranks
-        gram = torch.bmm(full, full.transpose(1, 2)).reshape(b, D * D)
-        del full
-        gram.abs_().clamp_(max=1.0)
-        return gram, D
+        for rows_p, rows_q, source, dest in plan.blocks:
+            gram = torch.bmm(full[:, rows_p], full[:, rows_q].transpose(1, 2))
+            gram = gram.reshape(b, -1).index_select(1, source)
+            target.index_copy_(1, dest, gram.abs_().clamp_(max=1.0))
+            del gram
+        return
     # Few features survive: pack each locality's surviving rows into its first slots, one smaller product,
     # then scatter the products into a (D + 1, D + 1) layout whose last row and column collect empty slots.
     candidate = candidate[keep]
@@ -207,10 +256,11 @@ def _batch_gram(values, max_count: int):
     small.abs_().clamp_(max=1.0)
     feat_of = torch.full((b, d_max), D, dtype=torch.int64, device=dev)
     feat_of[loc, slot] = feat
-    target = (feat_of[:, :, None] * (D + 1) + feat_of[:, None, :]).reshape(b, -1)
+    position = (feat_of[:, :, None] * (D + 1) + feat_of[:, None, :]).reshape(b, -1)
     gram = torch.zeros((b, (D + 1) * (D + 1)), dtype=torch.float32, device=dev)
-    gram.scatter_(1, target, small.reshape(b, -1))
-    return gram, D + 1
+    gram.scatter_(1, position, small.reshape(b, -1))
+    del small, position
+    torch.index_select(gram, 1, plan.padded, out=target)
 
 
 def _centred_unit_ranks(rows, max_count: int):
@@ -323,7 +373,8 @@ def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _auto_batch_size(n: int, D: int, value_bytes: int, dev) -> int:
-    per_locality = 4 * D * D + n * D * (3 * value_bytes + 36)
+    # correlation matrix and, when packing, its scatter indices; sorted keys, positions, ranks, copies of values
+    per_locality = 12 * D * D + n * D * (value_bytes + 40)
     if dev.type == "cuda":
         import torch
 
