@@ -234,3 +234,13 @@ def test_refine_presence_errors_leave_adata_unchanged():
     out = lava.tl.refine_presence(adata, tau=0.2, max_epochs=20, device="cpu", copy=True, progress=False)
     assert "refined_tau" in out.uns["lava"]["amf"]
     assert "refined_tau" not in adata.uns["lava"]["amf"]
+
+
+def test_adopting_a_selected_run(selected):
+    adata = selected.copy()
+    lava.tl.amf(adata, from_selection=2, progress=False)
+    best = selected.uns["lava"]["selection"]["best"]["2"]
+    np.testing.assert_array_equal(adata.uns["lava"]["amf"]["modules"], best["modules"])
+    np.testing.assert_array_equal(adata.uns["lava"]["amf"]["presence"], best["presence"])
+    assert adata.uns["lava"]["amf"]["loss"] == best["loss"]
+    assert "selection" in adata.uns["lava"]  # adopting keeps the table
