@@ -6,12 +6,14 @@ ranks, absolute value. A feature that takes one value (any value, typically 0) i
 of the locality's samples contributes 0 to every pair in that locality; so does a constant feature (never NaN).
 
 How it is computed, for a batch of localities at a time: the batch's rows are taken from ``X`` (only those
-are densified when ``X`` is sparse), every feature is sorted within every locality (one batched
-``torch.sort``); average ranks and the length of the longest run of equal values come from two
-``searchsorted`` calls on the sorted values; ranks are centred and scaled to unit length, so one batched
-matrix product (``torch.bmm``) gives every Pearson correlation of ranks. Features removed by the tie filter
-are dropped before the product (on sparse data most are), so the product is often much smaller than
-``D x D``. The upper triangle is written straight into the preallocated ``(l, P)`` output.
+are densified when ``X`` is sparse) and every feature is ranked within every locality. On the CPU, numpy's
+SIMD sort of (value, position) pairs packed into 64-bit keys gives the order, tie groups come from comparing
+neighbours; on a GPU, ``torch.sort`` and two ``searchsorted`` calls. The longest run of equal values gives
+the tie filter. Ranks are centred and scaled to unit length, so batched matrix products (``torch.bmm``) give
+every Pearson correlation of ranks. When most features survive the filter, features are split into up to four
+blocks and only the upper block pairs are multiplied (less temporary memory); when few survive (sparse data),
+each locality's surviving rank vectors are packed first, so the product is much smaller than ``D x D``. The
+upper triangle is written straight into the preallocated ``(l, P)`` output.
 """
 
 from __future__ import annotations
