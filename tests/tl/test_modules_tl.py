@@ -122,6 +122,13 @@ def test_module_genes_warns_when_most_features_pass(adata, caplog):
     with caplog.at_level("WARNING", logger="lava"):
         lava.tl.module_genes(adata, threshold=0.0)
     assert "keep most of their scored features" in caplog.text
+    # sparse data: the tie filter leaves few scored features; all of them passing is no noise floor
+    caplog.clear()
+    scores = adata.varm["lava_modules"]
+    scores[scores < 0.5 * scores.max(axis=0)] = 0
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata, threshold=0.0)
+    assert "keep most" not in caplog.text
 
 
 def test_module_genes_errors_leave_adata_unchanged(adata):

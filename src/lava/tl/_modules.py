@@ -75,9 +75,10 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
 
     Scores have a floor: a module also carries the noise-level correlations every pair has in a locality (the mean
     ``|Spearman|`` of independent features over n samples is about ``sqrt(2 / (pi n))``), and a feature sums them
-    over all its pairs. With dense data and the 5% threshold most features can pass (a warning says so); then raise
-    ``threshold`` (0.3-0.5 picks the planted genes of :func:`lava.datasets.synthetic`). On sparse single-cell data
-    the tie filter zeroes most pairs and the paper's 5% works.
+    over all its pairs. With dense data and the 5% threshold most features can pass (a warning says so when most
+    tested features score and most of those pass); then raise ``threshold`` (0.3-0.5 picks the planted genes of
+    :func:`lava.datasets.synthetic`). On sparse single-cell data the tie filter zeroes most pairs and the paper's 5%
+    works.
 
     Parameters
     ----------
@@ -102,6 +103,8 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
     frames = []
     names = np.asarray(adata.var_names, dtype=object)
     empty, broad = [], []
+    corr = adata.uns[key].get("correlations", {})
+    n_tested = len(corr["features"]) if "features" in corr else adata.n_vars
     for m in range(scores.shape[1]):
         s = scores[:, m]
         top = s.max() if s.size else 0.0
@@ -110,7 +113,9 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
             continue
         keep = np.flatnonzero((s >= threshold * top) & (s > 0))
         n_scored = int(np.count_nonzero(s > 0))
-        if n_scored >= 10 and keep.size > 0.5 * n_scored:
+        # the noise floor shows as (nearly) every tested feature scoring and passing; on sparse data the tie filter
+        # leaves few scored features, and those passing is no sign of it
+        if n_scored >= 10 and n_scored > 0.5 * n_tested and keep.size > 0.5 * n_scored:
             broad.append(f"{m} ({keep.size} of {n_scored})")
         keep = keep[np.argsort(-s[keep], kind="stable")]
         frames.append(
