@@ -149,16 +149,19 @@ def test_elbow_ties_go_to_higher_silhouette():
 # presence refinement
 
 
-def test_max_product_matches_materialised_max(rng):
+@pytest.mark.parametrize("chunk_elements", [7, 2**24])
+def test_max_product_matches_materialised_max(rng, chunk_elements):
     import torch
 
     pres = torch.as_tensor(rng.random((6, 4)), dtype=torch.float32)
+    pres[0] = 0  # every product 0: the argmax goes to the module with the largest entry
     mods = torch.as_tensor(rng.random((4, 30)), dtype=torch.float32)
-    chat, arg, mod_at = _max_product(pres, mods)
+    chat, arg, mod_at = _max_product(pres, mods, chunk_elements=chunk_elements)
     full = pres[:, :, None] * mods[None]
     np.testing.assert_allclose(chat.numpy(), full.max(dim=1).values.numpy(), rtol=1e-6)
     np.testing.assert_allclose(torch.gather(full, 1, arg[:, None, :])[:, 0].numpy(), chat.numpy(), rtol=1e-6)
     np.testing.assert_allclose(mod_at.numpy(), mods.numpy()[arg.numpy(), np.arange(30)])
+    np.testing.assert_array_equal(arg[0].numpy(), mods.numpy().argmax(axis=0))
 
 
 def test_pinball_term_by_term():

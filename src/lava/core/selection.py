@@ -548,24 +548,28 @@ def select_n_modules(
 # presence refinement
 
 
-def _max_product(presence, modules, *, with_argmax: bool = True):
-    """Take the running max over modules of ``presence[:, m, None] * modules[m]`` (torch, no (b, M, P) tensor).
+def _max_product(presence, modules, top_module=None, *, chunk_elements: int = 2**24):
+    """Take the max over modules of ``presence[:, m, None] * modules[m]``, with the winning module's entry.
 
-    Ties (e.g. all zero) go to the module with the largest entry, so a zero presence still gets a gradient.
+    Returns ``(C_hat, argmax, modules[argmax])``, each (b, P). The (b, M, P) product is formed a block of pairs at a
+    time (at most ``chunk_elements`` entries). Where every product is 0 the argmax is the module with the largest
+    entry (``top_module``, default ``modules.argmax(0)``), so a zero presence still gets a gradient.
     """
     import torch
 
-    chat = torch.zeros((presence.shape[0], modules.shape[1]), dtype=modules.dtype, device=modules.device)
-    arg = torch.zeros(chat.shape, dtype=torch.long, device=modules.device)
-    mod_at = torch.zeros_like(chat)
-    for m in range(modules.shape[0]):
-        prod = presence[:, m : m + 1] * modules[m]
-        better = (prod > chat) | ((prod == chat) & (modules[m] > mod_at))
-        chat = torch.where(better, prod, chat)
-        mod_at = torch.where(better, modules[m].expand_as(mod_at), mod_at)
-        if with_argmax:
-            arg.masked_fill_(better, m)
-    return chat, arg, mod_at
+    b, n_mod = presence.shape
+    n_pairs = modules.shape[1]
+    chat = torch.empty((b, n_pairs), dtype=modules.dtype, device=modules.device)
+    arg = torch.empty((b, n_pairs), dtype=torch.long, device=modules.device)
+    step = max(1, chunk_elements // max(1, b * n_mod))
+    for s in range(0, n_pairs, step):
+        values, index = (presence[:, :, None] * modules[None, :, s : s + step]).max(dim=1)
+        chat[:, s : s + step] = values
+        arg[:, s : s + step] = index
+    if top_module is None:
+        top_module = modules.argmax(dim=0)
+    arg = torch.where(chat == 0, top_module.expand_as(arg), arg)
+    return chat, arg, modules.gather(0, arg)
 
 
 def pinball(residual, tau: float):
@@ -651,6 +655,7 @@ def refine_presence(
             raise ValueError(msg)
     dev = resolve_device(device)
     mods = torch.as_tensor(np.ascontiguousarray(modules, dtype=np.float32), device=dev)
+    top_module = mods.argmax(dim=0)
     out = np.clip(presence, 0.0, 1.0).astype(np.float32)
     n_loc = C.shape[0]
     starts = range(0, n_loc, batch_size)
@@ -664,13 +669,13 @@ def refine_presence(
         best_total, since = float("inf"), 0
         for _ in range(max_epochs):
             with torch.no_grad():
-                _, arg, mod_at = _max_product(pres, mods)
+                _, arg, mod_at = _max_product(pres, mods, top_module)
             chat = pres.gather(1, arg) * mod_at
             row_loss = pinball(Cb - chat, tau).mean(dim=1)
             with torch.no_grad():
                 improved = row_loss < best_row_loss
                 best_row_loss = torch.where(improved, row_loss, best_row_loss)
-                best_rows[improved] = pres.detach()[improved]
+                best_rows = torch.where(improved[:, None], pres.detach(), best_rows)
                 total = float(row_loss.sum())
             if total < best_total * (1 - tol):
                 best_total, since = total, 0
