@@ -27,8 +27,22 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectory
 
 #: The demo's settings: full (about a minute on 2 cores) and ``--quick`` (the test suite's, a few seconds).
 DEMO_SETTINGS = {
-    "full": {"n_neighbors": 100, "overlap": 5, "n_modules": 5, "features": "highly_variable", "maxfun": None},
-    "quick": {"n_neighbors": 100, "overlap": 3, "n_modules": 3, "features": "highly_variable", "maxfun": 30},
+    "full": {
+        "n_neighbors": 100,
+        "overlap": 5,
+        "n_modules": 5,
+        "features": "highly_variable",
+        "maxfun": None,
+        "max_epochs": None,
+    },
+    "quick": {
+        "n_neighbors": 100,
+        "overlap": 3,
+        "n_modules": 3,
+        "features": "highly_variable",
+        "maxfun": 30,
+        "max_epochs": 100,
+    },
 }
 DEMO_GROUPBY = "bulk_labels"
 
@@ -493,25 +507,45 @@ def _figures(job: _Job) -> None:
     adata = job.adata
     start = perf_counter()
     job.figures.mkdir(parents=True, exist_ok=True)
-    plots: list[tuple[str, Callable, dict]] = [
-        ("modules", lava.pl.modules, {}),
-        ("module_genes", lava.pl.module_genes, {}),
-        ("centrality", lava.pl.centrality, {}),
-        ("copresence", lava.pl.copresence, {}),
+    n_modules = int(np.shape(adata.uns["lava"]["amf"]["presence"])[1])
+    plots: list[tuple[str, Callable[[], object]]] = [
+        ("modules", lambda: lava.pl.modules(adata, show=False, return_fig=True)),
+        ("module_genes", lambda: _module_genes_figure(adata, n_modules)),
+        ("centrality", lambda: lava.pl.centrality(adata, show=False, return_fig=True)),
+        ("copresence", lambda: lava.pl.copresence(adata, show=False, return_fig=True)),
     ]
+    if "image_shape" in adata.uns:
+        plots.append(("module_images", lambda: lava.pl.module_image(adata, show=False, return_fig=True)))
     if has_step(adata, "lava", "selection"):
-        plots.append(("selection", lava.pl.selection, {}))
-    if has_step(adata, "lava", "enrichment"):
-        plots.append(("enrichment", lava.pl.enrichment, {}))
+        plots.append(("selection", lambda: lava.pl.selection(adata, show=False, return_fig=True)))
+    if has_step(adata, "lava", "enrichment") and len(adata.uns["lava"]["enrichment"]):
+        plots.append(("enrichment", lambda: lava.pl.enrichment(adata, show=False, return_fig=True)))
     if has_step(adata, "lava", "association"):
-        plots.append(("association", lava.pl.association, {}))
-    for name, fn, kwargs in plots:
-        fig = fn(adata, show=False, return_fig=True, **kwargs)
+        plots.append(("association", lambda: lava.pl.association(adata, show=False, return_fig=True)))
+    for name, draw in plots:
+        fig = draw()
         path = job.figures / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         job.figure_files.append(path)
     job.timings["figures"] = perf_counter() - start
+
+
+def _module_genes_figure(adata, n_modules: int, *, ncols: int = 3):
+    """One panel per module: its top features by score."""
+    import matplotlib.pyplot as plt
+
+    import lava
+
+    ncols = min(ncols, n_modules)
+    nrows = -(-n_modules // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4.5 * nrows), squeeze=False, layout="constrained")
+    for m, ax in enumerate(axes.flat):
+        if m < n_modules:
+            lava.pl.module_genes(adata, m, n_genes=15, ax=ax, show=False)
+        else:
+            ax.set_axis_off()
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -641,7 +675,7 @@ def _cmd_demo(args) -> int:
         gene_sets=None,
         gamma=args.gamma,
         nu=args.nu,
-        max_epochs=args.max_epochs,
+        max_epochs=args.max_epochs if args.max_epochs is not None else settings["max_epochs"],
         maxfun=args.maxfun if args.maxfun is not None else settings["maxfun"],
         rng=args.rng,
         device=args.device,
