@@ -471,6 +471,11 @@ def select_n_modules(
                 path = directory / f"m{M}_r{r}.npz" if directory is not None else None
                 if path is not None and path.exists():
                     result = _load_run(path)
+                    if int(result.seed) != seed:
+                        msg = (
+                            f"{path} holds a run with seed {result.seed}, expected {seed}; delete the file to refit it."
+                        )
+                        raise ValueError(msg)
                 else:
                     result = fit_amf(C, M, rng=seed, progress=False, **fit_kwargs)
                     if getattr(result, "interrupted", False):
