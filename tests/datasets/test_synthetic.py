@@ -125,6 +125,15 @@ def test_sparsity_is_counts_like():
     np.testing.assert_array_equal(as_dense.X, dense)
 
 
+def test_dense_flag():
+    dense = lava.datasets.synthetic(400, 30, 2, rng=0)
+    csr = lava.datasets.synthetic(400, 30, 2, dense=False, rng=0)
+    assert sparse.issparse(csr.X)
+    assert csr.X.format == "csr"
+    np.testing.assert_array_equal(csr.X.toarray(), dense.X)
+    assert csr.uns["synthetic"]["params"]["dense"] is False
+
+
 def test_deterministic_given_rng():
     a = lava.datasets.synthetic(600, 40, 2, sparsity=0.3, rng=7)
     b = lava.datasets.synthetic(600, 40, 2, sparsity=0.3, rng=7)
