@@ -203,6 +203,9 @@ def test_planted_modules_against_loop(syn):
     np.testing.assert_array_equal(
         lava.datasets.planted_modules(syn, mask), lava.datasets.planted_modules(syn, sorted(features))
     )
+    # after subsetting the features, the truth follows var["module"]
+    sub = syn[:, features].copy()
+    np.testing.assert_array_equal(lava.datasets.planted_modules(sub), got)
     with pytest.raises(KeyError, match="not in var_names"):
         lava.datasets.planted_modules(syn, ["g0001", "nope"])
     with pytest.raises(KeyError, match="synthetic"):
@@ -279,6 +282,7 @@ def test_layouts_and_regions():
         ({"condition_module": 1.5}, TypeError, "condition_module"),
         ({"n_obs": 10}, ValueError, "n_obs"),
         ({"n_vars": 1}, ValueError, "n_vars"),
+        ({"n_modules": 0, "layout": "simple"}, ValueError, "n_modules"),
         ({"rng": "seed"}, TypeError, "rng"),
     ],
 )

@@ -204,7 +204,8 @@ def synthetic(
     """
     import anndata as ad
 
-    for name, value, low in (("n_obs", n_obs, 1), ("n_vars", n_vars, 2), ("n_donors", n_donors, 1)):
+    checks = (("n_obs", n_obs, 1), ("n_vars", n_vars, 2), ("n_modules", n_modules, 1), ("n_donors", n_donors, 1))
+    for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             msg = f"{name} must be an integer >= {low}, got {value!r}."
             raise ValueError(msg)
@@ -352,7 +353,7 @@ def planted_modules(adata, features: Sequence[str] | np.ndarray | None = None) -
     Parameters
     ----------
     adata
-        Data from :func:`synthetic`.
+        Data from :func:`synthetic`, possibly subset (module membership is read from ``var["module"]``).
     features
         Feature names in the order of the correlations, e.g. ``adata.uns["lava"]["correlations"]["features"]``;
         or a boolean mask over ``var_names``. Default: all ``var_names``.
@@ -364,6 +365,9 @@ def planted_modules(adata, features: Sequence[str] | np.ndarray | None = None) -
     """
     truth = _truth(adata)
     member = np.asarray(truth["module_features"], dtype=bool)
+    if "module" in adata.var.columns:  # follows subsetting of the features (adata[:, mask])
+        module_of = adata.var["module"].to_numpy()
+        member = module_of[None, :] == np.arange(member.shape[0])[:, None]
     var_names = pd.Index(adata.var_names)
     if features is None:
         idx = np.arange(len(var_names))
