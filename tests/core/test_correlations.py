@@ -72,6 +72,14 @@ def test_sparse_formats_equal_dense_exactly(rng):
     dense = locality_correlations(X, idx)
     for fmt in (sparse.csr_matrix, sparse.csc_matrix, sparse.csr_array, sparse.coo_matrix):
         np.testing.assert_array_equal(locality_correlations(fmt(X), idx), dense)
+    # duplicate entries (non-canonical CSR) count as their sum, as in toarray()
+    coo = sparse.coo_matrix(X)
+    half = (coo.data / 2).astype(np.float32)
+    doubled = sparse.csr_matrix(
+        (np.concatenate([half, coo.data - half]), (np.tile(coo.row, 2), np.tile(coo.col, 2))), shape=X.shape
+    )
+    doubled.has_canonical_format = False
+    np.testing.assert_allclose(locality_correlations(doubled, idx), dense, atol=1e-6)
 
 
 def test_integer_and_float16_input(rng):

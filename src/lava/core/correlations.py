@@ -133,14 +133,12 @@ def locality_correlations(
     batch_size = int(min(batch_size, n_loc))
 
     max_count = max_tied_count(n, tie_fraction)
-    plan = _ExtractionPlan(D, dev)
+    plan = _BatchPlan(D, dev)
     out_t = torch.from_numpy(out)
     starts = range(0, n_loc, batch_size)
     for start in tqdm(starts, disable=not progress, desc="locality correlations", unit="batch"):
         stop = min(start + batch_size, n_loc)
-        block = _gather_block(X, idx[start:stop], dense_dtype)  # (b, n, D) numpy
-        values = torch.from_numpy(block).to(dev).transpose(1, 2).contiguous()  # (b, D, n)
-        del block
+        values = _gather_block(X, idx[start:stop], dense_dtype, plan)  # (b, D, n) tensor on dev, reused memory
         if dev.type == "cpu":
             _batch_correlations(values, max_count, plan, out_t[start:stop])  # written in place
         else:
@@ -152,13 +150,16 @@ def locality_correlations(
     return out
 
 
-class _ExtractionPlan:
-    """Where each product entry goes in the ``(b, P)`` output: precomputed once per call (depends on ``D`` only).
+class _BatchPlan:
+    """Per-call state: where each product entry goes in the ``(b, P)`` output, and buffers reused by every batch.
+
+    Reusing buffers matters: touching freshly allocated memory costs as much as sorting it.
 
     Full layout: features are split into ``k`` contiguous blocks and only the block pairs ``p <= q`` are
     multiplied (about ``(k + 1) / 2k`` of the work of the full ``D x D`` product); ``blocks`` lists, for each
     pair, the feature slices, which entries of the product are upper-triangle pairs and their output columns.
-    Packed layout: the flat positions of the upper triangle in a ``(D + 1, D + 1)`` matrix.
+    Packed layout: products are scattered into ``(D + 1, D + 1)`` matrices (a reused workspace), whose upper
+    triangle ``padded`` selects.
     """
 
     def __init__(self, D: int, dev):
@@ -187,9 +188,12 @@ class _ExtractionPlan:
                     )
                 )
         self._padded = None
+        self._workspace = None
+        self._buffers = {}
 
     @property
     def padded(self):
+        """Flat positions of the upper triangle in a ``(D + 1, D + 1)`` matrix."""
         import torch
 
         if self._padded is None:
@@ -197,8 +201,33 @@ class _ExtractionPlan:
             self._padded = torch.from_numpy(flat).to(self.dev)
         return self._padded
 
+    def buffer(self, name: str, shape: tuple[int, ...], dtype):
+        """Return a reused buffer (numpy for numpy dtypes, a tensor on the device for torch dtypes), not zeroed."""
+        import torch
 
-def _batch_correlations(values, max_count: int, plan: _ExtractionPlan, target) -> None:
+        size = math.prod(shape)
+        current = self._buffers.get(name)
+        if current is None or current.dtype != dtype or current.shape[0] < size:
+            if isinstance(dtype, torch.dtype):
+                current = torch.empty(size, dtype=dtype, device=self.dev)
+            else:
+                current = np.empty(size, dtype=dtype)
+            self._buffers[name] = current
+        return current[:size].reshape(shape)
+
+    def workspace(self, b: int):
+        """Return a zeroed ``(b, (D + 1)^2)`` float32 buffer, reused across batches (fresh memory is slow to touch)."""
+        import torch
+
+        size = (self.D + 1) ** 2
+        if self._workspace is None or self._workspace.shape[0] < b:
+            self._workspace = torch.zeros((b, size), dtype=torch.float32, device=self.dev)
+        else:
+            self._workspace[:b].zero_()
+        return self._workspace[:b]
+
+
+def _batch_correlations(values, max_count: int, plan: _BatchPlan, target) -> None:
     """Write the absolute Spearman correlations of a batch ``values`` ``(b, D, n)`` into ``target`` ``(b, P)``.
 
     ``target`` must hold zeros. Rows (locality, feature) whose most frequent value occurs more than
@@ -219,7 +248,7 @@ def _batch_correlations(values, max_count: int, plan: _ExtractionPlan, target) -
     rows = flat if everything else flat.index_select(0, candidate)
     del flat
 
-    ranks, keep = _centred_unit_ranks(rows, max_count)
+    ranks, keep = _centred_unit_ranks(rows, max_count, buffer=plan.buffer)
     del rows
     alive = torch.zeros(b * D, dtype=torch.bool, device=dev)
     alive[candidate[keep]] = True
@@ -243,8 +272,8 @@ def _batch_correlations(values, max_count: int, plan: _ExtractionPlan, target) -
             target.index_copy_(1, dest, gram.abs_().clamp_(max=1.0))
             del gram
         return
-    # Few features survive: pack each locality's surviving rows into its first slots, one smaller product,
-    # then scatter the products into a (D + 1, D + 1) layout whose last row and column collect empty slots.
+    # Few features survive: pack each locality's surviving rows into its first slots (in feature order), one
+    # smaller product, then write the upper triangle of each locality's occupied slots into its output row.
     candidate = candidate[keep]
     ranks = ranks[keep]
     slot = (torch.cumsum(alive, dim=1) - 1).reshape(-1)[candidate]
@@ -256,30 +285,32 @@ def _batch_correlations(values, max_count: int, plan: _ExtractionPlan, target) -
     small = torch.bmm(packed, packed.transpose(1, 2))  # (b, d_max, d_max)
     del packed
     small.abs_().clamp_(max=1.0)
-    feat_of = torch.full((b, d_max), D, dtype=torch.int64, device=dev)
+    feat_of = torch.full((b, d_max), D, dtype=torch.int64, device=dev)  # D marks an empty slot
     feat_of[loc, slot] = feat
+    # scatter into (D + 1, D + 1) matrices whose last row and column collect the empty slots' zeros
     position = (feat_of[:, :, None] * (D + 1) + feat_of[:, None, :]).reshape(b, -1)
-    gram = torch.zeros((b, (D + 1) * (D + 1)), dtype=torch.float32, device=dev)
+    gram = plan.workspace(b)
     gram.scatter_(1, position, small.reshape(b, -1))
     del small, position
     torch.index_select(gram, 1, plan.padded, out=target)
 
 
-def _centred_unit_ranks(rows, max_count: int):
+def _centred_unit_ranks(rows, max_count: int, buffer=None):
     """Average ranks of each row of ``rows`` (K, n), centred and scaled to unit length, as float32.
 
     Returns ``(ranks, keep)``: ``keep`` is False for rows whose most frequent value occurs more than
     ``max_count`` times or that are constant. On the CPU numpy's vectorised sort is much faster than torch's.
+    ``buffer(name, shape, dtype)``, if given, supplies reused numpy arrays for the CPU path.
     """
     import torch
 
     if rows.device.type == "cpu":
-        ranks, keep = _ranks_numpy(rows.numpy(), max_count)
+        ranks, keep = _ranks_numpy(rows.numpy(), max_count, buffer=buffer)
         return torch.from_numpy(ranks), torch.from_numpy(keep)
     return _ranks_torch(rows, max_count)
 
 
-def _ranks_torch(rows, max_count: int):
+def _ranks_torch(rows, max_count: int, buffer=None):
     """:func:`_centred_unit_ranks` in torch: sort, then tie groups from two ``searchsorted`` calls."""
     import torch
 
@@ -306,8 +337,13 @@ def _ranks_torch(rows, max_count: int):
     return ranks, keep
 
 
-def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarray]:
+def _ranks_numpy(rows: np.ndarray, max_count: int, buffer=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_centred_unit_ranks` in numpy. ``rows`` (float32 or float64) may be overwritten."""
+    if buffer is None:
+
+        def buffer(name, shape, dtype):
+            return np.empty(shape, dtype=dtype)
+
     K, n = rows.shape
     if K == 0:
         return np.zeros((0, n), dtype=np.float32), np.zeros(0, dtype=bool)
@@ -320,14 +356,15 @@ def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarr
         flip = np.right_shift(bits, np.uint32(31))
         np.negative(flip, out=flip)
         flip |= np.uint32(0x80000000)
-        key = np.empty((K, n), dtype=np.uint64)
+        key = buffer("key", (K, n), np.uint64)
         if sys.byteorder == "little":
             halves = key.view(np.uint32).reshape(K, n, 2)  # [..., 0] low (position), [..., 1] high (value) bits
             np.bitwise_xor(bits, flip, out=halves[:, :, 1])
             halves[:, :, 0] = np.arange(n, dtype=np.uint32)
             del bits, flip
             key.sort(axis=1)
-            order = halves[:, :, 0].astype(np.intp)
+            order = buffer("order", (K, n), np.intp)
+            order[:] = halves[:, :, 0]
             sorted_values = halves[:, :, 1]
         else:
             key[:] = np.bitwise_xor(bits, flip)
@@ -346,7 +383,7 @@ def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarr
     del sorted_values
     tied = np.flatnonzero(~new_group.all(axis=1))
     # Rows without ties rank 0..n-1 in sorted order; rows with ties get average ranks per tie group.
-    centred_sorted = np.empty((K, n), dtype=np.float32)
+    centred_sorted = buffer("centred", (K, n), np.float32)
     centred_sorted[:] = np.arange(n, dtype=np.float32) - np.float32((n - 1) / 2)
     longest = np.ones(K, dtype=np.intp)
     if tied.size:
@@ -366,7 +403,7 @@ def _ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarr
     del new_group
     keep = (longest <= max_count) & (longest < n)
     order += (np.arange(K, dtype=np.intp) * n)[:, None]
-    ranks = np.empty((K, n), dtype=np.float32)
+    ranks = buffer("ranks", (K, n), np.float32)
     ranks.ravel()[order.ravel()] = centred_sorted.ravel()
     del order, centred_sorted
     norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
@@ -394,6 +431,9 @@ def _check_data(X):
             msg = f"X must be 2-D (samples x features), got shape {X.shape}."
             raise ValueError(msg)
         X = X.tocsr() if X.format != "csr" else X
+        if not X.has_canonical_format:  # duplicate entries are summed, as toarray() would
+            X = X.copy()
+            X.sum_duplicates()
         dtype = np.dtype(X.dtype)
     else:
         if not isinstance(X, np.ndarray):
@@ -428,18 +468,44 @@ def _check_indices(indices, n_samples: int) -> np.ndarray:
     return idx.astype(np.int64, copy=False)
 
 
-def _gather_block(X, idx: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Return the rows of a batch of localities as a dense ``(b, n, D)`` array of float32, or float64 if needed."""
+def _gather_block(X, idx: np.ndarray, dtype: np.dtype, plan: _BatchPlan):
+    """Return the samples of a batch of localities as a dense ``(b, D, n)`` float32 (float64 if needed) tensor.
+
+    ``(b, D, n)``: each feature's values within a locality are contiguous, ready to be ranked. The rows are
+    densified into a reused ``(b n, D)`` buffer and transposed into a reused tensor on the device.
+    """
+    import torch
+
     b, n = idx.shape
     rows = idx.reshape(-1)
-    block = X[rows].toarray() if sparse.issparse(X) else X[rows]
+    D = X.shape[1]
+    if sparse.issparse(X):
+        sub = X[rows]
+        data = _as_rank_dtype(sub.data, dtype)
+        if data.dtype != sub.dtype:
+            sub = sparse.csr_matrix((data, sub.indices, sub.indptr), shape=sub.shape)
+        dense = plan.buffer("dense", (b * n, D), data.dtype)
+        sub.toarray(out=dense)
+    else:
+        gathered = plan.buffer("gathered", (b * n, D), X.dtype)
+        np.take(X, rows, axis=0, out=gathered)
+        dense = _as_rank_dtype(gathered, dtype)
+    torch_dtype = torch.float64 if dense.dtype == np.float64 else torch.float32
+    values = plan.buffer("values", (b, D, n), torch_dtype)
+    values.copy_(torch.from_numpy(dense).to(values.device).view(b, n, D).transpose(1, 2))
+    return values
+
+
+def _as_rank_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Return ``values`` (any real dtype) as float32 when that is exact (same ranks), else as float64.
+
+    With ``dtype`` float32 the caller knows float32 is exact and the values are returned as they are; the
+    conversion then happens in the copy to the rank buffer.
+    """
     if dtype == np.float64:
         # float32 is exact (and faster) whenever every value of the batch round-trips through it
-        as32 = block.astype(np.float32)
-        if np.array_equal(as32, block):
-            block = as32
-        else:
-            block = block.astype(np.float64, copy=False)
-    else:
-        block = block.astype(np.float32, copy=False)
-    return block.reshape(b, n, -1)
+        as32 = values.astype(np.float32)
+        if np.array_equal(as32, values):
+            return as32
+        return values.astype(np.float64, copy=False)
+    return values
