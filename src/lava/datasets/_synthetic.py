@@ -276,7 +276,11 @@ def synthetic(
     X = np.empty((n_obs, n_vars), dtype=np.float32) if dense else None
     for start in range(0, n_obs, _CHUNK):
         stop = min(start + _CHUNK, n_obs)
-        Y = g_feat.standard_normal((stop - start, n_vars), dtype=np.float32)
+        if dense and sparsity == 0:  # draw straight into X: no copy
+            Y = X[start:stop]
+            g_feat.standard_normal(dtype=np.float32, out=Y)
+        else:
+            Y = g_feat.standard_normal((stop - start, n_vars), dtype=np.float32)
         factors = g_feat.standard_normal((stop - start, M), dtype=np.float32)
         for m in range(M):
             rows = np.flatnonzero(carries[start:stop, m])
@@ -291,7 +295,8 @@ def synthetic(
             np.exp(Y, out=Y)
             Y = np.log1p(g_feat.poisson(Y).astype(np.float32))
         if dense:
-            X[start:stop] = Y
+            if Y.base is not X:
+                X[start:stop] = Y
         else:
             blocks.append(sparse.csr_matrix(Y))
     if not dense:
