@@ -15,7 +15,12 @@ from scipy.spatial import cKDTree
 #: Up to this many dimensions a KD-tree beats brute force.
 MAX_TREE_DIM = 8
 #: Bytes of (distance, index) pairs one query chunk may hold.
-CHUNK_BYTES = 2**28
+CHUNK_BYTES = 2**26
+
+
+def _workers(n_queries: int) -> int:
+    """Threads for a KD-tree query: starting threads costs more than it saves on small queries."""
+    return -1 if n_queries >= 20_000 else 1
 
 
 class NeighborIndex:
@@ -34,7 +39,7 @@ class NeighborIndex:
     def query(self, Q, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Distances and indices (each ``(len(Q), k)``, nearest first) of the ``k`` nearest points to each row."""
         if self.tree:
-            dist, idx = self._index.query(np.asarray(Q, dtype=np.float64), k=k, workers=-1)
+            dist, idx = self._index.query(np.asarray(Q, dtype=np.float64), k=k, workers=_workers(Q.shape[0] * k))
             if k == 1:
                 dist, idx = dist[:, None], idx[:, None]
         else:
@@ -42,7 +47,7 @@ class NeighborIndex:
         return np.asarray(dist, dtype=np.float64), np.asarray(idx, dtype=np.int64)
 
     def query_chunks(self, Q, k: int, rows=None) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-        """Yield ``(rows, dist, idx)`` over chunks of ``Q`` so that no more than ~256 MiB of results is held."""
+        """Yield ``(rows, dist, idx)`` over chunks of ``Q`` so that no more than ~64 MiB of results is held."""
         n = Q.shape[0] if rows is None else len(rows)
         chunk = max(1, CHUNK_BYTES // (16 * k))
         for start in range(0, n, chunk):
@@ -55,7 +60,7 @@ class NeighborIndex:
 def nearest_centroid(Z: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of and squared distance to the nearest row of ``C`` for every row of ``Z`` (exact)."""
     if Z.shape[1] <= MAX_TREE_DIM:
-        dist, idx = cKDTree(C).query(Z, workers=-1)
+        dist, idx = cKDTree(C).query(Z, workers=_workers(len(Z)))
         return idx.astype(np.int64, copy=False), dist**2
     # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2, in chunks of rows so that memory stays bounded
     c2 = np.einsum("ij,ij->i", C, C)
