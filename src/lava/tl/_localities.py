@@ -75,7 +75,9 @@ def localities(
     optimize
         Tune the k-means weights with DIRECT; ``False`` places probes by unweighted k-means (one evaluation).
     maxfun
-        DIRECT's budget of loss evaluations (default 50, at least 5).
+        Budget of centrality-loss evaluations (default 50, at least 5): DIRECT gets ``maxfun - maxfun // 5``
+        (all of it below 10), then the best exponents are rerun with ``maxfun // 5`` other k-means seeds and
+        the best placement is kept.
     {rng}
     {key_added}
     {copy}
