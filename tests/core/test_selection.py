@@ -190,7 +190,7 @@ def test_refine_presence_brings_overestimation_near_tau():
     assert ratio_before.mean() > 0.4
     refined = {}
     for tau in (0.1, 0.3):
-        refined[tau] = refine_presence(C, modules, start, tau=tau, lr=0.02, max_epochs=400, device="cpu")
+        refined[tau] = refine_presence(C, modules, start, tau=tau, device="cpu")
         assert refined[tau].shape == start.shape
         assert refined[tau].dtype == np.float32
         assert refined[tau].min() >= 0

@@ -588,10 +588,10 @@ def refine_presence(
     presence: np.ndarray,
     *,
     tau: float = 0.1,
-    lr: float = 1e-2,
+    lr: float = 5e-2,
     batch_size: int = 64,
     max_epochs: int = 500,
-    patience: int = 50,
+    patience: int = 30,
     tol: float = 1e-4,
     device: Device = "auto",
     progress: bool = False,
@@ -617,7 +617,7 @@ def refine_presence(
     tau
         Quantile in (0, 1); smaller penalises overestimation more.
     lr
-        Adam learning rate.
+        Adam learning rate (presences live in [0, 1]; 0.05 converges to the same optimum as 0.01 in a fraction of the steps).
     batch_size
         Localities optimised together (memory: a few ``batch_size x P`` tensors).
     max_epochs
