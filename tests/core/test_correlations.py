@@ -80,6 +80,10 @@ def test_sparse_formats_equal_dense_exactly(rng):
     )
     doubled.has_canonical_format = False
     np.testing.assert_allclose(locality_correlations(doubled, idx), dense, atol=1e-6)
+    # explicitly stored zeros are zeros
+    explicit = sparse.csr_matrix(X)
+    explicit.data[::3] = 0
+    np.testing.assert_array_equal(locality_correlations(explicit, idx), locality_correlations(explicit.toarray(), idx))
 
 
 def test_integer_and_float16_input(rng):

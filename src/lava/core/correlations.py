@@ -138,15 +138,16 @@ def locality_correlations(
     starts = range(0, n_loc, batch_size)
     for start in tqdm(starts, disable=not progress, desc="locality correlations", unit="batch"):
         stop = min(start + batch_size, n_loc)
-        values = _gather_block(X, idx[start:stop], dense_dtype, plan)  # (b, D, n) tensor on dev, reused memory
+        # the (locality, feature) rows not tied out by zeros, as a (K, n) tensor on the device
+        rows, candidate = _gather_rows(X, idx[start:stop], dense_dtype, max_count, plan)
         if dev.type == "cpu":
-            _batch_correlations(values, max_count, plan, out_t[start:stop])  # written in place
+            _batch_correlations(rows, candidate, stop - start, max_count, plan, out_t[start:stop])  # in place
         else:
             target = torch.zeros((stop - start, P), dtype=torch.float32, device=dev)
-            _batch_correlations(values, max_count, plan, target)
+            _batch_correlations(rows, candidate, stop - start, max_count, plan, target)
             out_t[start:stop].copy_(target)
             del target
-        del values
+        del rows, candidate
     return out
 
 
@@ -227,27 +228,19 @@ class _BatchPlan:
         return self._workspace[:b]
 
 
-def _batch_correlations(values, max_count: int, plan: _BatchPlan, target) -> None:
-    """Write the absolute Spearman correlations of a batch ``values`` ``(b, D, n)`` into ``target`` ``(b, P)``.
+def _batch_correlations(rows, candidate, b: int, max_count: int, plan: _BatchPlan, target) -> None:
+    """Write the absolute Spearman correlations of a batch of ``b`` localities into ``target`` ``(b, P)``.
 
-    ``target`` must hold zeros. Rows (locality, feature) whose most frequent value occurs more than
-    ``max_count`` times, and constant rows, give zeros.
+    ``rows`` ``(K, n)`` holds the values of the (locality, feature) pairs ``candidate`` (flat indices into
+    ``b x D``; the others are tied out by zeros). ``target`` must hold zeros. Rows whose most frequent value
+    occurs more than ``max_count`` times, and constant rows, give zeros.
     """
     import torch
 
-    b, D, n = values.shape
-    dev = values.device
-    flat = values.reshape(b * D, n)
-    # Cheap pre-filter on zeros (the usual tied value): rows tied out by zeros are never sorted.
-    if dev.type == "cpu":
-        n_zero = n - torch.from_numpy(np.count_nonzero(flat.numpy(), axis=1))
-    else:
-        n_zero = n - torch.count_nonzero(flat, dim=1)
-    candidate = torch.nonzero(n_zero <= max_count).squeeze(1)
+    D = plan.D
+    n = rows.shape[1]
+    dev = rows.device
     everything = candidate.numel() == b * D
-    rows = flat if everything else flat.index_select(0, candidate)
-    del flat
-
     ranks, keep = _centred_unit_ranks(rows, max_count, buffer=plan.buffer)
     del rows
     alive = torch.zeros(b * D, dtype=torch.bool, device=dev)
@@ -468,32 +461,56 @@ def _check_indices(indices, n_samples: int) -> np.ndarray:
     return idx.astype(np.int64, copy=False)
 
 
-def _gather_block(X, idx: np.ndarray, dtype: np.dtype, plan: _BatchPlan):
-    """Return the samples of a batch of localities as a dense ``(b, D, n)`` float32 (float64 if needed) tensor.
+def _gather_rows(X, idx: np.ndarray, dtype: np.dtype, max_count: int, plan: _BatchPlan):
+    """Return ``(rows, candidate)``: the (locality, feature) rows of a batch not tied out by zeros.
 
-    ``(b, D, n)``: each feature's values within a locality are contiguous, ready to be ranked. The rows are
-    densified into a reused ``(b n, D)`` buffer and transposed into a reused tensor on the device.
+    ``rows`` holds the values of each (locality, feature) pair with at most ``max_count`` zeros, as a
+    ``(K, n)`` float32 (float64 if needed) tensor on the device; ``candidate`` their flat indices
+    ``locality * D + feature`` (``K``,) int64.
+
+    Dense data are gathered into a reused ``(b, D, n)`` buffer (each feature's values within a locality
+    contiguous, ready to be ranked). Sparse data are never densified beyond the candidate rows: zero counts
+    come from the stored entries, which are then written straight into their rows.
     """
     import torch
 
     b, n = idx.shape
-    rows = idx.reshape(-1)
     D = X.shape[1]
+    dev = plan.dev
     if sparse.issparse(X):
-        sub = X[rows]
-        data = _as_rank_dtype(sub.data, dtype)
-        if data.dtype != sub.dtype:
-            sub = sparse.csr_matrix((data, sub.indices, sub.indptr), shape=sub.shape)
-        dense = plan.buffer("dense", (b * n, D), data.dtype)
-        sub.toarray(out=dense)
+        sub = X[idx.reshape(-1)]
+        data, columns, per_sample = _as_rank_dtype(sub.data, dtype), sub.indices, np.diff(sub.indptr)
+        # each stored entry's locality and sample within it (its row of sub is locality * n + sample)
+        locality = np.repeat(np.arange(b, dtype=np.int64), np.add.reduceat(per_sample, np.arange(0, b * n, n)))
+        sample = np.repeat(np.tile(np.arange(n, dtype=np.int64), b), per_sample)
+        if not data.all():  # explicit zeros are zeros
+            stored = np.flatnonzero(data)
+            data, columns, locality, sample = data[stored], columns[stored], locality[stored], sample[stored]
+        cell = locality * D + columns
+        n_zero = n - np.bincount(cell, minlength=b * D)
+        candidate = np.flatnonzero(n_zero <= max_count)
+        slot = np.full(b * D, -1, dtype=np.int64)
+        slot[candidate] = np.arange(candidate.size)
+        row = slot[cell]
+        inside = np.flatnonzero(row >= 0)
+        rows = plan.buffer("rows", (candidate.size, n), data.dtype if data.dtype == np.float64 else np.float32)
+        rows.fill(0)
+        rows.reshape(-1)[row[inside] * n + sample[inside]] = data[inside]
+        return torch.from_numpy(rows).to(dev), torch.from_numpy(candidate).to(dev)
+    gathered = plan.buffer("gathered", (b * n, D), X.dtype)
+    np.take(X, idx.reshape(-1), axis=0, out=gathered)
+    dense = _as_rank_dtype(gathered, dtype)
+    values = plan.buffer("values", (b, D, n), torch.float64 if dense.dtype == np.float64 else torch.float32)
+    values.copy_(torch.from_numpy(dense).to(dev).view(b, n, D).transpose(1, 2))
+    flat = values.reshape(b * D, n)
+    # Cheap pre-filter on zeros (the usual tied value): rows tied out by zeros are never sorted.
+    if dev.type == "cpu":
+        n_zero = n - torch.from_numpy(np.count_nonzero(flat.numpy(), axis=1))
     else:
-        gathered = plan.buffer("gathered", (b * n, D), X.dtype)
-        np.take(X, rows, axis=0, out=gathered)
-        dense = _as_rank_dtype(gathered, dtype)
-    torch_dtype = torch.float64 if dense.dtype == np.float64 else torch.float32
-    values = plan.buffer("values", (b, D, n), torch_dtype)
-    values.copy_(torch.from_numpy(dense).to(values.device).view(b, n, D).transpose(1, 2))
-    return values
+        n_zero = n - torch.count_nonzero(flat, dim=1)
+    candidate = torch.nonzero(n_zero <= max_count).squeeze(1)
+    rows = flat if candidate.numel() == b * D else flat.index_select(0, candidate)
+    return rows, candidate
 
 
 def _as_rank_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
