@@ -266,7 +266,7 @@ def _batch_correlations(rows, candidate, b: int, max_count: int, plan: _BatchPla
             del gram
         return
     # Few features survive: pack each locality's surviving rows into its first slots (in feature order), one
-    # smaller product, then write the upper triangle of each locality's occupied slots into its output row.
+    # smaller product, then scatter it back to feature positions and take the upper triangle.
     candidate = candidate[keep]
     ranks = ranks[keep]
     slot = (torch.cumsum(alive, dim=1) - 1).reshape(-1)[candidate]
