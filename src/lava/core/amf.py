@@ -1,35 +1,415 @@
-"""Step 3: Association Matrix Factorisation (METHOD.md section 3). OWNER: AMF helper. Skeleton: replace."""
+"""Step 3: Association Matrix Factorisation, AMF (METHOD.md section 3).
+
+The locality correlation matrix ``C`` (l x P, values in [0, 1]) is approximated by a module matrix ``Mod``
+(M x P) and a presence matrix ``Pres`` (l x M), every entry in [0, 1], with the reconstruction taken as a
+maximum, not a sum::
+
+    Chat[i, j] = max_m Pres[i, m] * Mod[m, j]
+
+and the loss
+
+    L = sum_i a_i (1 - cos(W_i * C_i, W_i * Chat_i)) + gamma * mean_i MAE(C_i, Chat_i),
+    W[i, j] = nu if Chat[i, j] > C[i, j] else 1   (a constant in the gradient),
+    a_i = ||C_i|| / sum_{k != i} ||C_k||           (over all localities, precomputed).
+
+Conventions where the method leaves a choice (documented in ``docs/amf.md`` too):
+
+- A cosine with a zero vector is 0: norms are floored at ``1e-8`` (so an all-zero locality, whose weight is 0,
+  adds nothing, and an all-zero reconstruction still receives a gradient towards ``C``).
+- If only one locality has non-zero correlations, its weight (``||C_i|| / 0``) is set to 1.
+- The MAE is a mean over all P pairs, including the pairs dropped before fitting because they are 0 in every
+  locality (their error is exactly 0: such a pair can only add overestimation, so its module entries are 0).
+  The loss of a fit is therefore the loss of the returned full-width matrices, :func:`amf_loss`.
+- The full loss is evaluated after every epoch, without gradient, on all localities; the history, the
+  convergence rule and the returned "best epoch" all use this exact figure, so the returned matrices have
+  exactly the reported loss. ``history["loss"][0]`` is the loss of the initial matrices (epoch 0).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+
+from .._compat import Device, RngLike, as_generator, as_seed
+
+#: Default learning rate of Adam. On planted data (see ``docs/amf.md`` and ``benchmarks/bench_amf.py``)
+#: lr = 1e-3 often stops on the initial plateau under the 1%-in-100-epochs rule; 1e-2 converges.
+DEFAULT_LR = 3e-3
+#: Default cap on epochs (one epoch = one pass over the localities).
+DEFAULT_MAX_EPOCHS = 5000
+
+_EPS = 1e-8
+_ROW_CHUNK = 64
 
 
 @dataclass(frozen=True)
 class AMFResult:
-    modules: np.ndarray  # (M, P) float32 in [0, 1]
-    presence: np.ndarray  # (l, M) float32 in [0, 1]
+    """The outcome of :func:`fit_amf`.
+
+    Attributes
+    ----------
+    modules
+        (M, P) float32 in [0, 1]: module ``m``'s correlation on every feature pair.
+    presence
+        (l, M) float32 in [0, 1]: each module's presence in each locality.
+    loss
+        The paper's loss (see module docstring) of ``modules`` and ``presence`` (the best epoch).
+    similarity
+        Reconstruction similarity: the a-weighted mean cosine between ``C_i`` and ``Chat_i`` (no ``nu``).
+    overestimation_ratio
+        ``sum(max(Chat - C, 0)) / sum(|Chat - C|)``.
+    locality_similarity
+        (l,) float64: cosine between ``C_i`` and ``Chat_i`` per locality.
+    history
+        Per epoch (index 0 = the initial matrices): ``"loss"`` (full loss), ``"batch_loss"`` (mean minibatch
+        estimate during the epoch; NaN at 0), ``"seconds"`` (wall time since the start of training).
+    n_epochs
+        Epochs run.
+    best_epoch
+        Epoch of the returned matrices (0 = the initial ones).
+    converged
+        Whether the 1%-in-``patience`` rule stopped the fit (False when ``max_epochs`` or an interrupt did).
+    interrupted
+        Whether a KeyboardInterrupt stopped the fit (the best matrices so far are returned).
+    seed
+        The seed actually used.
+    n_pairs_dropped
+        Pairs that were 0 in every locality (their module entries are 0).
+    kernel
+        ``"compiled"`` or ``"eager"``: which implementation of the training step ran.
+    """
+
+    modules: np.ndarray
+    presence: np.ndarray
     loss: float
     similarity: float
     overestimation_ratio: float
-    history: dict  # {"loss": (epochs,), ...} numpy arrays
+    locality_similarity: np.ndarray
+    history: dict = field(repr=False)
     n_epochs: int
     best_epoch: int
     converged: bool
     interrupted: bool
     seed: int
+    n_pairs_dropped: int = 0
+    kernel: str = "eager"
 
 
-def reconstruct(presence, modules):
-    raise NotImplementedError
+def reconstruct(presence: np.ndarray, modules: np.ndarray, *, chunk: int = _ROW_CHUNK) -> np.ndarray:
+    """Reconstruction ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` (l x P, float32).
+
+    Computed a block of ``chunk`` localities at a time, one module at a time (never l x M x P).
+    """
+    presence = np.asarray(presence, dtype=np.float32)
+    modules = np.asarray(modules, dtype=np.float32)
+    _check_factor_shapes(presence, modules)
+    out = np.empty((presence.shape[0], modules.shape[1]), dtype=np.float32)
+    for r0 in range(0, presence.shape[0], chunk):
+        _reconstruct_block(presence[r0 : r0 + chunk], modules, out[r0 : r0 + chunk])
+    return out
 
 
-def amf_loss(C, presence, modules, *, nu=9.0, gamma=1e-4, weights=None):
-    raise NotImplementedError
+def _reconstruct_block(presence, modules, out):
+    np.multiply(presence[:, :1], modules[:1], out=out)
+    tmp = np.empty_like(out)
+    for m in range(1, modules.shape[0]):
+        np.multiply(presence[:, m : m + 1], modules[m : m + 1], out=tmp)
+        np.maximum(out, tmp, out=out)
+    return out
 
 
-def fit_amf(C, n_modules, *, nu=9.0, gamma=1e-4, lr=1e-2, batch_size=64, patience=100, tol=0.01,
-            max_epochs=5000, rng=0, device="auto", progress=False, init=None):
-    raise NotImplementedError
+def _check_factor_shapes(presence, modules):
+    if presence.ndim != 2 or modules.ndim != 2 or presence.shape[1] != modules.shape[0]:
+        msg = f"presence must be (l, M) and modules (M, P) with the same M; got {presence.shape} and {modules.shape}."
+        raise ValueError(msg)
+
+
+def locality_weights(C: np.ndarray) -> np.ndarray:
+    """``a_i = ||C_i|| / sum_{k != i} ||C_k||`` (float64, l); 1 for a lone non-zero locality, 0 if C is all 0."""
+    norms = _row_norms(C)
+    rest = norms.sum() - norms
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(rest > 0, norms / np.where(rest > 0, rest, 1.0), np.where(norms > 0, 1.0, 0.0))
+    return a
+
+
+def _row_norms(C) -> np.ndarray:
+    norms = np.empty(C.shape[0], dtype=np.float64)
+    for r0 in range(0, C.shape[0], _ROW_CHUNK):
+        block = np.asarray(C[r0 : r0 + _ROW_CHUNK], dtype=np.float64)
+        norms[r0 : r0 + _ROW_CHUNK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return norms
+
+
+def amf_loss(
+    C: np.ndarray,
+    presence: np.ndarray,
+    modules: np.ndarray,
+    *,
+    nu: float = 9.0,
+    gamma: float = 1e-4,
+    weights: np.ndarray | None = None,
+) -> float:
+    """Return the paper's AMF loss of ``presence`` and ``modules`` on ``C`` (numpy, float64 accumulation).
+
+    ``sum_i a_i (1 - cos(W_i C_i, W_i Chat_i)) + gamma * mean_i mean_j |C_ij - Chat_ij|`` with
+    ``W = nu`` where ``Chat > C`` and 1 elsewhere; ``weights`` default to :func:`locality_weights` of ``C``.
+    Norms are floored at 1e-8 (a cosine with a zero vector is 0).
+    """
+    C = np.asarray(C)
+    presence = np.asarray(presence, dtype=np.float32)
+    modules = np.asarray(modules, dtype=np.float32)
+    _check_factor_shapes(presence, modules)
+    if C.shape != (presence.shape[0], modules.shape[1]):
+        msg = f"C has shape {C.shape}; expected (l, P) = {(presence.shape[0], modules.shape[1])}."
+        raise ValueError(msg)
+    a = locality_weights(C) if weights is None else np.asarray(weights, dtype=np.float64)
+    main, mae = 0.0, 0.0
+    for r0 in range(0, C.shape[0], _ROW_CHUNK):
+        c = np.asarray(C[r0 : r0 + _ROW_CHUNK], dtype=np.float64)
+        h = reconstruct(presence[r0 : r0 + _ROW_CHUNK], modules).astype(np.float64)
+        w = np.where(h > c, nu, 1.0)
+        u, v = w * c, w * h
+        nu_ = np.maximum(np.sqrt((u * u).sum(1)), _EPS)
+        nv_ = np.maximum(np.sqrt((v * v).sum(1)), _EPS)
+        cos = (u * v).sum(1) / (nu_ * nv_)
+        main += float((a[r0 : r0 + _ROW_CHUNK] * (1.0 - cos)).sum())
+        mae += float(np.abs(c - h).mean(1).sum())
+    return main + gamma * mae / C.shape[0]
+
+
+def _check_C(C) -> np.ndarray:
+    C = np.asarray(C)
+    if C.ndim != 2 or C.shape[0] == 0 or C.shape[1] == 0:
+        msg = f"C must be a non-empty 2-D array (localities x feature pairs), got shape {C.shape}."
+        raise ValueError(msg)
+    if not np.issubdtype(C.dtype, np.floating) and not np.issubdtype(C.dtype, np.integer):
+        msg = f"C must hold real numbers, got dtype {C.dtype}."
+        raise TypeError(msg)
+    return C
+
+
+def fit_amf(
+    C: np.ndarray,
+    n_modules: int,
+    *,
+    nu: float = 9.0,
+    gamma: float = 1e-4,
+    lr: float = DEFAULT_LR,
+    batch_size: int = 64,
+    patience: int = 100,
+    tol: float = 0.01,
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    rng: RngLike = 0,
+    device: Device = "auto",
+    progress: bool = False,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    loss: Literal["paper"] = "paper",
+    kernel: Literal["auto", "compiled", "eager"] = "auto",
+) -> AMFResult:
+    """Fit modules and presences to locality correlations by Association Matrix Factorisation.
+
+    Adam (default betas) over minibatches of ``batch_size`` localities, shuffled every epoch; both matrices are
+    clamped to [0, 1] after every step. After every epoch the full loss is evaluated on all localities; the fit
+    stops when the best loss has not improved by more than ``tol`` (relative) in ``patience`` epochs, or after
+    ``max_epochs``, and returns the matrices of the best epoch. Pairs that are 0 in every locality are dropped
+    before fitting and come back as 0 in ``modules``. A KeyboardInterrupt stops the fit and returns the best
+    matrices so far with ``interrupted=True``.
+
+    Parameters
+    ----------
+    C
+        (l, P) locality correlations, finite and non-negative (absolute Spearman correlations in [0, 1]).
+    n_modules
+        M, the number of modules (1 <= M <= l).
+    nu
+        Weight of overestimated entries (``Chat > C``) in the cosine term; 9 in the paper.
+    gamma
+        Weight of the mean absolute error term; 1e-4 by default (the paper used 10 on sparse single-cell data).
+    lr
+        Adam's learning rate. Default 1e-2: on planted data 1e-3 often stops on the initial plateau under the
+        1%-in-100-epochs rule or ends with a worse loss, while 1e-2 converges in hundreds of epochs and recovers
+        the planted modules (``docs/amf.md``).
+    batch_size
+        Localities per minibatch step.
+    patience, tol
+        Convergence: stop when the best full loss has not improved by more than ``tol`` (relative) in
+        ``patience`` epochs.
+    max_epochs
+        Cap on epochs (default 5000; fits on the paper's data converge in a few hundred to ~1000).
+    rng
+        Seed (int) or :class:`numpy.random.Generator` for the initial matrices and the minibatch order.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+    progress
+        Show a tqdm progress bar with the current loss.
+    init
+        Optional ``(modules, presence)`` to start from, shapes (M, P) and (l, M); values are clipped to [0, 1].
+    loss
+        The loss to minimise; only ``"paper"`` (above) for now.
+    kernel
+        ``"eager"``: chunked torch operations; ``"compiled"``: the same computation through ``torch.compile``
+        (fused loops, several times faster on the CPU; compiled once per process, ~20 s; falls back to eager
+        if no compiler works); ``"auto"``: compiled on the CPU for problems of at least 2**24 entries (l x P),
+        eager otherwise and on CUDA.
+
+    Returns
+    -------
+    AMFResult
+        The best epoch's ``modules`` (M, P) and ``presence`` (l, M), float32, with the loss, quality figures and
+        the per-epoch history.
+    """
+    from . import _amf_torch as amft
+    from .metrics import _fit_figures
+
+    C = _check_C(C)
+    _check_fit_args(
+        n_modules=n_modules,
+        n_localities=C.shape[0],
+        nu=nu,
+        gamma=gamma,
+        lr=lr,
+        batch_size=batch_size,
+        patience=patience,
+        tol=tol,
+        max_epochs=max_epochs,
+        loss=loss,
+    )
+    if kernel not in ("auto", "compiled", "eager"):
+        msg = f"kernel must be 'auto', 'compiled' or 'eager', got {kernel!r}."
+        raise ValueError(msg)
+    n_loc, n_pairs = C.shape
+    kept = _nonzero_columns(C)
+    if not kept.any():
+        msg = "every correlation in C is 0, so there is nothing to factorise; check the localities and features."
+        raise ValueError(msg)
+    seed = as_seed(rng)
+    generator = as_generator(seed)
+    modules0 = generator.random((n_modules, n_pairs), dtype=np.float32)
+    presence0 = generator.random((n_loc, n_modules), dtype=np.float32)
+    if init is not None:
+        modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
+
+    device = amft.torch.device(_resolve(device))
+    Ck = C if kept.all() else C[:, kept]
+    Ck = np.ascontiguousarray(Ck, dtype=np.float32)
+    weights = locality_weights(Ck)
+    torch = amft.torch
+    C_t = torch.from_numpy(Ck).to(device)
+    problem = amft.Problem(
+        C_t,
+        torch.from_numpy(weights).to(device),
+        nu=nu,
+        gamma=gamma,
+        n_pairs_total=n_pairs,
+        kernel=amft.resolve_kernel(kernel, device, Ck.size),
+    )
+    out = amft.train(
+        problem,
+        np.ascontiguousarray(presence0, dtype=np.float32),
+        np.ascontiguousarray(modules0[:, kept], dtype=np.float32),
+        lr=lr,
+        batch_size=batch_size,
+        patience=patience,
+        tol=tol,
+        max_epochs=max_epochs,
+        generator=generator,
+        progress=progress,
+    )
+    del C_t
+    modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
+    modules[:, kept] = out["modules"]
+    presence = np.ascontiguousarray(out["presence"], dtype=np.float32)
+    similarity, over_ratio, loc_sim = _fit_figures(C, presence, modules, weights=weights)
+    return AMFResult(
+        modules=modules,
+        presence=presence,
+        loss=float(out["loss"]),
+        similarity=similarity,
+        overestimation_ratio=over_ratio,
+        locality_similarity=loc_sim,
+        history=out["history"],
+        n_epochs=int(out["n_epochs"]),
+        best_epoch=int(out["epoch"]),
+        converged=bool(out["converged"]),
+        interrupted=bool(out["interrupted"]),
+        seed=seed,
+        n_pairs_dropped=int(n_pairs - kept.sum()),
+        kernel=problem.kernel,
+    )
+
+
+def _resolve(device):
+    from .._compat import resolve_device
+
+    return resolve_device(device)
+
+
+def _nonzero_columns(C) -> np.ndarray:
+    """Boolean (P,): pairs with a non-zero value in some locality; also checks finiteness and sign."""
+    kept = np.zeros(C.shape[1], dtype=bool)
+    for r0 in range(0, C.shape[0], _ROW_CHUNK):
+        block = C[r0 : r0 + _ROW_CHUNK]
+        if not np.all(np.isfinite(block)):
+            msg = "C contains NaN or infinite values; recompute the correlations or replace them (np.nan_to_num)."
+            raise ValueError(msg)
+        if (block < 0).any():
+            msg = "C has negative values; AMF factorises absolute correlations in [0, 1] (pass np.abs(C))."
+            raise ValueError(msg)
+        kept |= (block != 0).any(0)
+    return kept
+
+
+def _check_init(init, n_modules, n_loc, n_pairs):
+    try:
+        modules0, presence0 = init
+    except (TypeError, ValueError):
+        msg = "init must be a pair (modules, presence) of arrays with shapes (M, P) and (l, M)."
+        raise TypeError(msg) from None
+    modules0 = np.asarray(modules0, dtype=np.float32)
+    presence0 = np.asarray(presence0, dtype=np.float32)
+    if modules0.shape != (n_modules, n_pairs) or presence0.shape != (n_loc, n_modules):
+        msg = (
+            f"init shapes {modules0.shape}, {presence0.shape} do not match modules (M, P) = {(n_modules, n_pairs)}"
+            f" and presence (l, M) = {(n_loc, n_modules)}."
+        )
+        raise ValueError(msg)
+    if not (np.all(np.isfinite(modules0)) and np.all(np.isfinite(presence0))):
+        msg = "init contains NaN or infinite values."
+        raise ValueError(msg)
+    return np.clip(modules0, 0, 1), np.clip(presence0, 0, 1)
+
+
+def _check_fit_args(*, n_modules, n_localities, nu, gamma, lr, batch_size, patience, tol, max_epochs, loss="paper"):
+    """Validate AMF's options (shared by :func:`fit_amf` and ``lava.tl.amf``); raise naming the fix."""
+
+    def _is_int(x):
+        return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+    def _is_real(x):
+        return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and np.isfinite(x)
+
+    if not _is_int(n_modules) or not 1 <= n_modules <= n_localities:
+        msg = f"n_modules must be an integer in [1, {n_localities}] (the number of localities), got {n_modules!r}."
+        raise ValueError(msg)
+    if not _is_real(nu) or nu <= 0:
+        msg = f"nu must be a positive number (9 in the paper), got {nu!r}."
+        raise ValueError(msg)
+    if not _is_real(gamma) or gamma < 0:
+        msg = f"gamma must be a non-negative number (1e-4 by default), got {gamma!r}."
+        raise ValueError(msg)
+    if not _is_real(lr) or lr <= 0:
+        msg = f"lr must be a positive number ({DEFAULT_LR} by default), got {lr!r}."
+        raise ValueError(msg)
+    for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
+        if not _is_int(value) or value < 1:
+            msg = f"{name} must be a positive integer, got {value!r}."
+            raise ValueError(msg)
+    if not _is_real(tol) or not 0 <= tol < 1:
+        msg = f"tol must be a number in [0, 1) (a relative improvement), got {tol!r}."
+        raise ValueError(msg)
+    if loss != "paper":
+        msg = f"loss must be 'paper' (the only loss implemented), got {loss!r}."
+        raise ValueError(msg)

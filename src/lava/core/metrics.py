@@ -1,31 +1,183 @@
-"""Fit quality and reading figures (METHOD.md sections 3-5). OWNER: AMF helper. Skeleton: replace."""
+"""Fit quality and reading figures (METHOD.md sections 3-5).
+
+Zero conventions (so that an all-zero input never divides by zero):
+
+- a cosine with an all-zero vector is 0 (:func:`locality_similarity`, :func:`placement_stability`);
+- :func:`overestimation_ratio` of a perfect reconstruction (``sum |Chat - C| = 0``) is 0;
+- :func:`reconstruction_similarity` with all weights 0 (all-zero ``C``) is 0;
+- :func:`copresence_entropy` is NaN for localities whose raw presence sum is below ``min_total``;
+- :func:`presence_weighted_average` of an all-zero presence matrix is the zero vector.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 
-def overestimation_ratio(C, C_hat):
-    raise NotImplementedError
-
-
-def reconstruction_similarity(C, C_hat, weights=None):
-    raise NotImplementedError
+_EPS = 1e-8
+_ROW_CHUNK = 64
 
 
-def locality_similarity(C, C_hat):
-    raise NotImplementedError
+def _rows_f64(X, r0):
+    return np.asarray(X[r0 : r0 + _ROW_CHUNK], dtype=np.float64)
 
 
-def copresence_entropy(presence, *, min_total=0.5):
-    raise NotImplementedError
+def overestimation_ratio(C: np.ndarray, C_hat: np.ndarray) -> float:
+    """``sum(max(Chat - C, 0)) / sum(|Chat - C|)``: the share of the reconstruction error that overestimates.
+
+    0 when ``Chat == C`` everywhere (no error at all). The paper reports < 0.15 with ``nu = 9`` (NMF: ~0.5).
+    """
+    C, C_hat = _same_shape(C, C_hat)
+    over, total = 0.0, 0.0
+    for r0 in range(0, C.shape[0], _ROW_CHUNK):
+        d = _rows_f64(C_hat, r0) - _rows_f64(C, r0)
+        over += float(np.maximum(d, 0).sum())
+        total += float(np.abs(d).sum())
+    return over / total if total > 0 else 0.0
 
 
-def presence_weighted_average(presence, modules):
-    raise NotImplementedError
+def locality_similarity(C: np.ndarray, C_hat: np.ndarray) -> np.ndarray:
+    """Cosine similarity between ``C_i`` and ``Chat_i`` for every locality (l,) float64; 0 for a zero row."""
+    C, C_hat = _same_shape(C, C_hat)
+    out = np.empty(C.shape[0], dtype=np.float64)
+    for r0 in range(0, C.shape[0], _ROW_CHUNK):
+        c, h = _rows_f64(C, r0), _rows_f64(C_hat, r0)
+        out[r0 : r0 + _ROW_CHUNK] = _cosine_rows(c, h)
+    return out
 
 
-def placement_stability(C_a, C_b):
-    raise NotImplementedError
+def _cosine_rows(c, h):
+    nc = np.maximum(np.sqrt(np.einsum("ij,ij->i", c, c)), _EPS)
+    nh = np.maximum(np.sqrt(np.einsum("ij,ij->i", h, h)), _EPS)
+    return np.einsum("ij,ij->i", c, h) / (nc * nh)
 
 
-def feature_scores(modules, n_features):
-    raise NotImplementedError
+def reconstruction_similarity(C: np.ndarray, C_hat: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Return the a-weighted mean cosine similarity ``sum_i a_i cos(C_i, Chat_i) / sum_i a_i`` (no overestimation weight).
+
+    ``weights`` default to ``a_i = ||C_i|| / sum_{k != i} ||C_k||`` (:func:`lava.core.amf.locality_weights`).
+    0 when all weights are 0.
+    """
+    from .amf import locality_weights
+
+    C, C_hat = _same_shape(C, C_hat)
+    a = locality_weights(C) if weights is None else np.asarray(weights, dtype=np.float64)
+    if a.shape != (C.shape[0],):
+        msg = f"weights must have one value per locality ({C.shape[0]}), got shape {a.shape}."
+        raise ValueError(msg)
+    total = a.sum()
+    if total <= 0:
+        return 0.0
+    return float((a * locality_similarity(C, C_hat)).sum() / total)
+
+
+def _fit_figures(C, presence, modules, *, weights):
+    """(similarity, overestimation ratio, locality similarity) of a fit without forming the full reconstruction."""
+    from .amf import reconstruct
+
+    n_loc = C.shape[0]
+    loc = np.empty(n_loc, dtype=np.float64)
+    over, total = 0.0, 0.0
+    for r0 in range(0, n_loc, _ROW_CHUNK):
+        c = _rows_f64(C, r0)
+        h = reconstruct(presence[r0 : r0 + _ROW_CHUNK], modules).astype(np.float64)
+        loc[r0 : r0 + _ROW_CHUNK] = _cosine_rows(c, h)
+        d = h - c
+        over += float(np.maximum(d, 0).sum())
+        total += float(np.abs(d).sum())
+    a = np.asarray(weights, dtype=np.float64)
+    similarity = float((a * loc).sum() / a.sum()) if a.sum() > 0 else 0.0
+    return similarity, (over / total if total > 0 else 0.0), loc
+
+
+def copresence_entropy(presence: np.ndarray, *, min_total: float = 0.5) -> np.ndarray:
+    """Co-presence per locality: Shannon entropy (bits) of its presences scaled to sum 1.
+
+    0 means one module explains the locality, ``log2(M)`` that all modules are equally present. Localities whose
+    raw presence sum is below ``min_total`` are ignored: their value is NaN (use ``np.nanmean`` to summarise,
+    as the paper's mean +- sd does). Returns (l,) float64.
+    """
+    presence = np.asarray(presence, dtype=np.float64)
+    if presence.ndim != 2:
+        msg = f"presence must be 2-D (localities x modules), got shape {presence.shape}."
+        raise ValueError(msg)
+    if (presence < 0).any():
+        msg = "presence must be non-negative."
+        raise ValueError(msg)
+    totals = presence.sum(1)
+    keep = totals >= min_total
+    out = np.full(presence.shape[0], np.nan)
+    if keep.any():
+        p = presence[keep] / totals[keep, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+        out[keep] = -terms.sum(1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return out
+
+
+def presence_weighted_average(presence: np.ndarray, modules: np.ndarray) -> np.ndarray:
+    """``sum_m (sum_i Pres[i, m]) Mod[m] / sum_m sum_i Pres[i, m]`` (P,) float64; zeros if presence is all 0.
+
+    A summary of a whole fit, comparable across runs and placements by cosine (METHOD.md section 4).
+    """
+    presence = np.asarray(presence, dtype=np.float64)
+    modules = np.asarray(modules, dtype=np.float64)
+    if presence.ndim != 2 or modules.ndim != 2 or presence.shape[1] != modules.shape[0]:
+        msg = f"presence (l, M) and modules (M, P) must share M; got {presence.shape} and {modules.shape}."
+        raise ValueError(msg)
+    mass = presence.sum(0)
+    total = mass.sum()
+    if total <= 0:
+        return np.zeros(modules.shape[1])
+    return mass @ modules / total
+
+
+def placement_stability(C_a: np.ndarray, C_b: np.ndarray) -> float:
+    """Cosine between the column means of two correlation matrices (same pairs, any number of localities).
+
+    Compares two placements (paper: > 0.993 across seeds and overlaps). 0 if either mean is all zero.
+    """
+    C_a, C_b = np.asarray(C_a), np.asarray(C_b)
+    if C_a.ndim != 2 or C_b.ndim != 2 or C_a.shape[1] != C_b.shape[1]:
+        msg = f"C_a and C_b must be 2-D with the same pairs (columns); got {C_a.shape} and {C_b.shape}."
+        raise ValueError(msg)
+    mean_a = _column_mean(C_a)
+    mean_b = _column_mean(C_b)
+    return float(_cosine_rows(mean_a[None], mean_b[None])[0])
+
+
+def _column_mean(C):
+    total = np.zeros(C.shape[1], dtype=np.float64)
+    for r0 in range(0, C.shape[0], _ROW_CHUNK):
+        total += _rows_f64(C, r0).sum(0)
+    return total / max(C.shape[0], 1)
+
+
+def feature_scores(modules: np.ndarray, n_features: int) -> np.ndarray:
+    """Per feature and module, the sum of the module's correlations over the pairs the feature is in.
+
+    ``modules`` is (M, P) with P = D(D-1)/2 pairs in upper-triangle row-major order of D = ``n_features``.
+    Returns (D, M) float64.
+    """
+    modules = np.asarray(modules, dtype=np.float64)
+    n_pairs = n_features * (n_features - 1) // 2
+    if modules.ndim != 2 or modules.shape[1] != n_pairs:
+        msg = (
+            f"modules must be (M, P) with P = n_features (n_features - 1) / 2 = {n_pairs} for {n_features} features;"
+            f" got shape {modules.shape}."
+        )
+        raise ValueError(msg)
+    i, j = np.triu_indices(n_features, k=1)
+    out = np.empty((n_features, modules.shape[0]), dtype=np.float64)
+    for m, row in enumerate(modules):
+        out[:, m] = np.bincount(i, weights=row, minlength=n_features) + np.bincount(
+            j, weights=row, minlength=n_features
+        )
+    return out
+
+
+def _same_shape(C, C_hat):
+    C, C_hat = np.asarray(C), np.asarray(C_hat)
+    if C.shape != C_hat.shape or C.ndim != 2:
+        msg = f"C and C_hat must be 2-D arrays of the same shape, got {C.shape} and {C_hat.shape}."
+        raise ValueError(msg)
+    return C, C_hat

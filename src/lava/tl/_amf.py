@@ -1,6 +1,292 @@
-"""Skeleton: replace."""
+"""Step 3 on AnnData: Association Matrix Factorisation of the stored locality correlations."""
 
-def amf(adata, *args, **kwargs):
-    raise NotImplementedError
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _logging as logg
+from .. import _store
+from .._compat import Device, RngLike, as_seed
+from .._docs import doc_params
+from ..core import amf as core_amf
+from ..core.metrics import _fit_figures, feature_scores
 
 
+@doc_params()
+def amf(
+    adata: AnnData,
+    n_modules: int = 9,
+    *,
+    nu: float = 9.0,
+    gamma: float = 1e-4,
+    batch_size: int = 64,
+    lr: float = core_amf.DEFAULT_LR,
+    patience: int = 100,
+    tol: float = 0.01,
+    max_epochs: int = core_amf.DEFAULT_MAX_EPOCHS,
+    rng: RngLike = 0,
+    device: Device = "auto",
+    from_selection: int | None = None,
+    key: str = "lava",
+    copy: bool = False,
+    progress: bool = True,
+) -> AnnData | None:
+    """Find modules of feature-pair correlation that recur across localities (Association Matrix Factorisation).
+
+    LAVA step 3. The locality correlations ``C`` (l x P) from :func:`lava.tl.correlations` are approximated by
+    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1], minimising the a-weighted
+    cosine loss in which overestimated entries weigh ``nu`` times more, plus ``gamma`` times the mean absolute
+    error (see :func:`lava.core.fit_amf`). Adam over minibatches of localities; the fit stops when the best loss
+    has not improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch. Interrupting it
+    (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
+
+    Parameters
+    ----------
+    {adata}
+    n_modules
+        Number of modules M (1 <= M <= number of localities); ignored with ``from_selection``.
+        Choose it with :func:`lava.tl.select_n_modules`.
+    nu
+        Weight of overestimated entries (``Chat > C``) in the cosine term (9 in the paper).
+    gamma
+        Weight of the mean absolute error term (1e-4; the paper used 10 on sparse single-cell data, whose
+        correlations are low).
+    batch_size
+        Localities per Adam step.
+    lr
+        Adam's learning rate (1e-2; 1e-3 often stalls on the initial plateau, see the AMF docs page).
+    patience
+        Epochs without a relative improvement above ``tol`` of the best loss before stopping.
+    tol
+        Relative improvement that counts (0.01 = 1%).
+    max_epochs
+        Cap on epochs (5000).
+    {rng}
+    {device}
+    from_selection
+        Adopt the best run with this many modules from :func:`lava.tl.select_n_modules`
+        (``adata.uns[key]["selection"]["best"]``) instead of fitting.
+    {key}
+    {copy}
+    {progress}
+
+    Returns
+    -------
+    Returns ``None`` (or a copy when ``copy=True``) and sets:
+
+    ``adata.uns[key]["amf"]``
+        ``modules`` (M x P float32 in [0, 1], pairs in the order of ``uns[key]["correlations"]``),
+        ``presence`` (l x M float32 in [0, 1]), ``loss``, ``similarity`` (a-weighted mean cosine),
+        ``overestimation_ratio`` (float), ``locality_similarity`` (l float64, cosine per locality),
+        ``history`` (dict of 1-D float64 arrays per epoch, index 0 = the initial matrices: ``loss``,
+        ``batch_loss``, ``seconds``), ``n_epochs``, ``best_epoch``, ``seed``, ``n_pairs_dropped`` (int),
+        ``converged``, ``interrupted`` (bool).
+    ``adata.varm[key + "_modules"]``
+        n_vars x M float32 feature scores: the sum of the module's correlations over the pairs a feature is in
+        (0 for features that did not enter the correlations).
+    ``adata.obsm[key + "_presence"]``
+        n_obs x M float32: a sample's mean presence over the localities that contain it (0 where none does).
+    ``adata.uns[key]["params"]["amf"]``
+        Every argument, JSON-encoded, with the seed used as ``rng``.
+
+    Re-running drops results that depend on the modules (module genes, enrichment, association).
+    """
+    if not isinstance(adata, AnnData):
+        msg = f"adata must be an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    if not isinstance(key, str) or not key:
+        msg = f"key must be a non-empty string, got {key!r}."
+        raise TypeError(msg)
+    corr = _store.get_step(adata, key, "correlations")
+    C = np.asarray(corr["values"])
+    localities = _store.get_step(adata, key, "localities")
+    n_loc = C.shape[0] if C.ndim == 2 else 0
+    if from_selection is not None:
+        return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
+
+    core_amf._check_fit_args(
+        n_modules=n_modules,
+        n_localities=n_loc,
+        nu=nu,
+        gamma=gamma,
+        lr=lr,
+        batch_size=batch_size,
+        patience=patience,
+        tol=tol,
+        max_epochs=max_epochs,
+    )
+    if not np.any(C):
+        msg = (
+            f"every correlation in adata.uns[{key!r}]['correlations']['values'] is 0, so AMF has nothing to fit; "
+            "use more variable features, larger localities (n_neighbors) or a lower tie_fraction in "
+            "lava.tl.correlations."
+        )
+        raise ValueError(msg)
+    seed = as_seed(rng)
+    start = logg.info(f"fitting {n_modules} modules to {C.shape[0]} localities x {C.shape[1]} feature pairs")
+    result = core_amf.fit_amf(
+        C,
+        n_modules,
+        nu=nu,
+        gamma=gamma,
+        lr=lr,
+        batch_size=batch_size,
+        patience=patience,
+        tol=tol,
+        max_epochs=max_epochs,
+        rng=seed,
+        device=device,
+        progress=progress,
+    )
+    if result.interrupted:
+        warnings.warn(
+            f"the AMF fit was interrupted after {result.n_epochs} epochs; storing the best matrices so far "
+            f"(epoch {result.best_epoch}, loss {result.loss:.4g}) with interrupted=True.",
+            UserWarning,
+            stacklevel=2,
+        )
+    params = {
+        "n_modules": int(n_modules),
+        "nu": float(nu),
+        "gamma": float(gamma),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "patience": int(patience),
+        "tol": float(tol),
+        "max_epochs": int(max_epochs),
+        "rng": seed,
+        "device": str(device),
+        "from_selection": None,
+        "key": key,
+        "copy": bool(copy),
+        "progress": bool(progress),
+    }
+    adata = adata.copy() if copy else adata
+    store_amf(adata, result, key=key, params=params)
+    logg.finished(
+        start,
+        f"loss {result.loss:.4g}, similarity {result.similarity:.3f}, overestimation ratio "
+        f"{result.overestimation_ratio:.3f} after {result.n_epochs} epochs (best {result.best_epoch}"
+        + (", converged)" if result.converged else ", not converged)"),
+    )
+    return adata if copy else None
+
+
+def _as_n_modules(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"from_selection must be an integer number of modules, got {value!r}."
+        raise TypeError(msg)
+    return int(value)
+
+
+def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, copy: bool):
+    if not _store.has_step(adata, key, "selection"):
+        msg = (
+            f"from_selection={n_modules} but adata.uns[{key!r}] has no 'selection'; run "
+            f"lava.tl.select_n_modules(adata, key={key!r}) first, or pass from_selection=None to fit."
+        )
+        raise KeyError(msg)
+    best = adata.uns[key]["selection"].get("best", {})
+    if str(n_modules) not in best:
+        msg = (
+            f"lava.tl.select_n_modules kept no run with {n_modules} modules; available: "
+            f"{', '.join(sorted(best, key=int)) or 'none'}. Pass one of these, or rerun lava.tl.select_n_modules."
+        )
+        raise KeyError(msg)
+    entry = best[str(n_modules)]
+    modules = np.asarray(entry["modules"], dtype=np.float32)
+    presence = np.asarray(entry["presence"], dtype=np.float32)
+    if modules.shape != (n_modules, C.shape[1]) or presence.shape != (C.shape[0], n_modules):
+        msg = (
+            f"the stored selection run with {n_modules} modules has shapes {modules.shape}, {presence.shape}, which "
+            f"do not match the correlations {C.shape}; rerun lava.tl.select_n_modules."
+        )
+        raise ValueError(msg)
+    weights = core_amf.locality_weights(C)
+    similarity, over_ratio, loc_sim = _fit_figures(C, presence, modules, weights=weights)
+    history = entry.get("history", {})
+    if not isinstance(history, Mapping):
+        history = {"loss": np.asarray(history, dtype=np.float64)}
+    n_epochs = int(entry.get("n_epochs", 0))
+    result = core_amf.AMFResult(
+        modules=modules,
+        presence=presence,
+        loss=float(entry["loss"]),
+        similarity=similarity,
+        overestimation_ratio=over_ratio,
+        locality_similarity=loc_sim,
+        history={name: np.asarray(values) for name, values in history.items()},
+        n_epochs=n_epochs,
+        best_epoch=int(entry.get("best_epoch", n_epochs)),
+        converged=bool(entry.get("converged", True)),
+        interrupted=bool(entry.get("interrupted", False)),
+        seed=int(entry.get("seed", 0)),
+        n_pairs_dropped=int(np.count_nonzero(~np.any(C, axis=0))),
+    )
+    params = {"n_modules": n_modules, "from_selection": n_modules, "rng": result.seed, "key": key, "copy": copy}
+    adata = adata.copy() if copy else adata
+    store_amf(adata, result, key=key, params=params)
+    logg.logger.info("    adopted the best selection run with %d modules (loss %.4g)", n_modules, result.loss)
+    return adata if copy else None
+
+
+def store_amf(adata: AnnData, result: core_amf.AMFResult, *, key: str, params: Mapping[str, Any]) -> None:
+    """Write an :class:`~lava.core.AMFResult` per the storage contract (uns, varm scores, obsm presence).
+
+    Needs ``adata.uns[key]["correlations"]`` (``feature_index``) and ``["localities"]`` (``indices``).
+    Shared by :func:`lava.tl.amf`, :func:`lava.tl.select_n_modules` (adoption) and :func:`lava.tl.refine_presence`.
+    """
+    corr = _store.get_step(adata, key, "correlations")
+    indices = np.asarray(_store.get_step(adata, key, "localities")["indices"])
+    feature_index = np.asarray(corr["feature_index"], dtype=np.int64)
+    modules = np.asarray(result.modules, dtype=np.float32)
+    presence = np.asarray(result.presence, dtype=np.float32)
+    n_modules = modules.shape[0]
+
+    scores = np.zeros((adata.n_vars, n_modules), dtype=np.float32)
+    scores[feature_index] = feature_scores(modules, len(feature_index))
+    sample_presence = sample_mean_presence(indices, presence, adata.n_obs)
+
+    stored = {
+        "modules": modules,
+        "presence": presence,
+        "loss": float(result.loss),
+        "similarity": float(result.similarity),
+        "overestimation_ratio": float(result.overestimation_ratio),
+        "locality_similarity": np.asarray(result.locality_similarity, dtype=np.float64),
+        "history": {name: np.asarray(values, dtype=np.float64) for name, values in result.history.items()},
+        "n_epochs": int(result.n_epochs),
+        "best_epoch": int(result.best_epoch),
+        "converged": bool(result.converged),
+        "interrupted": bool(result.interrupted),
+        "seed": int(result.seed),
+        "n_pairs_dropped": int(result.n_pairs_dropped),
+    }
+    _store.store_step(
+        adata,
+        key,
+        "amf",
+        stored,
+        params,
+        obsm={_store.presence_key(key): sample_presence},
+        varm={_store.modules_key(key): scores},
+    )
+
+
+def sample_mean_presence(indices: np.ndarray, presence: np.ndarray, n_obs: int) -> np.ndarray:
+    """(n_obs, M) float32: each sample's mean presence over the localities that contain it; 0 where none does."""
+    indices = np.asarray(indices, dtype=np.int64)
+    flat = indices.ravel()
+    counts = np.bincount(flat, minlength=n_obs).astype(np.float64)
+    out = np.zeros((n_obs, presence.shape[1]), dtype=np.float64)
+    for m in range(presence.shape[1]):
+        out[:, m] = np.bincount(
+            flat, weights=np.repeat(presence[:, m].astype(np.float64), indices.shape[1]), minlength=n_obs
+        )
+    np.divide(out, counts[:, None], out=out, where=counts[:, None] > 0)
+    return out.astype(np.float32)

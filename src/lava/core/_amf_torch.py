@@ -1,0 +1,424 @@
+"""The torch side of AMF: the fused max-product kernel and the training loop (imported on first fit).
+
+Kept apart from :mod:`lava.core.amf` so that ``import lava.core`` does not import torch.
+
+The reconstruction ``Chat[i, j] = max_m Pres[i, m] * Mod[m, j]`` is computed over column chunks of
+``chunk`` pairs with a loop over the modules that keeps the running maximum and its argmax; the (batch x M x P)
+product is never formed. Its gradient reaches the argmax module only, so the backward pass is two
+gather/scatter-adds per chunk. A training step does not go through autograd at all: the gradient of the paper's
+loss with respect to ``Chat`` has the closed form
+
+    dL/dChat[b, j] = s * ( W2[b, j] * (alpha_b C[b, j] + beta_b Chat[b, j]) + kappa * sign(Chat[b, j] - C[b, j]) )
+
+with ``W2 = W**2``, ``alpha_b = -a_b / (|u_b| |v_b|)``, ``beta_b = a_b cos_b / |v_b|**2`` (``u = W C``,
+``v = W Chat``), ``kappa = gamma / (l P)`` and ``s = l / batch`` the minibatch scale. The per-locality sums that
+``alpha_b``/``beta_b`` need are gathered in a first sweep over the chunks (which also stores ``Chat`` and the
+argmax), the gradient is formed and scattered in a second sweep. Working on column chunks keeps each
+elementwise operation in cache.
+"""
+
+from __future__ import annotations
+
+import math
+from time import perf_counter
+
+import numpy as np
+import torch
+
+EPS = 1e-8
+
+#: Columns per chunk: 64 localities x 8192 pairs x 4 bytes = 2 MiB per (batch x chunk) array, which stays in
+#: the CPU caches; on CUDA larger chunks only cut kernel launches.
+CPU_CHUNK = 8192
+CUDA_CHUNK = 1 << 20
+
+
+def default_chunk(device: torch.device) -> int:
+    return CUDA_CHUNK if device.type == "cuda" else CPU_CHUNK
+
+
+def _index_dtype(n_modules: int) -> torch.dtype:
+    return torch.uint8 if n_modules <= 255 else torch.int64
+
+
+def max_product_forward(
+    presence: torch.Tensor, modules: torch.Tensor, *, chunk: int | None = None, out=None, argmax=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(Chat, argmax)`` with ``Chat[i, j] = max_m presence[i, m] * modules[m, j]``.
+
+    Ties go to the lowest module index (as ``torch.max``). ``argmax`` is uint8 for up to 255 modules.
+    """
+    n, n_mod = presence.shape
+    n_pairs = modules.shape[1]
+    chunk = chunk or default_chunk(presence.device)
+    if out is None:
+        out = torch.empty((n, n_pairs), dtype=presence.dtype, device=presence.device)
+    if argmax is None:
+        argmax = torch.empty((n, n_pairs), dtype=_index_dtype(n_mod), device=presence.device)
+    width = min(chunk, n_pairs)
+    cand = torch.empty((n, width), dtype=presence.dtype, device=presence.device)
+    larger = torch.empty((n, width), dtype=torch.bool, device=presence.device)
+    for j0 in range(0, n_pairs, chunk):
+        j1 = min(n_pairs, j0 + chunk)
+        w = j1 - j0
+        o, ix, c, g = out[:, j0:j1], argmax[:, j0:j1], cand[:, :w], larger[:, :w]
+        torch.mul(presence[:, :1], modules[0, j0:j1], out=o)
+        ix.zero_()
+        for m in range(1, n_mod):
+            torch.mul(presence[:, m : m + 1], modules[m, j0:j1], out=c)
+            torch.gt(c, o, out=g)  # strict: ties keep the lower module index
+            ix.masked_fill_(g, m)
+            torch.maximum(o, c, out=o)
+    return out, argmax
+
+
+def max_product_values(presence: torch.Tensor, modules: torch.Tensor, c_chunk_fn=None, *, chunk: int | None = None):
+    """``Chat`` alone (no argmax), for evaluation."""
+    n = presence.shape[0]
+    n_pairs = modules.shape[1]
+    chunk = chunk or default_chunk(presence.device)
+    out = torch.empty((n, n_pairs), dtype=presence.dtype, device=presence.device)
+    for j0 in range(0, n_pairs, chunk):
+        j1 = min(n_pairs, j0 + chunk)
+        o = out[:, j0:j1]
+        torch.mul(presence[:, :1], modules[0, j0:j1], out=o)
+        for m in range(1, presence.shape[1]):
+            torch.maximum(o, presence[:, m : m + 1] * modules[m, j0:j1], out=o)
+    return out
+
+
+def _scatter_chunk(grad, argmax, presence, modules_chunk, d_presence, d_modules_chunk) -> None:
+    """Add one column chunk's gradient to its argmax modules: into ``d_presence`` and ``d_modules_chunk``."""
+    ix = argmax.long()
+    # d Chat[b, j] / d Pres[b, m] = Mod[m, j] and / d Mod[m, j] = Pres[b, m], only for m = argmax[b, j]
+    d_presence.scatter_add_(1, ix, grad * modules_chunk.gather(0, ix))
+    d_modules_chunk.scatter_add_(0, ix, grad * presence.gather(1, ix))
+
+
+def max_product_backward(grad, argmax, presence, modules, *, chunk: int | None = None):
+    """Gradients of ``sum(grad * Chat)`` with respect to ``presence`` and ``modules``."""
+    chunk = chunk or default_chunk(presence.device)
+    d_presence = torch.zeros_like(presence)
+    d_modules = torch.zeros_like(modules)
+    for j0 in range(0, modules.shape[1], chunk):
+        j1 = min(modules.shape[1], j0 + chunk)
+        _scatter_chunk(
+            grad[:, j0:j1].contiguous(), argmax[:, j0:j1], presence, modules[:, j0:j1], d_presence, d_modules[:, j0:j1]
+        )
+    return d_presence, d_modules
+
+
+class MaxProduct(torch.autograd.Function):
+    """``Chat = max_m presence[:, m, None] * modules[m]`` with the gradient sent to the argmax module only."""
+
+    @staticmethod
+    def forward(ctx, presence, modules, chunk=None):
+        chat, argmax = max_product_forward(presence.detach(), modules.detach(), chunk=chunk)
+        ctx.save_for_backward(presence, modules, argmax)
+        ctx.chunk = chunk
+        return chat
+
+    @staticmethod
+    def backward(ctx, grad):
+        presence, modules, argmax = ctx.saved_tensors
+        d_presence, d_modules = max_product_backward(
+            grad.contiguous(), argmax, presence.detach(), modules.detach(), chunk=ctx.chunk
+        )
+        return d_presence, d_modules, None
+
+
+def max_product(presence: torch.Tensor, modules: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+    """Differentiable fused max-product (see :class:`MaxProduct`)."""
+    return MaxProduct.apply(presence, modules, chunk)
+
+
+def _sums_kernel(presence, modules, c, nu2: float):
+    """Per-locality sums (4, B): sum W2 C Chat, sum W2 C^2, sum W2 Chat^2, sum |Chat - C| (for torch.compile)."""
+    h = (presence[:, :, None] * modules[None]).amax(1)
+    d = h - c
+    w2 = torch.where(d > 0, nu2, 1.0)
+    wc = w2 * c
+    return torch.stack([(wc * h).sum(1), (wc * c).sum(1), (w2 * h * h).sum(1), d.abs().sum(1)])
+
+
+def _grad_kernel(presence, modules, c, alpha, beta, kappa: float, nu2: float):
+    """dL/dChat (B, P) and the argmax module as float (first module on ties), for torch.compile."""
+    prod = presence[:, :, None] * modules[None]
+    h = prod.amax(1)
+    # argmax without an index reduction (slow in generated CPU code): the highest rank among the maximal modules
+    rank = torch.arange(modules.shape[0], 0, -1, device=modules.device, dtype=modules.dtype)
+    argmax = modules.shape[0] - torch.where(prod == h[:, None, :], rank[None, :, None], 0.0).amax(1)
+    d = h - c
+    w2 = torch.where(d > 0, nu2, 1.0)
+    return w2 * (alpha * c + beta * h) + kappa * torch.sign(d), argmax
+
+
+_COMPILED: dict = {}
+#: Problems with at least this many entries (l x P) use the compiled kernels on the CPU by default: compiling
+#: costs ~20 s once per process, an eager epoch at the paper's MNIST size several seconds.
+COMPILE_MIN_ENTRIES = 1 << 24
+
+
+def compiled_kernels():
+    """Return ``(sums, grad)`` compiled once per process with dynamic shapes (any l, M, P), or None if compiling fails."""
+    if "kernels" not in _COMPILED:
+        try:
+            sums = torch.compile(_sums_kernel, dynamic=True)
+            grad = torch.compile(_grad_kernel, dynamic=True)
+            # compile now on a tiny problem, so that a missing compiler falls back to eager right here
+            p, m, c = torch.rand(3, 2), torch.rand(2, 5), torch.rand(3, 5)
+            sums(p, m, c, 81.0)
+            grad(p, m, c, torch.ones(3, 1), torch.ones(3, 1), 1e-6, 81.0)
+            _COMPILED["kernels"] = (sums, grad)
+        except Exception:
+            _COMPILED["kernels"] = None
+    return _COMPILED["kernels"]
+
+
+def resolve_kernel(kernel: str, device: torch.device, n_entries: int) -> str:
+    """``"compiled"`` or ``"eager"`` for ``kernel`` in {"auto", "compiled", "eager"}."""
+    if kernel == "eager":
+        return "eager"
+    if kernel == "auto" and (device.type != "cpu" or n_entries < COMPILE_MIN_ENTRIES):
+        return "eager"
+    return "compiled" if compiled_kernels() is not None else "eager"
+
+
+def _chunks(n_pairs: int, chunk: int):
+    return [(j0, min(n_pairs, j0 + chunk)) for j0 in range(0, n_pairs, chunk)]
+
+
+class Problem:
+    """The data of one fit on the device: C (l x P'), weights a, sizes, constants."""
+
+    def __init__(
+        self,
+        C: torch.Tensor,
+        weights: torch.Tensor,
+        *,
+        nu: float,
+        gamma: float,
+        n_pairs_total: int,
+        chunk=None,
+        kernel: str = "eager",
+    ):
+        self.C = C
+        self.kernel = kernel
+        self.weights = weights
+        self.n_loc, self.n_pairs = C.shape
+        self.nu2 = float(nu) ** 2
+        self.gamma = float(gamma)
+        self.n_pairs_total = int(n_pairs_total)  # the MAE's denominator: dropped all-zero pairs count (exactly 0)
+        self.chunk = chunk or default_chunk(C.device)
+        self.spans = _chunks(self.n_pairs, self.chunk)
+
+    def rows(self, rows: torch.Tensor | None, j0: int, j1: int) -> torch.Tensor:
+        block = self.C[:, j0:j1]
+        return block if rows is None else block.index_select(0, rows)
+
+
+def _row_terms(dot, uu, vv):
+    """Cosine of ``u = W C`` and ``v = W Chat`` per locality from the three sums, norms floored at EPS."""
+    nu_ = torch.sqrt(uu).clamp_min(EPS)
+    nv_ = torch.sqrt(vv).clamp_min(EPS)
+    return dot / (nu_ * nv_), nu_, nv_
+
+
+def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *, batch: int = 256):
+    """Full loss (float) and per-locality terms: weighted cosine (l,) and MAE (l,), float64, no gradient."""
+    nu2 = problem.nu2
+    cos_all, mae_all = [], []
+    with torch.no_grad():
+        for r0 in range(0, problem.n_loc, batch):
+            r1 = min(problem.n_loc, r0 + batch)
+            pres = presence[r0:r1]
+            sums = torch.zeros((4, r1 - r0), dtype=torch.float64, device=presence.device)
+            if problem.kernel == "compiled":
+                sums += compiled_kernels()[0](pres, modules, problem.C[r0:r1], nu2)
+            for j0, j1 in problem.spans if problem.kernel == "eager" else ():
+                c = problem.C[r0:r1, j0:j1]
+                h = max_product_values(pres, modules[:, j0:j1], chunk=j1 - j0)
+                d = h - c
+                w2 = torch.where(d > 0, nu2, 1.0)
+                wc = w2 * c
+                sums[0] += (wc * h).sum(1)
+                sums[1] += (wc * c).sum(1)
+                sums[2] += (w2 * h * h).sum(1)
+                sums[3] += d.abs_().sum(1)
+            cos, _, _ = _row_terms(sums[0], sums[1], sums[2])
+            cos_all.append(cos)
+            mae_all.append(sums[3] / problem.n_pairs_total)
+        cos = torch.cat(cos_all)
+        mae = torch.cat(mae_all)
+        loss = (problem.weights * (1 - cos)).sum() + problem.gamma * mae.mean()
+    return float(loss), cos, mae
+
+
+class Buffers:
+    def __init__(self, batch: int, n_pairs: int, n_modules: int, device, dtype=torch.float32):
+        self.chat = torch.empty((batch, n_pairs), dtype=dtype, device=device)
+        self.argmax = torch.empty((batch, n_pairs), dtype=_index_dtype(n_modules), device=device)
+
+
+def loss_and_grad(problem: Problem, rows: torch.Tensor, presence_b: torch.Tensor, modules: torch.Tensor, buffers):
+    """Minibatch loss estimate (float) and its gradients ``(d_presence_b, d_modules)`` for localities ``rows``.
+
+    The estimate is ``(l / batch) * sum_b [a_b (1 - cos_b) + gamma MAE_b / l]``, unbiased for the full loss.
+    """
+    nb = rows.numel()
+    nu2, dev = problem.nu2, presence_b.device
+    if problem.kernel == "compiled":
+        return _loss_and_grad_compiled(problem, rows, presence_b, modules)
+    chat = buffers.chat[:nb]
+    argmax = buffers.argmax[:nb]
+    sums = torch.zeros((4, nb), dtype=torch.float64, device=dev)
+    # sweep 1: reconstruction, argmax and the per-locality sums
+    for j0, j1 in problem.spans:
+        c = problem.rows(rows, j0, j1)
+        h, _ = max_product_forward(
+            presence_b, modules[:, j0:j1], chunk=j1 - j0, out=chat[:, j0:j1], argmax=argmax[:, j0:j1]
+        )
+        d = h - c
+        w2 = torch.where(d > 0, nu2, 1.0)
+        wc = w2 * c
+        sums[0] += (wc * h).sum(1)
+        sums[1] += (wc * c).sum(1)
+        sums[2] += (w2 * h * h).sum(1)
+        sums[3] += d.abs_().sum(1)
+    # dL/dChat = scale * (W2 (alpha C + beta Chat) + kappa sign(Chat - C)); beta is 0 where |v| was floored
+    loss, alpha, beta, kappa = _coefficients(problem, rows, sums, presence_b.dtype)
+    d_presence = torch.zeros_like(presence_b)
+    d_modules = torch.zeros_like(modules)
+    # sweep 2: the gradient with respect to Chat, scattered to the argmax modules
+    for j0, j1 in problem.spans:
+        c = problem.rows(rows, j0, j1)
+        h = chat[:, j0:j1]
+        d = h - c
+        w2 = torch.where(d > 0, nu2, 1.0)
+        g = c * alpha
+        g.addcmul_(h, beta)
+        g.mul_(w2)
+        if kappa:
+            g.add_(torch.sign(d), alpha=kappa)
+        _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
+    return loss, d_presence, d_modules
+
+
+def _coefficients(problem, rows, sums, dtype):
+    nb = rows.numel()
+    a = problem.weights[rows]
+    cos, nu_, nv_ = _row_terms(sums[0], sums[1], sums[2])
+    scale = problem.n_loc / nb
+    mae = sums[3] / problem.n_pairs_total
+    loss = scale * float((a * (1 - cos)).sum() + problem.gamma * mae.sum() / problem.n_loc)
+    alpha = (-scale * a / (nu_ * nv_)).to(dtype)[:, None]
+    beta = torch.where(torch.sqrt(sums[2]) > EPS, scale * a * cos / nv_**2, 0.0).to(dtype)[:, None]
+    kappa = scale * problem.gamma / (problem.n_loc * problem.n_pairs_total)
+    return loss, alpha, beta, kappa
+
+
+def _loss_and_grad_compiled(problem, rows, presence_b, modules):
+    sums_kernel, grad_kernel = compiled_kernels()
+    c = problem.C.index_select(0, rows)
+    sums = sums_kernel(presence_b, modules, c, problem.nu2).to(torch.float64)
+    loss, alpha, beta, kappa = _coefficients(problem, rows, sums, presence_b.dtype)
+    g, argmax = grad_kernel(presence_b, modules, c, alpha, beta, kappa, problem.nu2)
+    d_presence = torch.zeros_like(presence_b)
+    d_modules = torch.zeros_like(modules)
+    for j0, j1 in problem.spans:
+        _scatter_chunk(g[:, j0:j1], argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
+    return loss, d_presence, d_modules
+
+
+def run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers) -> float:
+    """One pass over the localities in ``order`` (a permutation); returns the mean minibatch loss estimate."""
+    total, n_steps = 0.0, 0
+    presence.grad = torch.zeros_like(presence)
+    for start in range(0, problem.n_loc, batch_size):
+        rows = order[start : start + batch_size]
+        loss, d_pres_b, d_mod = loss_and_grad(problem, rows, presence.detach()[rows], modules.detach(), buffers)
+        presence.grad.zero_()
+        presence.grad.index_copy_(0, rows, d_pres_b)
+        modules.grad = d_mod
+        optimizer.step()
+        with torch.no_grad():
+            presence.clamp_(0.0, 1.0)
+            modules.clamp_(0.0, 1.0)
+        total += loss
+        n_steps += 1
+    return total / n_steps
+
+
+def train(
+    problem: Problem,
+    presence0: np.ndarray,
+    modules0: np.ndarray,
+    *,
+    lr: float,
+    batch_size: int,
+    patience: int,
+    tol: float,
+    max_epochs: int,
+    generator: np.random.Generator,
+    progress: bool,
+) -> dict:
+    """Adam over minibatches until the best full loss stalls; returns the best epoch's matrices and the history."""
+    dev = problem.C.device
+    presence = torch.tensor(presence0, dtype=torch.float32, device=dev, requires_grad=True)
+    modules = torch.tensor(modules0, dtype=torch.float32, device=dev, requires_grad=True)
+    optimizer = torch.optim.Adam([modules, presence], lr=lr)
+    buffers = Buffers(min(batch_size, problem.n_loc), problem.n_pairs, modules.shape[0], dev)
+
+    loss0, _, _ = evaluate(problem, presence.detach(), modules.detach())
+    losses, batch_losses, seconds = [loss0], [math.nan], [0.0]
+    best = {"loss": loss0, "epoch": 0, "presence": presence0.astype(np.float32), "modules": modules0}
+    ref_loss, ref_epoch = loss0, 0  # the convergence rule's reference: last improvement by more than tol
+    converged = interrupted = False
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_epochs, desc="AMF", unit="epoch")
+    t0 = perf_counter()
+    try:
+        for epoch in range(1, max_epochs + 1):
+            order = torch.as_tensor(generator.permutation(problem.n_loc), device=dev)
+            batch_loss = run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers)
+            loss, _, _ = evaluate(problem, presence.detach(), modules.detach())
+            losses.append(loss)
+            batch_losses.append(batch_loss)
+            seconds.append(perf_counter() - t0)
+            if loss < best["loss"]:
+                best = {
+                    "loss": loss,
+                    "epoch": epoch,
+                    "presence": presence.detach().cpu().numpy().copy(),
+                    "modules": modules.detach().cpu().numpy().copy(),
+                }
+            if loss < ref_loss * (1 - tol):
+                ref_loss, ref_epoch = loss, epoch
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}", best=f"{best['loss']:.4g}", refresh=False)
+            if not math.isfinite(loss):
+                msg = f"the AMF loss became {loss} at epoch {epoch}; lower lr=... (now {lr})."
+                raise FloatingPointError(msg)
+            if epoch - ref_epoch >= patience:
+                converged = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    return {
+        **best,
+        "history": {
+            "loss": np.asarray(losses, dtype=np.float64),
+            "batch_loss": np.asarray(batch_losses, dtype=np.float64),
+            "seconds": np.asarray(seconds, dtype=np.float64),
+        },
+        "n_epochs": len(losses) - 1,
+        "converged": converged,
+        "interrupted": interrupted,
+    }

@@ -1,0 +1,118 @@
+"""Fit-quality and reading metrics against direct formulas (METHOD.md sections 3-5)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lava.core import (
+    copresence_entropy,
+    feature_scores,
+    locality_similarity,
+    overestimation_ratio,
+    placement_stability,
+    presence_weighted_average,
+    reconstruction_similarity,
+)
+from lava.core.amf import locality_weights
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(0)
+    C = (rng.random((70, 15)) * (rng.random((70, 15)) < 0.6)).astype(np.float32)
+    C_hat = (rng.random((70, 15)) * (rng.random((70, 15)) < 0.6)).astype(np.float32)
+    return C, C_hat
+
+
+def test_overestimation_ratio(pair):
+    C, C_hat = pair
+    over = sum(max(float(h) - float(c), 0.0) for h, c in zip(C_hat.ravel(), C.ravel(), strict=True))
+    total = sum(abs(float(h) - float(c)) for h, c in zip(C_hat.ravel(), C.ravel(), strict=True))
+    assert overestimation_ratio(C, C_hat) == pytest.approx(over / total, rel=1e-9)
+    assert overestimation_ratio(C, C + 0.1) == pytest.approx(1.0)
+    assert overestimation_ratio(C, C * 0.5) == 0.0
+    assert overestimation_ratio(C, C) == 0.0  # no error at all: 0, not 0/0
+
+
+def test_locality_and_reconstruction_similarity(pair):
+    C, C_hat = pair
+    C[3] = 0
+    C_hat[5] = 0
+    expected = []
+    for c, h in zip(C.astype(float), C_hat.astype(float), strict=True):
+        nc, nh = math.sqrt((c * c).sum()), math.sqrt((h * h).sum())
+        expected.append(0.0 if nc == 0 or nh == 0 else float((c * h).sum()) / (nc * nh))
+    np.testing.assert_allclose(locality_similarity(C, C_hat), expected, rtol=1e-9)
+    norms = np.sqrt((C.astype(float) ** 2).sum(1))
+    a = np.array([norms[i] / (norms.sum() - norms[i]) for i in range(len(norms))])
+    np.testing.assert_allclose(locality_weights(C), a, rtol=1e-12)
+    assert reconstruction_similarity(C, C_hat) == pytest.approx((a * expected).sum() / a.sum(), rel=1e-9)
+    w = np.arange(70, dtype=float)
+    assert reconstruction_similarity(C, C_hat, weights=w) == pytest.approx((w * expected).sum() / w.sum(), rel=1e-9)
+    assert reconstruction_similarity(C, C) == pytest.approx(1.0)
+
+
+def test_all_zero_inputs_do_not_divide_by_zero():
+    Z = np.zeros((4, 6), np.float32)
+    with np.errstate(all="raise"):
+        assert overestimation_ratio(Z, Z) == 0.0
+        np.testing.assert_array_equal(locality_similarity(Z, Z), np.zeros(4))
+        assert reconstruction_similarity(Z, Z) == 0.0
+        assert placement_stability(Z, Z) == 0.0
+        np.testing.assert_array_equal(locality_weights(Z), np.zeros(4))
+        np.testing.assert_array_equal(presence_weighted_average(np.zeros((4, 2)), np.ones((2, 6))), np.zeros(6))
+        assert np.isnan(copresence_entropy(np.zeros((4, 2)))).all()
+    one = np.zeros((3, 2))
+    one[1] = 0.5
+    np.testing.assert_array_equal(locality_weights(one), [0.0, 1.0, 0.0])  # a lone non-zero locality weighs 1
+
+
+def test_copresence_entropy():
+    presence = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.3, 0.3, 0.3], [0.2, 0.1, 0.1], [0.6, 0.2, 0.1]])
+    out = copresence_entropy(presence)
+    assert out[0] == 0.0
+    assert out[1] == pytest.approx(1.0)
+    assert out[2] == pytest.approx(math.log2(3))
+    assert np.isnan(out[3])  # raw sum 0.4 < 0.5: ignored
+    p = presence[4] / presence[4].sum()
+    assert out[4] == pytest.approx(-sum(x * math.log2(x) for x in p))
+    assert not np.isnan(copresence_entropy(presence, min_total=0.3)[3])
+
+
+def test_presence_weighted_average():
+    rng = np.random.default_rng(1)
+    presence, modules = rng.random((9, 3)), rng.random((3, 11))
+    num = np.zeros(11)
+    for m in range(3):
+        num += presence[:, m].sum() * modules[m]
+    np.testing.assert_allclose(presence_weighted_average(presence, modules), num / presence.sum(), rtol=1e-12)
+
+
+def test_placement_stability():
+    rng = np.random.default_rng(2)
+    A, B = rng.random((10, 8)), rng.random((14, 8))
+    ma, mb = A.mean(0), B.mean(0)
+    expected = (ma @ mb) / np.linalg.norm(ma) / np.linalg.norm(mb)
+    assert placement_stability(A, B) == pytest.approx(expected, rel=1e-12)
+    assert placement_stability(A, A[::-1]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same pairs"):
+        placement_stability(A, B[:, :5])
+
+
+def test_feature_scores_brute_force():
+    rng = np.random.default_rng(3)
+    D = 7
+    modules = rng.random((2, D * (D - 1) // 2))
+    expected = np.zeros((D, 2))
+    k = 0
+    for i in range(D):
+        for j in range(i + 1, D):
+            expected[i] += modules[:, k]
+            expected[j] += modules[:, k]
+            k += 1
+    np.testing.assert_allclose(feature_scores(modules, D), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="n_features"):
+        feature_scores(modules, D + 1)

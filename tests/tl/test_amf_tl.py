@@ -1,0 +1,249 @@
+"""lava.tl.amf: validation before change, the storage contract, adoption of a selection run, interrupts."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import lava
+from lava import _store
+from lava.core import _amf_torch as amft
+from lava.core import amf_loss, reconstruct
+from lava.tl._amf import store_amf
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+N_OBS, N_VARS, N_LOC, N_NEIGH = 60, 12, 20, 10
+FEATURE_INDEX = np.array([0, 2, 3, 5, 6, 8, 9, 11])
+
+
+def make_adata(seed=0):
+    rng = np.random.default_rng(seed)
+    adata = ad.AnnData(rng.random((N_OBS, N_VARS)).astype(np.float32))
+    adata.obs_names = [f"c{i}" for i in range(N_OBS)]
+    adata.var_names = [f"g{i}" for i in range(N_VARS)]
+    indices = np.stack([rng.choice(N_OBS - 5, N_NEIGH, replace=False) for _ in range(N_LOC)]).astype(np.int64)
+    D = len(FEATURE_INDEX)
+    P = D * (D - 1) // 2
+    modules = (rng.random((2, P)) < 0.3) * rng.uniform(0.5, 1, (2, P))
+    presence = rng.uniform(0, 1, (N_LOC, 2)) * (rng.random((N_LOC, 2)) < 0.7)
+    presence[0] = [1, 0]
+    presence[1] = [0, 1]
+    C = reconstruct(presence, modules) + 0.02 * rng.random((N_LOC, P)).astype(np.float32)
+    adata.uns["lava"] = {
+        "localities": {"indices": indices, "probes": rng.random((N_LOC, 2)), "alpha": 0.0, "beta": 0.0},
+        "correlations": {
+            "values": np.clip(C, 0, 1).astype(np.float32),
+            "features": np.asarray(adata.var_names[FEATURE_INDEX]),
+            "feature_index": FEATURE_INDEX,
+        },
+        "params": {},
+    }
+    return adata
+
+
+def test_stores_every_field():
+    adata = make_adata()
+    lava.tl.amf(adata, 2, max_epochs=20, rng=3, progress=False)
+    res = adata.uns["lava"]["amf"]
+    P = adata.uns["lava"]["correlations"]["values"].shape[1]
+    assert res["modules"].shape == (2, P)
+    assert res["modules"].dtype == np.float32
+    assert res["presence"].shape == (N_LOC, 2)
+    assert res["presence"].dtype == np.float32
+    assert res["locality_similarity"].shape == (N_LOC,)
+    assert res["locality_similarity"].dtype == np.float64
+    for name in ("loss", "similarity", "overestimation_ratio"):
+        assert isinstance(res[name], float)
+    for name in ("n_epochs", "best_epoch", "seed", "n_pairs_dropped"):
+        assert isinstance(res[name], int)
+    assert res["converged"] is False
+    assert res["interrupted"] is False
+    assert res["n_epochs"] == 20
+    assert res["seed"] == 3
+    assert set(res["history"]) >= {"loss"}
+    assert res["history"]["loss"].shape == (21,)
+    C = adata.uns["lava"]["correlations"]["values"]
+    assert res["loss"] == pytest.approx(amf_loss(C, res["presence"], res["modules"]), abs=1e-6)
+
+    # varm: brute-force feature scores at the correlation features' rows, 0 elsewhere
+    scores = adata.varm["lava_modules"]
+    assert scores.shape == (N_VARS, 2)
+    assert scores.dtype == np.float32
+    D = len(FEATURE_INDEX)
+    expected = np.zeros((N_VARS, 2))
+    k = 0
+    for i in range(D):
+        for j in range(i + 1, D):
+            expected[FEATURE_INDEX[i]] += res["modules"][:, k]
+            expected[FEATURE_INDEX[j]] += res["modules"][:, k]
+            k += 1
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    assert np.all(scores[np.setdiff1d(np.arange(N_VARS), FEATURE_INDEX)] == 0)
+
+    # obsm: per-sample mean presence over the localities containing it, brute force
+    presence = adata.obsm["lava_presence"]
+    assert presence.shape == (N_OBS, 2)
+    assert presence.dtype == np.float32
+    indices = adata.uns["lava"]["localities"]["indices"]
+    for s in range(N_OBS):
+        containing = [i for i in range(N_LOC) if s in indices[i]]
+        want = res["presence"][containing].mean(0) if containing else np.zeros(2)
+        np.testing.assert_allclose(presence[s], want, rtol=1e-5, atol=1e-7)
+    assert np.all(presence[N_OBS - 5 :] == 0)  # never in a locality
+
+    params = (
+        lava.get.params(adata, "amf")
+        if hasattr(lava.get, "params")
+        else _store.decode_params(adata.uns["lava"]["params"]["amf"])
+    )
+    assert params["rng"] == 3
+    assert params["n_modules"] == 2
+    assert params["from_selection"] is None
+
+
+def test_copy_and_stale_dependents():
+    adata = make_adata()
+    adata.uns["lava"]["module_genes"] = {"x": 1}
+    out = lava.tl.amf(adata, 2, max_epochs=2, progress=False, copy=True)
+    assert "amf" not in adata.uns["lava"]
+    assert "module_genes" in adata.uns["lava"]
+    assert "amf" in out.uns["lava"]
+    assert "module_genes" not in out.uns["lava"]
+    assert "lava_presence" not in adata.obsm
+
+
+def test_survives_h5ad(tmp_path):
+    adata = make_adata()
+    lava.tl.amf(adata, 2, max_epochs=3, progress=False)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    for name in ("modules", "presence", "locality_similarity"):
+        np.testing.assert_array_equal(back.uns["lava"]["amf"][name], adata.uns["lava"]["amf"][name])
+    np.testing.assert_array_equal(
+        back.uns["lava"]["amf"]["history"]["loss"], adata.uns["lava"]["amf"]["history"]["loss"]
+    )
+    assert bool(back.uns["lava"]["amf"]["converged"]) is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "word"),
+    [
+        ({"n_modules": 0}, ValueError, "n_modules"),
+        ({"n_modules": N_LOC + 1}, ValueError, "n_modules"),
+        ({"nu": -1.0}, ValueError, "nu"),
+        ({"gamma": -1.0}, ValueError, "gamma"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"patience": 0}, ValueError, "patience"),
+        ({"tol": 1.5}, ValueError, "tol"),
+        ({"max_epochs": 0}, ValueError, "max_epochs"),
+        ({"from_selection": 2}, KeyError, "select_n_modules"),
+    ],
+)
+def test_errors_before_change(kwargs, error, word):
+    adata = make_adata()
+    before = {k: dict(v) if isinstance(v, dict) else v for k, v in adata.uns["lava"].items()}
+    with pytest.raises(error, match=word):
+        lava.tl.amf(adata, **{"n_modules": 2, "max_epochs": 2, "progress": False, **kwargs})
+    assert set(adata.uns["lava"]) == set(before)
+    assert "amf" not in adata.uns["lava"]
+    assert "lava_presence" not in adata.obsm
+    assert "lava_modules" not in adata.varm
+
+
+def test_missing_correlations_and_all_zero():
+    adata = make_adata()
+    del adata.uns["lava"]["correlations"]
+    with pytest.raises(KeyError, match=r"lava\.tl\.correlations"):
+        lava.tl.amf(adata, 2, progress=False)
+    adata = make_adata()
+    adata.uns["lava"]["correlations"]["values"][:] = 0
+    with pytest.raises(ValueError, match="every correlation"):
+        lava.tl.amf(adata, 2, progress=False)
+    assert "amf" not in adata.uns["lava"]
+
+
+def test_from_selection_adopts_without_fitting(monkeypatch):
+    adata = make_adata()
+    C = adata.uns["lava"]["correlations"]["values"]
+    rng = np.random.default_rng(5)
+    modules = rng.random((2, C.shape[1])).astype(np.float32)
+    presence = rng.random((N_LOC, 2)).astype(np.float32)
+    adata.uns["lava"]["selection"] = {
+        "best": {
+            "2": {
+                "modules": modules,
+                "presence": presence,
+                "loss": 0.5,
+                "similarity": 0.4,
+                "overestimation_ratio": 0.3,
+                "seed": 11,
+                "history": {"loss": np.array([1.0, 0.5])},
+                "n_epochs": 1,
+                "best_epoch": 1,
+            }
+        }
+    }
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("from_selection must not refit")
+
+    monkeypatch.setattr(lava.core.amf, "fit_amf", no_fit)
+    with pytest.raises(KeyError, match="available: 2"):
+        lava.tl.amf(adata, from_selection=3, progress=False)
+    lava.tl.amf(adata, from_selection=2, progress=False)
+    res = adata.uns["lava"]["amf"]
+    np.testing.assert_array_equal(res["modules"], modules)
+    np.testing.assert_array_equal(res["presence"], presence)
+    assert res["loss"] == 0.5
+    assert res["seed"] == 11
+    assert res["n_epochs"] == 1
+    chat = reconstruct(presence, modules)
+    assert res["overestimation_ratio"] == pytest.approx(np.maximum(chat - C, 0).sum() / np.abs(chat - C).sum())
+    assert adata.varm["lava_modules"].shape == (N_VARS, 2)
+    params = _store.decode_params(adata.uns["lava"]["params"]["amf"])
+    assert params["from_selection"] == 2
+    assert "selection" in adata.uns["lava"]  # adopting keeps the selection table
+
+
+def test_keyboard_interrupt_stores_best_so_far(monkeypatch):
+    adata = make_adata()
+    calls = {"n": 0}
+    run_epoch = amft.run_epoch
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(amft, "run_epoch", interrupting)
+    with pytest.warns(UserWarning, match="interrupted"):
+        lava.tl.amf(adata, 2, max_epochs=50, progress=False)
+    res = adata.uns["lava"]["amf"]
+    assert res["interrupted"] is True
+    assert res["converged"] is False
+    assert res["n_epochs"] == 2
+    assert adata.obsm["lava_presence"].shape == (N_OBS, 2)
+
+
+def test_store_amf_is_reusable():
+    adata = make_adata()
+    lava.tl.amf(adata, 2, max_epochs=2, progress=False)
+    result = lava.core.fit_amf(adata.uns["lava"]["correlations"]["values"], 2, max_epochs=2, rng=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store_amf(adata, result, key="lava", params={"n_modules": 2, "refined": True})
+    np.testing.assert_array_equal(adata.uns["lava"]["amf"]["modules"], result.modules)
