@@ -584,3 +584,32 @@ def test_spring_layout_separates_nodes_and_keeps_pairs_close():
     assert dist[np.triu_indices(7, 1)].min() > 0.05  # no two nodes on top of each other
     assert linked.mean() < unlinked.mean()
     np.testing.assert_array_equal(pos, spring_layout(7, edges, np.ones(len(edges))))  # deterministic
+
+
+def test_every_plot_on_the_real_pipeline():
+    """A tiny end-to-end run through every tool, then every plot on what the tools actually stored."""
+    a = lava.datasets.synthetic(n_obs=400, n_vars=16, n_modules=2, rng=0)
+    lava.tl.localities(a, n_neighbors=50, overlap=2, maxfun=10, rng=0, progress=False)
+    lava.tl.correlations(a, device="cpu", progress=False)
+    lava.tl.select_n_modules(a, [2, 3], n_runs=2, max_epochs=30, device="cpu", progress=False)
+    lava.tl.amf(a, from_selection=2)
+    lava.tl.module_genes(a, threshold=0.3)
+    genes = list(a.var_names)
+    lava.tl.enrich(a, {"first": genes[:6], "second": genes[6:12], "third": genes[10:]}, min_size=2)
+    lava.tl.associate(a, "condition")
+    n_loc = len(a.uns["lava"]["localities"]["indices"])
+
+    assert len(lava.pl.modules(a, show=False)) == 2
+    assert len(lava.pl.modules(a, level="sample", show=False)) == 2
+    assert len(lava.pl.selection(a, show=False)) == 3
+    assert len(lava.pl.centrality(a, show=False)) == 3
+    left, _ = lava.pl.copresence(a, show=False)
+    assert sum(len(c.get_offsets()) for c in left.collections[1:]) == n_loc  # every probe, hollow or coloured
+    assert len(lava.pl.locality(a, 0, show=False)) == 3
+    assert len(lava.pl.module_image(a, image_shape=(4, 4), show=False)) == 2
+    assert lava.pl.module_network(a, 1, top=5, show=False).texts
+    assert len(lava.pl.module_genes(a, 0, n_genes=5, show=False).patches) == 5
+    dots = scatter_arrays(lava.pl.enrichment(a, show=False))[0]
+    assert len(dots.get_offsets()) == len(a.uns["lava"]["enrichment"])
+    heat = lava.pl.association(a, show=False).images[0].get_array()
+    assert heat.shape == (2, a.obs["condition"].nunique())

@@ -243,18 +243,13 @@ def square(values: np.ndarray, n_features: int) -> np.ndarray:
 
 def reconstruct_one(presence_row: np.ndarray, modules: np.ndarray) -> np.ndarray:
     """One locality's reconstruction: max over modules of presence x module (AMF's max-product)."""
-    return np.max(presence_row[:, None] * modules, axis=0)
+    from ..core import reconstruct
+
+    return np.asarray(reconstruct(presence_row[None, :], modules)[0], dtype=np.float64)
 
 
 def copresence(presence: np.ndarray, min_total: float = 0.5) -> np.ndarray:
     """Co-presence entropy (bits) per locality; NaN where the raw presence sum is below ``min_total``."""
-    try:
-        from ..core.metrics import copresence_entropy
+    from ..core import copresence_entropy
 
-        return np.asarray(copresence_entropy(presence, min_total=min_total), dtype=np.float64)
-    except NotImplementedError:  # pragma: no cover - until core.metrics lands
-        total = presence.sum(axis=1)
-        p = presence / np.where(total > 0, total, 1.0)[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = -np.sum(np.where(p > 0, p * np.log2(p), 0.0), axis=1)
-        return np.where(total >= min_total, h, np.nan)
+    return np.asarray(copresence_entropy(presence, min_total=min_total), dtype=np.float64)
