@@ -137,14 +137,22 @@ def enrichment(
         terms.extend(t for t in best.astype(str) if t not in terms)
     dots = df[df["term"].astype(str).isin(terms)]
 
-    fig, ax_ = u.new_axes(ax, figsize=(1.2 + 0.45 * max(len(chosen), 2) + 3.0, 1.0 + 0.28 * max(len(terms), 1)))
+    fig, ax_ = u.new_axes(ax, figsize=(1.2 + 0.45 * max(len(chosen), 2) + 3.0, max(2.6, 1.0 + 0.28 * len(terms))))
     if len(dots):
         x = pd.Index(chosen).get_indexer(dots["module"].astype(int))
         y = len(terms) - 1 - pd.Index(terms).get_indexer(dots["term"].astype(str))
         size = _overlap_count(dots["n_overlap"] if "n_overlap" in dots.columns else dots["overlap"])
         score = -np.log10(np.clip(dots["p_adjusted"].to_numpy(dtype=np.float64), 1e-300, 1.0))
         art = ax_.scatter(
-            x, y, s=max_size * size / size.max(), c=score, cmap=cmap, vmin=0.0, edgecolors="black", linewidths=0.4
+            x,
+            y,
+            s=max_size * size / size.max(),
+            c=score,
+            cmap=cmap,
+            vmin=0.0,
+            vmax=max(float(score.max()), -np.log10(0.05)),  # the scale always reaches p = 0.05
+            edgecolors="black",
+            linewidths=0.4,
         )
         fig.colorbar(art, ax=ax_, shrink=0.6, label="-log10 p_adjusted")
         for n in np.unique(np.quantile(size, [0.0, 0.5, 1.0]).round()):

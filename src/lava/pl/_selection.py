@@ -88,4 +88,5 @@ def selection(
         axes[0].set_title(f"suggested number of modules: {suggested}")
     axes[-1].set_xlabel("number of modules M")
     axes[-1].set_xticks(ms)
+    axes[-1].set_xlim(ms.min() - 0.5, ms.max() + 0.5)
     return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False)
