@@ -609,7 +609,7 @@ def test_end_to_end_synthetic_modules_to_biology():
     adata.var_names = [f"GENE{i}" for i in range(adata.n_vars)]
     lava.tl.localities(adata, n_neighbors=100, overlap=3, optimize=False, rng=0, progress=False)
     lava.tl.correlations(adata, device="cpu", progress=False)
-    lava.tl.amf(adata, 3, rng=0, device="cpu", progress=False)
+    lava.tl.amf(adata, 3, lr=1e-2, rng=0, device="cpu", progress=False)  # few localities: one step per epoch
 
     features = adata.uns["lava"]["correlations"]["features"]
     planted = planted_modules(adata, features)
