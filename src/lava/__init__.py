@@ -18,7 +18,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 _SUBMODULES = ("core", "datasets", "get", "pl", "pp", "tl")
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", "core", "datasets", "get", "pl", "pp", "tl"]
 
 if TYPE_CHECKING:
     from . import core, datasets, get, pl, pp, tl

@@ -14,7 +14,13 @@ from .metrics import (
     presence_weighted_average,
     reconstruction_similarity,
 )
-from .placement import LocalityPlacement, n_localities, neighborhood_centrality, neighborhood_retention, place_localities
+from .placement import (
+    LocalityPlacement,
+    n_localities,
+    neighborhood_centrality,
+    neighborhood_retention,
+    place_localities,
+)
 from .selection import ModelSelection, fit_nmf, refine_presence, select_n_modules
 from .stats import association_test, benjamini_hochberg, ora
 
