@@ -13,7 +13,12 @@ P = inspect.Parameter
 TOOLS = [getattr(lava.tl, name) for name in lava.tl.__all__]
 PLOTS = [getattr(lava.pl, name) for name in getattr(lava.pl, "__all__", [])]
 # Tools that take one or two positional arguments after adata (scanpy style: the essential input).
-POSITIONAL = {"amf": {"n_modules"}, "enrich": {"gene_sets"}, "associate": {"groupby"}, "select_n_modules": {"n_modules"}}
+POSITIONAL = {
+    "amf": {"n_modules"},
+    "enrich": {"gene_sets"},
+    "associate": {"groupby"},
+    "select_n_modules": {"n_modules"},
+}
 RANDOM = {"localities", "amf", "select_n_modules", "associate", "neighborhood_retention"}
 
 

@@ -67,9 +67,11 @@ def get_step(adata, key: str, step: str) -> dict:
         )
         raise KeyError(msg)
     if step not in adata.uns[key]:
-        msg = f"adata.uns[{key!r}] has no {step!r}; run {PRODUCER[step]}" + (
-            f" with key={key!r}" if key != "lava" else ""
-        ) + " first."
+        msg = (
+            f"adata.uns[{key!r}] has no {step!r}; run {PRODUCER[step]}"
+            + (f" with key={key!r}" if key != "lava" else "")
+            + " first."
+        )
         raise KeyError(msg)
     return adata.uns[key][step]
 
