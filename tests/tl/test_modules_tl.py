@@ -637,6 +637,7 @@ def test_end_to_end_synthetic_modules_to_biology():
     lava.tl.associate(adata, "condition")
     assoc = lava.get.association(adata)
     disease = assoc[assoc["category"] == "disease"].set_index("module")
+    assert 0 in recovered.values(), np.round(cos, 2)  # the covariate's module
     m0 = next(m for m, k in recovered.items() if k == 0)
     assert disease.loc[m0, "pearson_r"] > 0.7
     assert disease.loc[m0, "p_adjusted"] < 1e-6
