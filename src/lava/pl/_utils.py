@@ -141,7 +141,7 @@ def feature_scores(adata, key: str) -> np.ndarray:
 def correlation_features(adata, key: str) -> tuple[np.ndarray, np.ndarray]:
     """``(names, var positions)`` of the features whose pairs were correlated."""
     corr = get_step(adata, key, "correlations")
-    names = np.asarray(corr["features"]).astype(str)
+    names = np.asarray(corr["features"], dtype=object).astype(str)  # zarr reads text back as StringDType
     if "feature_index" in corr:
         index = np.asarray(corr["feature_index"], dtype=np.int64)
     else:
