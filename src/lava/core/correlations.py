@@ -74,6 +74,7 @@ def locality_correlations(
     batch_size: int | None = None,
     device: Literal["auto", "cpu", "cuda"] | str = "auto",
     progress: bool = False,
+    client=None,
 ) -> np.ndarray:
     """Absolute Spearman correlation of every feature pair within every locality.
 
@@ -83,6 +84,8 @@ def locality_correlations(
         Data, samples x features (E x D): a dense :class:`numpy.ndarray` of any real dtype (integers and
         float16 included) or a scipy sparse matrix or array. Sparse data are never densified as a whole: only
         the rows of one batch of localities at a time (CSC and other formats are converted to CSR once).
+        A :class:`dask.array.Array` (dense or scipy-sparse chunks, e.g. from :func:`anndata.experimental.read_lazy`)
+        is read one batch of localities' rows at a time and never loaded whole.
     indices
         Integer array (l x n): row ``k`` lists the ``n`` samples (rows of ``X``) of locality ``k``.
     tie_fraction
@@ -97,6 +100,14 @@ def locality_correlations(
         ``"auto"`` uses CUDA when torch finds it and the CPU otherwise; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     progress
         Show a progress bar (tqdm) over batches.
+    client
+        Run the batches as Dask tasks: a :class:`distributed.Client` (connected to any cluster), or ``True`` for
+        a temporary local one (:class:`distributed.LocalCluster` with threads in this process, closed afterwards).
+        Each task gets one batch's localities and only the rows of ``X`` they use (an in-memory ``X`` is
+        scattered to the workers once; a dask ``X`` is read by the workers themselves), and returns its
+        ``(b, P)`` rows; on the CPU the result is identical to ``client=None`` (same batches, same arithmetic).
+        ``device`` is resolved on each worker, so ``"auto"`` uses the workers' GPUs where they have one; with
+        ``batch_size=None`` the tasks hold the CPU path's batches. Needs ``dask[distributed]``.
 
     Returns
     -------
@@ -107,6 +118,10 @@ def locality_correlations(
 
     from .._compat import resolve_device
 
+    if client is not None and client is not False:
+        return _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client)
+    if _is_dask(X):
+        return _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress)
     X, dense_dtype = _check_data(X)
     idx = _check_indices(indices, X.shape[0])
     if not isinstance(tie_fraction, int | float | np.number) or isinstance(tie_fraction, bool):
@@ -148,6 +163,140 @@ def locality_correlations(
             out_t[start:stop].copy_(target)
             del target
         del rows, candidate
+    return out
+
+
+def _is_dask(X) -> bool:
+    """Whether ``X`` is a dask array (checked without importing dask)."""
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "__dask_graph__")
+
+
+def _check_arguments(X, indices, tie_fraction, batch_size, device):
+    """Validate the arguments of a Dask run without reading ``X``; return ``(idx, batch_size)``."""
+    from .._compat import resolve_device
+
+    if getattr(X, "ndim", None) != 2:
+        msg = f"X must be 2-D (samples x features), got shape {getattr(X, 'shape', None)}."
+        raise ValueError(msg)
+    dtype = np.dtype(X.dtype)
+    if dtype.kind not in "biuf":
+        msg = f"X must hold real numbers, got dtype {dtype}."
+        raise TypeError(msg)
+    idx = _check_indices(indices, X.shape[0])
+    if isinstance(tie_fraction, bool) or not isinstance(tie_fraction, int | float | np.number):
+        msg = f"tie_fraction must be a number in (0, 1], got {tie_fraction!r}."
+        raise TypeError(msg)
+    if not (0 < tie_fraction <= 1):
+        msg = f"tie_fraction must be in (0, 1] (the paper uses 0.75), got {tie_fraction!r}."
+        raise ValueError(msg)
+    dev = resolve_device(device)
+    if batch_size is None:
+        exact32 = dtype.kind == "b" or dtype.itemsize <= 2 or dtype == np.float32
+        # the CPU path's batches (a GPU worker would take larger ones, but the tasks are cut here, on the client)
+        batch_size = _auto_batch_size(idx.shape[1], X.shape[1], 4 if exact32 else 8, type(dev)("cpu"))
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        msg = f"batch_size must be a positive integer or None, got {batch_size!r}."
+        raise ValueError(msg)
+    return idx, int(batch_size)
+
+
+def _batch_rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(rows, local)``: the sorted distinct samples of a batch and its indices into them."""
+    rows = np.unique(idx)
+    return rows, np.searchsorted(rows, idx)
+
+
+def _rows_task(block, local, tie_fraction, batch_size, device):
+    """One Dask task: the correlations of a batch of localities from the rows ``block`` they use."""
+    if not (sparse.issparse(block) or isinstance(block, np.ndarray)):
+        block = np.asarray(block)
+    return locality_correlations(block, local, tie_fraction=tie_fraction, batch_size=batch_size, device=device)
+
+
+def _take_task(X, idx, tie_fraction, batch_size, device):
+    """One Dask task on a scattered in-memory ``X``: take the batch's rows, then :func:`_rows_task`."""
+    rows, local = _batch_rows(idx)
+    return _rows_task(X[rows], local, tie_fraction, batch_size, device)
+
+
+def _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress) -> np.ndarray:
+    """Compute for a dask ``X`` without a client: the batches one after the other, each reading only its rows."""
+    from tqdm.auto import tqdm
+
+    idx, batch_size = _check_arguments(X, indices, tie_fraction, batch_size, device)
+    n_loc = idx.shape[0]
+    out = np.zeros((n_loc, n_pairs(X.shape[1])), dtype=np.float32)
+    if n_loc == 0 or out.shape[1] == 0 or idx.shape[1] < 2:
+        return out
+    for start in tqdm(range(0, n_loc, batch_size), disable=not progress, desc="locality correlations", unit="batch"):
+        stop = min(start + batch_size, n_loc)
+        rows, local = _batch_rows(idx[start:stop])
+        out[start:stop] = _rows_task(X[rows].compute(), local, tie_fraction, stop - start, device)
+    return out
+
+
+def _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client) -> np.ndarray:
+    """Run every batch of localities as one Dask task; write the results into the output as they arrive."""
+    from tqdm.auto import tqdm
+
+    try:
+        import dask
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        msg = "client=... needs dask and distributed: pip install 'lava-sc[dask]' (or 'dask[distributed]')."
+        raise ImportError(msg) from err
+    if client is not True and not isinstance(client, Client):
+        msg = f"client must be a distributed.Client, True (a local cluster) or None, got {type(client).__name__}."
+        raise TypeError(msg)
+    dask_X = _is_dask(X)
+    if not dask_X:
+        X, _ = _check_data(X)
+    idx, batch_size = _check_arguments(X, indices, tie_fraction, batch_size, device)
+    n_loc = idx.shape[0]
+    out = np.zeros((n_loc, n_pairs(X.shape[1])), dtype=np.float32)
+    if n_loc == 0 or out.shape[1] == 0 or idx.shape[1] < 2:
+        return out
+
+    own = client is True
+    if own:
+        cluster = LocalCluster(processes=False, dashboard_address=":0")
+        client = Client(cluster)
+    try:
+        starts = list(range(0, n_loc, batch_size))
+        where = {}
+        if dask_X:
+            tasks = []
+            for start in starts:
+                stop = min(start + batch_size, n_loc)
+                rows, local = _batch_rows(idx[start:stop])
+                tasks.append(dask.delayed(_rows_task)(X[rows], local, tie_fraction, stop - start, device))
+            futures = client.compute(tasks)
+        else:
+            shared = client.scatter(X, broadcast=False, hash=False)
+            futures = [
+                client.submit(
+                    _take_task,
+                    shared,
+                    idx[s : s + batch_size],
+                    tie_fraction,
+                    min(batch_size, n_loc - s),
+                    device,
+                    pure=False,
+                )
+                for s in starts
+            ]
+        for start, future in zip(starts, futures, strict=True):
+            where[future.key] = start
+        with tqdm(total=len(futures), disable=not progress, desc="locality correlations", unit="batch") as bar:
+            for future, block in as_completed(futures, with_results=True):
+                start = where[future.key]
+                out[start : start + block.shape[0]] = block
+                future.release()
+                bar.update(1)
+    finally:
+        if own:
+            client.close()
+            cluster.close()
     return out
 
 

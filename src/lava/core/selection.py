@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -369,6 +370,7 @@ def select_n_modules(
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
     elbow_tolerance: float = ELBOW_TOLERANCE,
+    client=None,
     **fit_kwargs: Any,
 ) -> ModelSelection:
     """Run AMF ``n_runs`` times for each number of modules and summarise reconstruction and stability.
@@ -401,6 +403,11 @@ def select_n_modules(
         ``n_runs * sum(n_modules) * (P + l) * 4`` bytes; delete it when done.
     elbow_tolerance
         Near-tie margin of the elbow rule (fraction of the loss range), see :func:`elbow`.
+    client
+        Run the fits as Dask tasks: a :class:`distributed.Client` connected to any cluster, or ``True`` for a
+        temporary local one (threads in this process). ``C`` is scattered to the workers once and every fit not
+        already in ``checkpoint`` is submitted at once; results are the same as without a client (each run
+        has its own seed). ``device`` in ``fit_kwargs`` is resolved on each worker. Needs ``dask[distributed]``.
     **fit_kwargs
         Passed to :func:`~lava.core.fit_amf`: ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``,
         ``max_epochs``, ``device``.
@@ -462,7 +469,10 @@ def select_n_modules(
     clusters: dict[int, np.ndarray] = {}
     averages: list[np.ndarray] = []
 
-    with tqdm(total=len(Ms) * n_runs, disable=not progress, desc="AMF runs", unit="run") as bar:
+    with (
+        _submitted_runs(client, C, Ms, n_runs, base_seed, directory, fit_kwargs) as pending,
+        tqdm(total=len(Ms) * n_runs, disable=not progress, desc="AMF runs", unit="run") as bar,
+    ):
         for M in Ms.tolist():
             bar.set_postfix(n_modules=M)
             results: list[AMFResult] = []
@@ -477,7 +487,10 @@ def select_n_modules(
                         )
                         raise ValueError(msg)
                 else:
-                    result = fit_amf(C, M, rng=seed, progress=False, **fit_kwargs)
+                    if (M, r) in pending:
+                        result = pending.pop((M, r)).result()
+                    else:
+                        result = fit_amf(C, M, rng=seed, progress=False, **fit_kwargs)
                     if getattr(result, "interrupted", False):
                         msg = f"AMF run {r} with {M} modules was interrupted" + (
                             "; finished runs are in the checkpoint, call again with the same arguments to resume."
@@ -547,6 +560,56 @@ def select_n_modules(
         module_clusters=clusters,
         weighted_averages=np.concatenate(averages),
     )
+
+
+@contextlib.contextmanager
+def _submitted_runs(client, C, Ms, n_runs: int, base_seed: int, directory, fit_kwargs):
+    """Yield ``{(M, r): Future}`` of the fits submitted to Dask (empty without a client); cancel leftovers on exit.
+
+    ``client=True`` starts a local cluster (threads in this process) for the duration.
+    """
+    if client is None or client is False:
+        yield {}
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        msg = "client=... needs dask and distributed: pip install 'lava-sc[dask]' (or 'dask[distributed]')."
+        raise ImportError(msg) from err
+    cluster = None
+    if client is True:
+        cluster = LocalCluster(processes=False, dashboard_address=":0")
+        client = Client(cluster)
+    elif not isinstance(client, Client):
+        msg = f"client must be a distributed.Client, True (a local cluster) or None, got {type(client).__name__}."
+        raise TypeError(msg)
+    pending = {}
+    try:
+        shared = None
+        for M in Ms.tolist():
+            for r in range(n_runs):
+                if directory is not None and (directory / f"m{M}_r{r}.npz").exists():
+                    continue
+                if shared is None:
+                    shared = client.scatter(C, broadcast=False, hash=False)
+                seed = _run_seed(base_seed, M, r)
+                pending[M, r] = client.submit(
+                    fit_amf,
+                    shared,
+                    M,
+                    rng=seed,
+                    progress=False,
+                    pure=False,
+                    key=f"lava-amf-m{M}-r{r}-{seed}",
+                    **fit_kwargs,
+                )
+        yield pending
+    finally:
+        for future in pending.values():  # runs not collected (an error or an interruption)
+            future.cancel()
+        if cluster is not None:
+            client.close()
+            cluster.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------

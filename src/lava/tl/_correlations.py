@@ -13,7 +13,7 @@ from .._compat import resolve_device
 from .._docs import doc_params
 from .._store import get_step, store_step
 from .._validate import check_finite, get_data, select_features
-from ..core.correlations import locality_correlations, n_pairs
+from ..core.correlations import _is_dask, locality_correlations, n_pairs
 
 #: Above this many feature pairs, a log line warns about the size of the result.
 LARGE_N_PAIRS = 2_000_000
@@ -32,6 +32,7 @@ def correlations(
     key: str = "lava",
     copy: bool = False,
     progress: bool = True,
+    client=None,
 ):
     """Absolute Spearman correlation of every pair of features within every locality (LAVA step 2).
 
@@ -63,6 +64,11 @@ def correlations(
     {key}
     {copy}
     {progress}
+    client
+        Run the batches of localities as Dask tasks: a :class:`distributed.Client` connected to any cluster, or
+        ``True`` for a temporary local one. The result is identical to ``client=None``. A dask ``X`` (e.g. from
+        :func:`anndata.experimental.read_lazy`) stays lazy: each task reads only the rows of its localities. See
+        :func:`lava.core.locality_correlations` and the scaling page of the documentation.
 
     Returns
     -------
@@ -114,8 +120,18 @@ def correlations(
         msg = f"batch_size must be a positive integer or None, got {batch_size!r}."
         raise ValueError(msg)
     resolve_device(device)
+    if client is not None and client is not True:
+        try:
+            from distributed import Client
+        except ImportError as err:
+            msg = "client=... needs dask and distributed: pip install 'lava-sc[dask]'."
+            raise ImportError(msg) from err
+        if not isinstance(client, Client):
+            msg = f"client must be a distributed.Client, True (a local cluster) or None, got {type(client).__name__}."
+            raise TypeError(msg)
     X = _select_columns(X, feature_index, where)
-    check_finite(X, f"{where} (selected features)")
+    if not _is_dask(X):  # a dask X is checked batch by batch as it is read
+        check_finite(X, f"{where} (selected features)")
 
     n_features = feature_index.size
     P = n_pairs(n_features)
@@ -130,7 +146,13 @@ def correlations(
         f"computing correlations of {P} feature pairs in {indices.shape[0]} localities of {indices.shape[1]} samples"
     )
     values = locality_correlations(
-        X, indices, tie_fraction=tie_fraction, batch_size=batch_size, device=device, progress=progress
+        X,
+        indices,
+        tie_fraction=tie_fraction,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        client=None if client is False else client,
     )
     if not values.any():
         logg.warning(
@@ -148,6 +170,7 @@ def correlations(
         "tie_fraction": float(tie_fraction),
         "batch_size": batch_size,
         "device": str(device),
+        "dask": client is not None and client is not False,
     }
     result = {"values": values, "features": names, "feature_index": feature_index.astype(np.int64)}
     store_step(adata, key, "correlations", result, params)
@@ -159,6 +182,8 @@ def _select_columns(X, feature_index: np.ndarray, where: str):
     """Return the selected columns of ``X`` as a dense ndarray or a CSR/CSC matrix; rows stay untouched."""
     all_columns = feature_index.size == X.shape[1] and np.array_equal(feature_index, np.arange(X.shape[1]))
     if isinstance(X, np.ndarray) or sparse.issparse(X):
+        return X if all_columns else X[:, feature_index]
+    if _is_dask(X):  # stays lazy: the batches read their rows
         return X if all_columns else X[:, feature_index]
     # backed (h5py / anndata sparse dataset) or dask arrays: read the selected columns once
     try:

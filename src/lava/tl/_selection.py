@@ -78,6 +78,7 @@ def select_n_modules(
     key: str = "lava",
     copy: bool = False,
     progress: bool = True,
+    client=None,
     **amf_kwargs: Any,
 ):
     """Choose the number of modules M: AMF ``n_runs`` times per M, reconstruction and stability per M.
@@ -111,6 +112,9 @@ def select_n_modules(
     {copy}
     {progress}
         One bar over all runs.
+    client
+        Run the AMF fits as Dask tasks: a :class:`distributed.Client` connected to any cluster, or ``True`` for a
+        temporary local one. Every run keeps its own seed, so the result is the same as without a client.
     **amf_kwargs
         AMF options for every run, as in :func:`lava.tl.amf`: ``nu``, ``gamma``, ``lr``, ``batch_size``,
         ``patience``, ``tol``, ``max_epochs``, ``device``.
@@ -161,6 +165,7 @@ def select_n_modules(
         progress=progress,
         checkpoint=checkpoint,
         elbow_tolerance=float(elbow_tolerance),
+        client=client,
         **amf_kwargs,
     )
     summary = pd.DataFrame(sel.summary).set_index("n_modules")
