@@ -234,7 +234,11 @@ def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *,
             pres = presence[r0:r1]
             sums = torch.zeros((4, r1 - r0), dtype=torch.float64, device=presence.device)
             if problem.kernel == "compiled":
-                sums += compiled_kernels()[0](pres, modules, problem.C[r0:r1], nu2)
+                try:
+                    sums += compiled_kernels()[0](pres, modules, problem.C[r0:r1], nu2)
+                except Exception:  # as in loss_and_grad: fall back to the eager kernels
+                    problem.kernel = "eager"
+                    sums.zero_()
             for j0, j1 in problem.spans if problem.kernel == "eager" else ():
                 c = problem.C[r0:r1, j0:j1]
                 h = max_product_values(pres, modules[:, j0:j1], chunk=j1 - j0)
@@ -268,7 +272,10 @@ def loss_and_grad(problem: Problem, rows: torch.Tensor, presence_b: torch.Tensor
     nb = rows.numel()
     nu2, dev = problem.nu2, presence_b.device
     if problem.kernel == "compiled":
-        return _loss_and_grad_compiled(problem, rows, presence_b, modules)
+        try:
+            return _loss_and_grad_compiled(problem, rows, presence_b, modules)
+        except Exception:  # a compiler failure on a new shape: finish the fit with the eager kernels
+            problem.kernel = "eager"
     chat = buffers.chat[:nb]
     argmax = buffers.argmax[:nb]
     sums = torch.zeros((4, nb), dtype=torch.float64, device=dev)
