@@ -59,7 +59,7 @@ def modules_key(key: str) -> str:
 def get_step(adata, key: str, step: str) -> dict:
     """Return ``adata.uns[key][step]`` or raise a KeyError that names the call that produces it."""
     if key not in adata.uns or not isinstance(adata.uns[key], Mapping):
-        available = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "params" in v]
+        available = [k for k, v in adata.uns.items() if _is_lava_entry(v)]
         msg = (
             f"no lava results under adata.uns[{key!r}]"
             + (f" (lava keys present: {', '.join(map(repr, available))}; pass key=...)" if available else "")
@@ -74,6 +74,12 @@ def get_step(adata, key: str, step: str) -> dict:
         )
         raise KeyError(msg)
     return adata.uns[key][step]
+
+
+def _is_lava_entry(value) -> bool:
+    """Whether an ``uns`` entry holds lava results (other tools, e.g. the synthetic data, also store ``params``)."""
+    params = value.get("params") if isinstance(value, Mapping) else None
+    return isinstance(params, Mapping) and bool(set(params) & {*STEPS, "neighborhood_retention"})
 
 
 def has_step(adata, key: str, step: str) -> bool:
@@ -118,7 +124,9 @@ def store_step(
     Call only after every computation has succeeded, so that a failed call leaves ``adata`` unchanged.
     """
     from . import __version__
+    from ._validate import check_not_view
 
+    check_not_view(adata)  # a view's nested uns dicts are its parent's: never write there
     uns = adata.uns.setdefault(key, {})
     drop_dependents(adata, key, step)
     uns[step] = result

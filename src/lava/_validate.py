@@ -143,3 +143,17 @@ def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool 
         bound = ">= 0" if allow_zero else "> 0"
         msg = f"{name} must be {bound}, got {value!r}."
         raise ValueError(msg)
+
+
+def check_not_view(adata, copy: bool = False) -> None:
+    """Refuse an AnnData view unless ``copy=True``.
+
+    Storing into a view either detaches it from its parent or (for nested ``uns`` dicts) silently writes into the
+    parent's results.
+    """
+    if getattr(adata, "is_view", False) and not copy:
+        msg = (
+            "adata is a view (e.g. adata[mask]); lava cannot store results into it. "
+            "Call adata = adata.copy() first, or pass copy=True to get a new AnnData back."
+        )
+        raise ValueError(msg)
