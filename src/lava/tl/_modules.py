@@ -15,7 +15,7 @@ from .. import _logging as logg
 from .._compat import as_generator, as_seed
 from .._docs import doc_params
 from .._store import get_step, modules_key, store_step
-from .._validate import check_positive
+from .._validate import check_not_view, check_positive
 from ..core.stats import (
     association_test,
     benjamini_hochberg,
@@ -94,6 +94,7 @@ def module_genes(adata, *, threshold: float = 0.05, key: str = "lava", copy: boo
     per (module, gene), columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int, 1 = highest
     score within the module), sorted by module and rank. Read it with :func:`lava.get.module_genes`.
     """
+    check_not_view(adata, copy)
     check_positive(threshold, "threshold", allow_zero=True)
     if threshold > 1:
         msg = f"threshold is a fraction of the module's top score and must be in [0, 1], got {threshold!r}."
@@ -315,6 +316,7 @@ def enrich(
     corrected as in gseapy), ``significant`` (bool, ``p_adjusted < threshold``) and ``genes`` (str, the overlapping
     module genes joined by ``";"``, highest score first). Read it with :func:`lava.get.enrichment`.
     """
+    check_not_view(adata, copy)
     table_genes = get_step(adata, key, "module_genes")
     n_mod = _n_modules(adata, key)
     selected = _resolve_modules(modules, n_mod)
@@ -571,6 +573,7 @@ def associate(
     ``permutation_p`` and ``permutation_p_adjusted`` (float, BH over all rows). Read it with
     :func:`lava.get.association`.
     """
+    check_not_view(adata, copy)
     amf_res = get_step(adata, key, "amf")
     loc = get_step(adata, key, "localities")
     presence = np.asarray(amf_res["presence"], dtype=np.float64)
