@@ -99,7 +99,7 @@ def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame
     then decreasing correlation.
     """
     mods = np.asarray(get_step(adata, key, "amf")["modules"], dtype=np.float64)
-    features = np.asarray(get_step(adata, key, "correlations")["features"]).astype(str).astype(object)
+    features = np.asarray(get_step(adata, key, "correlations")["features"], dtype=object).astype(str).astype(object)
     D = features.size
     ia, ib = np.triu_indices(D, k=1)  # row-major upper triangle: the stored pair order
     if mods.ndim != 2 or mods.shape[1] != ia.size:
