@@ -34,6 +34,7 @@ DEMO_SETTINGS = {
         "features": "highly_variable",
         "maxfun": None,
         "max_epochs": None,
+        "lr": 1e-2,
     },
     "quick": {
         "n_neighbors": 100,
@@ -42,6 +43,7 @@ DEMO_SETTINGS = {
         "features": "highly_variable",
         "maxfun": 30,
         "max_epochs": 100,
+        "lr": 1e-2,
     },
 }
 DEMO_GROUPBY = "bulk_labels"
@@ -139,6 +141,13 @@ def _add_pipeline_options(p: argparse.ArgumentParser, output: argparse._Argument
         help="weight of AMF's MAE term (default 1e-4; the paper used 10 on sparse single-cell data)",
     )
     g.add_argument("--nu", type=_positive_float, default=9.0, help="overestimation weight of AMF (default 9)")
+    g.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="Adam learning rate of AMF (default: lava.tl.amf's; with few localities, one step per epoch, 1e-2 "
+        "converges faster)",
+    )
     g.add_argument("--max-epochs", type=_positive_int, default=None, help="cap on AMF epochs (default: lava.tl.amf's)")
     g.add_argument(
         "--maxfun",
@@ -224,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="fits per M for --select (default 3; the paper used 10)",
     )
+    down.add_argument(
+        "--gene-threshold",
+        type=_non_negative_float,
+        default=None,
+        metavar="T",
+        help="a module's features are those scoring >= T x its top score (default 0.05, the paper's)",
+    )
     down.add_argument("--groupby", default=None, metavar="COL", help="obs column to associate module presence with")
     down.add_argument(
         "--gene-sets",
@@ -281,12 +297,14 @@ class _Job:
     use_raw: bool
     select: list[int] | None
     n_runs: int
+    gene_threshold: float | None
     groupby: str | None
     gene_sets: Path | None
     out: Path
     figures: Path
     gamma: float | None
     nu: float
+    lr: float | None
     max_epochs: int | None
     maxfun: int | None
     rng: int
@@ -390,12 +408,14 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
         use_raw=args.use_raw,
         select=args.select,
         n_runs=args.n_runs,
+        gene_threshold=args.gene_threshold,
         groupby=args.groupby,
         gene_sets=args.gene_sets,
         out=out,
         figures=figures,
         gamma=args.gamma,
         nu=args.nu,
+        lr=args.lr,
         max_epochs=args.max_epochs,
         maxfun=args.maxfun,
         rng=args.rng,
@@ -444,7 +464,7 @@ def _compute(job: _Job) -> None:
         device=job.device,
         progress=job.progress,
     )
-    fit_options = _drop_none(gamma=job.gamma, max_epochs=job.max_epochs)
+    fit_options = _drop_none(gamma=job.gamma, lr=job.lr, max_epochs=job.max_epochs)
     n_modules = job.n_modules
     if job.select is not None:
         _timed(
@@ -476,7 +496,7 @@ def _compute(job: _Job) -> None:
             progress=job.progress,
             **fit_options,
         )
-    _timed(job, "module_genes", lava.tl.module_genes, adata)
+    _timed(job, "module_genes", lava.tl.module_genes, adata, **_drop_none(threshold=job.gene_threshold))
     if job.gene_sets is not None:
         _timed(job, "enrich", lava.tl.enrich, adata, str(job.gene_sets))
     if job.groupby is not None:
@@ -671,10 +691,12 @@ def _cmd_demo(args) -> int:
         use_raw=False,
         select=None,
         n_runs=1,
+        gene_threshold=None,
         groupby=DEMO_GROUPBY,
         gene_sets=None,
         gamma=args.gamma,
         nu=args.nu,
+        lr=args.lr if args.lr is not None else settings["lr"],
         max_epochs=args.max_epochs if args.max_epochs is not None else settings["max_epochs"],
         maxfun=args.maxfun if args.maxfun is not None else settings["maxfun"],
         rng=args.rng,
