@@ -13,6 +13,7 @@ from .. import _logging as logg
 from .. import _store
 from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
+from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.metrics import _fit_figures, feature_scores
 
@@ -103,9 +104,11 @@ def amf(
     if not isinstance(key, str) or not key:
         msg = f"key must be a non-empty string, got {key!r}."
         raise TypeError(msg)
+    check_not_view(adata, copy)
     corr = _store.get_step(adata, key, "correlations")
     C = np.asarray(corr["values"])
     localities = _store.get_step(adata, key, "localities")
+    check_stored_inputs(adata, key)
     n_loc = C.shape[0] if C.ndim == 2 else 0
     if from_selection is not None:
         return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
@@ -236,6 +239,56 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
     return adata if copy else None
 
 
+def check_stored_inputs(adata: AnnData, key: str) -> None:
+    """Raise if the stored localities and correlations do not describe this AnnData (e.g. it was subset since).
+
+    Feature scores go to ``varm`` rows ``feature_index`` and presences to the samples in the localities' ``indices``,
+    so both must still point at the same samples and features; checked before fitting so nothing is lost.
+    """
+    corr = _store.get_step(adata, key, "correlations")
+    indices = np.asarray(_store.get_step(adata, key, "localities")["indices"])
+    C = np.asarray(corr["values"])
+    if C.ndim != 2 or indices.ndim != 2 or C.shape[0] != indices.shape[0]:
+        msg = (
+            f"adata.uns[{key!r}] holds correlations of shape {C.shape} for localities of shape {indices.shape}; "
+            f"rerun lava.tl.correlations(adata, key={key!r})."
+        )
+        raise ValueError(msg)
+    if indices.size and (indices.min() < 0 or indices.max() >= adata.n_obs):
+        msg = (
+            f"the stored localities refer to samples beyond adata.n_obs={adata.n_obs} (was adata subset after "
+            "lava.tl.localities?); rerun lava.tl.localities and lava.tl.correlations on this AnnData."
+        )
+        raise ValueError(msg)
+    feature_rows(adata, key)
+
+
+def feature_rows(adata: AnnData, key: str) -> np.ndarray:
+    """``varm`` rows of the correlated features (-1 for a ``use_raw`` feature that ``var`` lacks).
+
+    Raises when the stored ``feature_index`` no longer points at the stored ``features`` (``var_names``, or
+    ``raw.var_names`` after ``use_raw=True``): the AnnData was subset or reordered after the correlations.
+    """
+    corr = _store.get_step(adata, key, "correlations")
+    feature_index = np.asarray(corr["feature_index"], dtype=np.int64)
+    names = np.asarray(corr["features"], dtype=object).astype(str)
+    params = _store.decode_params(adata.uns[key].get("params", {}).get("correlations", {}))
+    use_raw = bool(params.get("use_raw", False))
+    var_names = adata.raw.var_names if use_raw and adata.raw is not None else adata.var_names
+    ok = (not use_raw or adata.raw is not None) and names.shape == feature_index.shape
+    if ok and feature_index.size:
+        ok = feature_index.min() >= 0 and feature_index.max() < len(var_names)
+        ok = ok and np.array_equal(np.asarray(var_names[feature_index], dtype=object).astype(str), names)
+    if not ok:
+        msg = (
+            f"the stored correlations refer to features that are not at the same positions in adata."
+            f"{'raw.' if use_raw else ''}var_names any more (was adata subset after lava.tl.correlations?); rerun "
+            "lava.tl.correlations(adata" + (f", key={key!r}" if key != "lava" else "") + ") on this AnnData."
+        )
+        raise ValueError(msg)
+    return adata.var_names.get_indexer(names) if use_raw else feature_index
+
+
 def store_amf(adata: AnnData, result: core_amf.AMFResult, *, key: str, params: Mapping[str, Any]) -> None:
     """Write an :class:`~lava.core.AMFResult` per the storage contract (uns, varm scores, obsm presence).
 
@@ -249,8 +302,16 @@ def store_amf(adata: AnnData, result: core_amf.AMFResult, *, key: str, params: M
     presence = np.asarray(result.presence, dtype=np.float32)
     n_modules = modules.shape[0]
 
+    rows = feature_rows(adata, key)
     scores = np.zeros((adata.n_vars, n_modules), dtype=np.float32)
-    scores[feature_index] = feature_scores(modules, len(feature_index))
+    in_var = rows >= 0
+    scores[rows[in_var]] = feature_scores(modules, len(feature_index))[in_var]
+    if not in_var.all():
+        logg.warning(
+            f"{int((~in_var).sum())} of the {in_var.size} features correlated from adata.raw are not in "
+            f"adata.var_names, so adata.varm[{_store.modules_key(key)!r}] has no row for their scores; compute them "
+            "with lava.core.feature_scores(modules, n_features)."
+        )
     sample_presence = sample_mean_presence(indices, presence, adata.n_obs)
 
     stored = {
