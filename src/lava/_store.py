@@ -38,6 +38,7 @@ PRODUCER = {
     "module_genes": "lava.tl.module_genes(adata)",
     "enrichment": "lava.tl.enrich(adata, gene_sets)",
     "association": "lava.tl.associate(adata, groupby)",
+    "neighborhood_retention": "lava.tl.neighborhood_retention(adata)",  # a diagnostic: nothing depends on it
 }
 
 
