@@ -13,6 +13,7 @@ from .. import _logging as logg
 from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
 from .._store import decode_params, get_step, store_step
+from .._validate import check_not_view
 
 #: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit.
 AMF_KWARGS = ("nu", "gamma", "lr", "batch_size", "patience", "tol", "max_epochs", "device")
@@ -144,6 +145,7 @@ def select_n_modules(
     """
     from ..core.selection import select_n_modules as core_select
 
+    check_not_view(adata, copy)
     _check_amf_kwargs(amf_kwargs)
     correlations = get_step(adata, key, "correlations")
     C = np.asarray(correlations["values"])
@@ -265,6 +267,7 @@ def refine_presence(
     from ..core.selection import refine_presence as core_refine
     from ._amf import store_amf
 
+    check_not_view(adata, copy)
     amf = get_step(adata, key, "amf")
     correlations = get_step(adata, key, "correlations")
     C = np.asarray(correlations["values"])
