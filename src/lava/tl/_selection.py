@@ -265,11 +265,12 @@ def refine_presence(
     from ..core.amf import AMFResult, amf_loss, reconstruct
     from ..core.metrics import locality_similarity, overestimation_ratio, reconstruction_similarity
     from ..core.selection import refine_presence as core_refine
-    from ._amf import store_amf
+    from ._amf import check_stored_inputs, store_amf
 
     check_not_view(adata, copy)
     amf = get_step(adata, key, "amf")
     correlations = get_step(adata, key, "correlations")
+    check_stored_inputs(adata, key)
     C = np.asarray(correlations["values"])
     modules = np.asarray(amf["modules"], dtype=np.float32)
     presence = np.asarray(amf["presence"], dtype=np.float32)
