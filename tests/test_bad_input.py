@@ -430,6 +430,14 @@ CASES = [
         TypeError,
         "nu, gamma, lr",
     ),
+    Case(
+        "refine_presence after subsetting samples",
+        "amf",
+        lambda a: lava.tl.refine_presence(a, max_epochs=2, progress=False),
+        ValueError,
+        "rerun lava.tl.localities",
+        lambda a: a[: N_OBS // 2].copy(),
+    ),
     Case("refine_presence tau 0", "amf", lambda a: lava.tl.refine_presence(a, tau=0), ValueError, "tau"),
     Case(
         "all correlations 0: amf",
