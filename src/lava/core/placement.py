@@ -394,6 +394,7 @@ def place_localities(
         Search ``alpha, beta`` with DIRECT; if ``False``, one unweighted k-means (``alpha = beta = 0``).
     maxfun
         Budget of loss evaluations (default 50), restarts included; DIRECT gets ``maxfun - restarts``, at least 5.
+        As in :func:`scipy.optimize.direct` the budget is approximate: DIRECT finishes its last iteration.
         Each evaluation is one weighted k-means plus one neighbour query of the probes.
     restarts
         Evaluations at the best ``alpha, beta`` with other k-means seeds, after DIRECT. Default ``maxfun // 5``
@@ -443,9 +444,8 @@ def place_localities(
         bar = tqdm(total=int(maxfun), desc="placing probes", unit="eval", disable=not progress)
 
         def objective(x: np.ndarray) -> float:
-            # DIRECT checks its budget only between iterations: past it, answer without computing
-            if len(placer.evaluations) >= budget:
-                return max(e[2] for e in placer.evaluations)
+            # like scipy, the budget is approximate: DIRECT finishes the iteration in which it runs out (cutting
+            # an iteration short leaves its new rectangles unevaluated and costs far more loss than it saves)
             loss = placer.evaluate(float(x[0]), float(x[1]))
             bar.update(1)
             bar.set_postfix(best=f"{placer.best[0]:.4g}", refresh=False)
