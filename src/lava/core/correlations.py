@@ -75,6 +75,7 @@ def locality_correlations(
     device: Literal["auto", "cpu", "cuda"] | str = "auto",
     progress: bool = False,
     client=None,
+    out=None,
 ) -> np.ndarray:
     """Absolute Spearman correlation of every feature pair within every locality.
 
@@ -108,20 +109,28 @@ def locality_correlations(
         ``(b, P)`` rows; on the CPU the result is identical to ``client=None`` (same batches, same arithmetic).
         ``device`` is resolved on each worker, so ``"auto"`` uses the workers' GPUs where they have one; with
         ``batch_size=None`` the tasks hold the CPU path's batches. Needs ``dask[distributed]``.
+    out
+        Where to write the result instead of a new ndarray: any ``(l, P)`` float32 array that takes row-block
+        assignment ``out[start:stop] = block`` (every row is written), e.g. a zarr array (``zarr.create_array``,
+        chunks of whole rows) or a :class:`numpy.memmap`, so that ``C`` never has to fit in memory; it is returned.
 
     Returns
     -------
-    (l, P) float32 array, ``P = D (D - 1) / 2``, values in ``[0, 1]``; column order as :func:`pair_indices`.
+    (l, P) float32 array, ``P = D (D - 1) / 2``, values in ``[0, 1]``; column order as :func:`pair_indices`
+    (``out`` when given).
     """
     import torch
     from tqdm.auto import tqdm
 
     from .._compat import resolve_device
 
+    x_shape = tuple(getattr(X, "shape", None) or np.shape(X))
+    if out is not None and len(x_shape) == 2 and np.ndim(indices) == 2:
+        _check_out(out, np.shape(indices)[0], n_pairs(x_shape[1]))
     if client is not None and client is not False:
-        return _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client)
+        return _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client, out)
     if _is_dask(X):
-        return _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress)
+        return _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress, out)
     X, dense_dtype = _check_data(X)
     idx = _check_indices(indices, X.shape[0])
     if not isinstance(tie_fraction, int | float | np.number) or isinstance(tie_fraction, bool):
@@ -135,9 +144,10 @@ def locality_correlations(
     n_loc, n = idx.shape
     D = X.shape[1]
     P = n_pairs(D)
-    out = np.zeros((n_loc, P), dtype=np.float32)
+    given = out
+    out = np.zeros((n_loc, P), dtype=np.float32) if given is None else None
     if n_loc == 0 or P == 0 or n < 2:
-        return out
+        return out if given is None else given
 
     value_bytes = 8 if dense_dtype == np.float64 else 4
     if batch_size is None:
@@ -149,21 +159,38 @@ def locality_correlations(
 
     max_count = max_tied_count(n, tie_fraction)
     plan = _BatchPlan(D, dev)
-    out_t = torch.from_numpy(out)
+    # into the output directly, or through one reused (batch, P) block when writing to a given store
+    out_t = torch.from_numpy(out if given is None else np.zeros((batch_size, P), dtype=np.float32))
     starts = range(0, n_loc, batch_size)
     for start in tqdm(starts, disable=not progress, desc="locality correlations", unit="batch"):
         stop = min(start + batch_size, n_loc)
         # the (locality, feature) rows not tied out by zeros, as a (K, n) tensor on the device
         rows, candidate = _gather_rows(X, idx[start:stop], dense_dtype, max_count, plan)
+        here = out_t[start:stop] if given is None else out_t[: stop - start].zero_()
         if dev.type == "cpu":
-            _batch_correlations(rows, candidate, stop - start, max_count, plan, out_t[start:stop])  # in place
+            _batch_correlations(rows, candidate, stop - start, max_count, plan, here)  # in place
         else:
             target = torch.zeros((stop - start, P), dtype=torch.float32, device=dev)
             _batch_correlations(rows, candidate, stop - start, max_count, plan, target)
-            out_t[start:stop].copy_(target)
+            here.copy_(target)
             del target
         del rows, candidate
-    return out
+        if given is not None:
+            given[start:stop] = here.numpy()
+    return out if given is None else given
+
+
+def _check_out(out, n_loc: int, P: int) -> None:
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (n_loc, P) or np.dtype(getattr(out, "dtype", None)) != np.float32:
+        msg = (
+            f"out must be a ({n_loc}, {P}) float32 array (localities x pairs), got shape {shape} and dtype "
+            f"{getattr(out, 'dtype', None)}."
+        )
+        raise ValueError(msg)
+    if not hasattr(out, "__setitem__"):
+        msg = f"out must take assignment of row blocks (out[start:stop] = block); {type(out).__name__} does not."
+        raise TypeError(msg)
 
 
 def _is_dask(X) -> bool:
@@ -219,13 +246,13 @@ def _take_task(X, idx, tie_fraction, batch_size, device):
     return _rows_task(X[rows], local, tie_fraction, batch_size, device)
 
 
-def _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress) -> np.ndarray:
+def _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress, out=None) -> np.ndarray:
     """Compute for a dask ``X`` without a client: the batches one after the other, each reading only its rows."""
     from tqdm.auto import tqdm
 
     idx, batch_size = _check_arguments(X, indices, tie_fraction, batch_size, device)
     n_loc = idx.shape[0]
-    out = np.zeros((n_loc, n_pairs(X.shape[1])), dtype=np.float32)
+    out = np.zeros((n_loc, n_pairs(X.shape[1])), dtype=np.float32) if out is None else out
     if n_loc == 0 or out.shape[1] == 0 or idx.shape[1] < 2:
         return out
     for start in tqdm(range(0, n_loc, batch_size), disable=not progress, desc="locality correlations", unit="batch"):
@@ -235,7 +262,7 @@ def _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progr
     return out
 
 
-def _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client) -> np.ndarray:
+def _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client, out=None) -> np.ndarray:
     """Run every batch of localities as one Dask task; write the results into the output as they arrive."""
     from tqdm.auto import tqdm
 
@@ -253,7 +280,7 @@ def _distributed_correlations(X, indices, tie_fraction, batch_size, device, prog
         X, _ = _check_data(X)
     idx, batch_size = _check_arguments(X, indices, tie_fraction, batch_size, device)
     n_loc = idx.shape[0]
-    out = np.zeros((n_loc, n_pairs(X.shape[1])), dtype=np.float32)
+    out = np.zeros((n_loc, n_pairs(X.shape[1])), dtype=np.float32) if out is None else out
     if n_loc == 0 or out.shape[1] == 0 or idx.shape[1] < 2:
         return out
 
