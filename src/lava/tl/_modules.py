@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -195,6 +197,16 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
         msg = f"{path} holds no gene sets; a GMT line is: name <TAB> description <TAB> gene <TAB> gene ..."
         raise ValueError(msg)
     return sets
+
+
+def _fingerprint(sets: Mapping[str, list[str]]) -> str:
+    """sha256 of the gene sets as tested (names sorted, genes in order).
+
+    Tells whether a rerun used the same sets, which a dict (stored as ``"dict"``) or an Enrichr library (updated
+    over time) cannot tell by name.
+    """
+    text = json.dumps(sorted((name, list(genes)) for name, genes in sets.items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def load_gene_sets(gene_sets, *, organism: str = "Human") -> tuple[dict[str, list[str]], str]:
@@ -423,6 +435,7 @@ def enrich(
         table = pd.DataFrame({c: pd.Series(dtype=_ENRICHMENT_DTYPES[c]) for c in ENRICHMENT_COLUMNS})
     params = {
         "gene_sets": source if not isinstance(gene_sets, str | os.PathLike) else str(gene_sets),
+        "gene_sets_sha256": _fingerprint(sets),
         "modules": selected,
         "background": bg_kind if bg_kind != "list" else bg_genes,
         "n_background": res.n_background,
