@@ -145,7 +145,7 @@ def test_params_reproduce_every_step(full):
         args = _rerun_arguments(full, step)
         if step == "enrichment":  # a dict of gene sets is not stored (a GMT path or library name is)
             assert lava.get.params(full, step)["gene_sets"] == "dict"
-            args["gene_sets"] = gene_sets(again)
+            args["gene_sets"] = gene_sets(again)  # ... but its fingerprint is, and is compared below with the rest
         positional = {"amf": "n_modules", "selection": "n_modules", "association": "groupby"}.get(step)
         first = [args.pop(positional)] if positional else []
         PRODUCERS[step](again, *first, **args)
@@ -184,3 +184,20 @@ def test_dense_and_sparse_give_the_same_correlations(fmt, sparsity):
         results[name] = adata.uns["lava"]["correlations"]["values"]
     np.testing.assert_array_equal(results["dense"], results[fmt])
     assert results["dense"].any()
+
+
+def test_gene_sets_fingerprint_tells_other_sets(full):
+    """A dict of gene sets is recorded by its sha256: the same sets give the same, one gene more another."""
+    adata = full.copy()
+    sets = gene_sets(adata)
+    lava.tl.enrich(adata, dict(reversed(sets.items())), min_size=2)  # order of the sets does not matter
+    assert (
+        lava.get.params(adata, "enrichment")["gene_sets_sha256"]
+        == lava.get.params(full, "enrichment")["gene_sets_sha256"]
+    )
+    sets["planted0"] = [*sets["planted0"], "g0019"]
+    lava.tl.enrich(adata, sets, min_size=2)
+    assert (
+        lava.get.params(adata, "enrichment")["gene_sets_sha256"]
+        != lava.get.params(full, "enrichment")["gene_sets_sha256"]
+    )
