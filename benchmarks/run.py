@@ -5,7 +5,8 @@ Sizes (``lava.datasets.synthetic`` counts-like data, CSR, sparsity 0.7: about 70
   small  10,000 x 500,   n = 200,  o = 3,  M = 9   (a smoke size, minutes)
   mnist  the real 70,000 x 784 MNIST pixels (``lava.datasets.mnist(embedding="umap")``), n = 3000, o = 12, M = 9
   kpmp   225,000 x 1000, n = 500,  o = 3,  M = 9   (KPMP-like: the paper's cell count, 1000 HVGs)
-  wide   225,000 x 2000, n = 500,  o = 3,  M = 9   (2M pairs; C is 10.8 GB in float32; correlations only, see below)
+  wide   225,000 x 2000, n = 500,  o = 3,  M = 9   (2M pairs; C is 10.8 GB in float32, kept in a zarr store)
+  million 1,000,000 x 1000, n = 500, o = 3         (memory check of placement and correlations; C in a zarr store)
 
 Steps, each in its own subprocess (so its peak RSS is its own, inputs included), in this order per size:
 
@@ -50,6 +51,7 @@ SIZES = {
     "mnist": {"E": 70_000, "D": 784, "n": 3000, "o": 12.0, "M": 9, "amf_max_epochs": 5},
     "kpmp": {"E": 225_000, "D": 1000, "n": 500, "o": 3.0, "M": 9, "amf_max_epochs": 3},
     "wide": {"E": 225_000, "D": 2000, "n": 500, "o": 3.0, "M": 9, "amf_max_epochs": 1},
+    "million": {"E": 1_000_000, "D": 1000, "n": 500, "o": 3.0, "M": 9, "amf_max_epochs": 1},
 }
 STEPS = ["data", "placement", "correlations", "amf", "placement_ref"]
 SPARSITY = 0.7
@@ -66,7 +68,7 @@ def _work(size: str) -> Path:
 
 
 def _zarr(size: str, args) -> bool:
-    return size == "wide" or args.zarr
+    return size in ("wide", "million") or args.zarr
 
 
 def _load_X(size: str):
@@ -110,7 +112,7 @@ def step_placement(size: str, spec: dict, args) -> dict:
 
     Z = np.load(_work(size) / "Z.npy")
     start = time.perf_counter()
-    res = place_localities(Z, spec["n"], spec["o"], rng=0)
+    res = place_localities(Z, spec["n"], spec["o"], rng=0, maxfun=args.maxfun)
     seconds = time.perf_counter() - start
     np.save(_work(size) / "indices.npy", res.indices)
     return {
@@ -119,6 +121,7 @@ def step_placement(size: str, spec: dict, args) -> dict:
         "loss": float(res.loss),
         "loss_unoptimized": float(res.loss_unoptimized),
         "n_evaluations": int(res.n_evaluations),
+        "maxfun": args.maxfun,
     }
 
 
@@ -371,6 +374,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["small", "mnist"], choices=list(SIZES))
     parser.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
+    parser.add_argument("--maxfun", type=int, default=None, help="placement budget (default: lava's, 50)")
     parser.add_argument("--ref-maxfun", type=int, default=10, help="DIRECT budget of the placement comparison")
     parser.add_argument("--amf-max-epochs", type=int, default=None, help="epoch cap of the AMF fit (per-size default)")
     parser.add_argument("--naive-steps", type=int, default=2, help="timed steps of the naive AMF reference")
@@ -389,6 +393,7 @@ def main(argv=None) -> None:
         return
     args.passthrough = [
         f"--ref-maxfun={args.ref_maxfun}",
+        *([f"--maxfun={args.maxfun}"] if args.maxfun else []),
         f"--naive-steps={args.naive_steps}",
         f"--rounds={args.rounds}",
         *([f"--amf-max-epochs={args.amf_max_epochs}"] if args.amf_max_epochs else []),
