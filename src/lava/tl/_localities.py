@@ -12,7 +12,7 @@ from .. import _logging as logg
 from .. import _store
 from .._compat import RngLike, as_seed
 from .._docs import doc_params
-from .._validate import get_data, get_embedding
+from .._validate import check_not_view, get_data, get_embedding
 from ..core import placement
 
 #: Default overlap: the paper's single-cell setting (KPMP, o = 3); it recommends 2-20.
@@ -107,6 +107,7 @@ def localities(
     if not isinstance(key_added, str) or not key_added:
         msg = f"key_added must be a non-empty string, got {key_added!r}."
         raise TypeError(msg)
+    check_not_view(adata, copy)
     name, Z = get_embedding(adata, basis)
     E = Z.shape[0]
     n = default_n_neighbors(E) if n_neighbors is None else _check_int(n_neighbors, "n_neighbors")
@@ -236,6 +237,7 @@ def neighborhood_retention(
     if not isinstance(key_added, str) or not key_added:
         msg = f"key_added must be a non-empty string, got {key_added!r}."
         raise TypeError(msg)
+    check_not_view(adata, copy)
     name, Z = get_embedding(adata, basis)
     E = Z.shape[0]
     if use_rep is None:
