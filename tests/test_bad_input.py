@@ -181,6 +181,14 @@ CASES = [
         r"adata.copy\(\)",
         lambda a: a[: N_OBS // 2],
     ),
+    Case(
+        "neighborhood_retention on a view",
+        "localities",
+        lambda a: lava.tl.neighborhood_retention(a, n_samples=20),
+        ValueError,
+        r"adata.copy\(\)",
+        lambda a: a[: N_OBS // 2],
+    ),
     # data (lava.tl.correlations)
     Case(
         "data NaN",
