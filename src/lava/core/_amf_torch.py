@@ -201,12 +201,26 @@ class Problem:
         n_pairs_total: int,
         chunk=None,
         kernel: str = "eager",
+        loss: str = "paper",
     ):
         self.C = C
-        self.kernel = kernel
+        self.loss = loss
+        # the variants run the eager kernels only (the compiled ones implement the paper's loss)
+        self.kernel = kernel if loss == "paper" else "eager"
         self.weights = weights
         self.n_loc, self.n_pairs = C.shape
+        self.nu = float(nu)
         self.nu2 = float(nu) ** 2
+        # variants: weight of the unweighted cosine term and of the asymmetric squared error term
+        self.cos_weight = 0.0 if loss == "expectile" else 1.0
+        self.sq_weight = 0.0 if loss == "paper" else 1.0
+        # ||C_i||^2 (float64), the per-locality normaliser of the squared error term, floored
+        self.sq_norms = (C.double() ** 2).sum(1).clamp_min(EPS)
+        # parsimony (variants): l1 * sum(Mod) / mean_i ||C_i||^2 added to the loss
+        self.l1 = 0.0
+        self.l1_unit = float(self.sq_norms.mean())
+        # background=True: the last module is fixed to 1 on every pair (its presence is a per-locality floor)
+        self.background = False
         self.gamma = float(gamma)
         self.n_pairs_total = int(n_pairs_total)  # the MAE's denominator: dropped all-zero pairs count (exactly 0)
         self.chunk = chunk or default_chunk(C.device)
@@ -226,6 +240,8 @@ def _row_terms(dot, uu, vv):
 
 def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *, batch: int = 256):
     """Full loss (float) and per-locality terms: weighted cosine (l,) and MAE (l,), float64, no gradient."""
+    if problem.loss != "paper":
+        return _evaluate_variant(problem, presence, modules, batch=batch)
     nu2 = problem.nu2
     cos_all, mae_all = [], []
     with torch.no_grad():
@@ -269,6 +285,8 @@ def loss_and_grad(problem: Problem, rows: torch.Tensor, presence_b: torch.Tensor
 
     The estimate is ``(l / batch) * sum_b [a_b (1 - cos_b) + gamma MAE_b / l]``, unbiased for the full loss.
     """
+    if problem.loss != "paper":
+        return _loss_and_grad_variant(problem, rows, presence_b, modules, buffers)
     nb = rows.numel()
     nu2, dev = problem.nu2, presence_b.device
     if problem.kernel == "compiled":
@@ -337,6 +355,101 @@ def _loss_and_grad_compiled(problem, rows, presence_b, modules):
     return loss, d_presence, d_modules
 
 
+# ---- the loss variants (docs/amf_loss.md) ---------------------------------------------------------------------
+#
+#   L = sum_i a_i [ c_w (1 - cos(C_i, Chat_i)) + q_w sum_j w_ij (Chat_ij - C_ij)^2 / ||C_i||^2 ] + gamma mean_i MAE_i
+#
+# with an UNWEIGHTED cosine, w = nu where Chat > C and 1 elsewhere (an expectile / pinball-weighted squared error,
+# normalised per locality), "expectile": c_w = 0, q_w = 1; "cosine_expectile": c_w = q_w = 1. Its gradient:
+#
+#   dL/dChat = s ( c_w (alpha_b C + beta_b Chat) + q_w a_b 2 w d / ||C_b||^2 + kappa sign(d) ),  d = Chat - C,
+#
+# alpha_b = -a_b / (|C_b| |Chat_b|), beta_b = a_b cos_b / |Chat_b|^2 (as the paper's with W = 1).
+
+
+def _variant_sums(problem, c, h, sums) -> None:
+    """Add one chunk's per-locality sums to ``sums`` (5, B): C Chat, C^2, Chat^2, |d|, w d^2."""
+    d = h - c
+    sums[0] += (c * h).sum(1)
+    sums[1] += (c * c).sum(1)
+    sums[2] += (h * h).sum(1)
+    sums[3] += d.abs().sum(1)
+    sums[4] += (torch.where(d > 0, problem.nu, 1.0) * d * d).sum(1)
+
+
+def _variant_terms(problem, rows, sums):
+    """Per-locality loss terms (B,) float64 (without gamma's MAE) and the cosine pieces."""
+    cos, nc, nh = _row_terms(sums[0], sums[1], sums[2])
+    sq = problem.sq_norms if rows is None else problem.sq_norms[rows]
+    terms = problem.cos_weight * (1 - cos) + problem.sq_weight * sums[4] / sq
+    return terms, cos, nc, nh, sq
+
+
+def _evaluate_variant(problem, presence, modules, *, batch: int = 256):
+    terms_all, cos_all, mae_all = [], [], []
+    with torch.no_grad():
+        for r0 in range(0, problem.n_loc, batch):
+            r1 = min(problem.n_loc, r0 + batch)
+            sums = torch.zeros((5, r1 - r0), dtype=torch.float64, device=presence.device)
+            for j0, j1 in problem.spans:
+                h = max_product_values(presence[r0:r1], modules[:, j0:j1], chunk=j1 - j0)
+                _variant_sums(problem, problem.C[r0:r1, j0:j1], h, sums)
+            rows = torch.arange(r0, r1, device=presence.device)
+            terms, cos, _, _, _ = _variant_terms(problem, rows, sums)
+            terms_all.append(terms)
+            cos_all.append(cos)
+            mae_all.append(sums[3] / problem.n_pairs_total)
+        terms = torch.cat(terms_all)
+        mae = torch.cat(mae_all)
+        loss = (problem.weights * terms).sum() + problem.gamma * mae.mean()
+        loss = loss + problem.l1 * float(_free(problem, modules).sum()) / problem.l1_unit
+    return float(loss), torch.cat(cos_all), mae
+
+
+def _loss_and_grad_variant(problem, rows, presence_b, modules, buffers):
+    nb = rows.numel()
+    chat = buffers.chat[:nb]
+    argmax = buffers.argmax[:nb]
+    sums = torch.zeros((5, nb), dtype=torch.float64, device=presence_b.device)
+    for j0, j1 in problem.spans:
+        h, _ = max_product_forward(
+            presence_b, modules[:, j0:j1], chunk=j1 - j0, out=chat[:, j0:j1], argmax=argmax[:, j0:j1]
+        )
+        _variant_sums(problem, problem.rows(rows, j0, j1), h, sums)
+    terms, cos, nc, nh, sq = _variant_terms(problem, rows, sums)
+    a = problem.weights[rows]
+    scale = problem.n_loc / nb
+    mae = sums[3] / problem.n_pairs_total
+    loss = scale * float((a * terms).sum() + problem.gamma * mae.sum() / problem.n_loc)
+    dtype = presence_b.dtype
+    cw = problem.cos_weight
+    alpha = (-scale * cw * a / (nc * nh)).to(dtype)[:, None]
+    beta = torch.where(torch.sqrt(sums[2]) > EPS, scale * cw * a * cos / nh**2, 0.0).to(dtype)[:, None]
+    q = (scale * problem.sq_weight * 2 * a / sq).to(dtype)[:, None]
+    kappa = scale * problem.gamma / (problem.n_loc * problem.n_pairs_total)
+    d_presence = torch.zeros_like(presence_b)
+    d_modules = torch.zeros_like(modules)
+    for j0, j1 in problem.spans:
+        c = problem.rows(rows, j0, j1)
+        h = chat[:, j0:j1]
+        d = h - c
+        g = c * alpha
+        g.addcmul_(h, beta)
+        g.addcmul_(torch.where(d > 0, problem.nu, 1.0) * d, q)
+        if kappa:
+            g.add_(torch.sign(d), alpha=kappa)
+        _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
+    if problem.l1:
+        loss += problem.l1 * float(_free(problem, modules).sum()) / problem.l1_unit
+        _free(problem, d_modules).add_(problem.l1 / problem.l1_unit)
+    return loss, d_presence, d_modules
+
+
+def _free(problem, modules):
+    """Return the trained modules (all but the fixed background row when there is one)."""
+    return modules[:-1] if problem.background else modules
+
+
 def run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers) -> float:
     """One pass over the localities in ``order`` (a permutation); returns the mean minibatch loss estimate."""
     total, n_steps = 0.0, 0
@@ -351,9 +464,26 @@ def run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers)
         with torch.no_grad():
             presence.clamp_(0.0, 1.0)
             modules.clamp_(0.0, 1.0)
+            if problem.background:
+                modules[-1] = 1.0
         total += loss
         n_steps += 1
     return total / n_steps
+
+
+#: stop="learned": without a first improvement by more than ``tol``, the patience rule waits this many windows.
+LEARNED_MAX_WINDOWS = 10
+
+
+def _may_stop(stop: str, ref_epoch: int, epoch: int, patience: int) -> bool:
+    """Return whether the patience rule may stop the fit now.
+
+    Always for "paper"; for "learned" only once the loss has improved by more than ``tol`` at least once (not on
+    the initial plateau), or after ``10 * patience`` epochs.
+    """
+    if stop == "paper":
+        return True
+    return ref_epoch > 0 or epoch >= LEARNED_MAX_WINDOWS * patience
 
 
 def train(
@@ -368,6 +498,7 @@ def train(
     max_epochs: int,
     generator: np.random.Generator,
     progress: bool,
+    stop: str = "paper",
 ) -> dict:
     """Adam over minibatches until the best full loss stalls; returns the best epoch's matrices and the history."""
     dev = problem.C.device
@@ -410,7 +541,7 @@ def train(
             if not math.isfinite(loss):
                 msg = f"the AMF loss became {loss} at epoch {epoch}; lower lr=... (now {lr})."
                 raise FloatingPointError(msg)
-            if epoch - ref_epoch >= patience:
+            if epoch - ref_epoch >= patience and _may_stop(stop, ref_epoch, epoch, patience):
                 converged = True
                 break
     except KeyboardInterrupt:

@@ -43,6 +43,13 @@ DEFAULT_MAX_EPOCHS = 5000
 _EPS = 1e-8
 _ROW_CHUNK = 64
 
+#: The losses :func:`fit_amf` can minimise (docs/amf_loss.md).
+LOSSES = ("paper", "expectile", "cosine_expectile")
+#: The starts: "random" (the paper: uniform [0, 1]) and "localities" (modules from representative localities).
+INITS = ("random", "localities")
+#: The stopping rules: "paper" (1% in ``patience`` epochs) and "learned" (the same, not on the initial plateau).
+STOPS = ("paper", "learned")
+
 
 @dataclass(frozen=True)
 class AMFResult:
@@ -79,6 +86,9 @@ class AMFResult:
         Pairs that were 0 in every locality (their module entries are 0).
     kernel
         ``"compiled"`` or ``"eager"``: which implementation of the training step ran.
+    background
+        (l,) float32 per-locality background floor when fitted with ``background=True`` (else None); ``loss``
+        then includes it (on the pairs that are not 0 everywhere), the quality figures do not.
     """
 
     modules: np.ndarray
@@ -95,6 +105,7 @@ class AMFResult:
     seed: int
     n_pairs_dropped: int = 0
     kernel: str = "eager"
+    background: np.ndarray | None = field(default=None, repr=False)
 
 
 def reconstruct(presence: np.ndarray, modules: np.ndarray, *, chunk: int = _ROW_CHUNK) -> np.ndarray:
@@ -151,13 +162,21 @@ def amf_loss(
     nu: float = 9.0,
     gamma: float = 1e-4,
     weights: np.ndarray | None = None,
+    loss: str = "paper",
 ) -> float:
-    """Return the paper's AMF loss of ``presence`` and ``modules`` on ``C`` (numpy, float64 accumulation).
+    """Return the AMF loss of ``presence`` and ``modules`` on ``C`` (numpy, float64 accumulation).
 
-    ``sum_i a_i (1 - cos(W_i C_i, W_i Chat_i)) + gamma * mean_i mean_j |C_ij - Chat_ij|`` with
+    ``loss="paper"``: ``sum_i a_i (1 - cos(W_i C_i, W_i Chat_i)) + gamma * mean_i mean_j |C_ij - Chat_ij|`` with
     ``W = nu`` where ``Chat > C`` and 1 elsewhere; ``weights`` default to :func:`locality_weights` of ``C``.
     Norms are floored at 1e-8 (a cosine with a zero vector is 0).
+
+    ``loss="expectile"``: ``sum_i a_i sum_j w_ij (Chat_ij - C_ij)^2 / ||C_i||^2 + gamma * MAE`` with ``w = nu``
+    where ``Chat > C`` and 1 elsewhere (``||C_i||^2`` floored at 1e-8). ``loss="cosine_expectile"``: that plus
+    the unweighted cosine term ``sum_i a_i (1 - cos(C_i, Chat_i))``. See ``docs/amf_loss.md``.
     """
+    if loss not in LOSSES:
+        msg = f"loss must be one of {LOSSES}, got {loss!r}."
+        raise ValueError(msg)
     C = np.asarray(C)
     presence = np.asarray(presence, dtype=np.float32)
     modules = np.asarray(modules, dtype=np.float32)
@@ -171,11 +190,14 @@ def amf_loss(
         c = np.asarray(C[r0 : r0 + _ROW_CHUNK], dtype=np.float64)
         h = reconstruct(presence[r0 : r0 + _ROW_CHUNK], modules).astype(np.float64)
         w = np.where(h > c, nu, 1.0)
-        u, v = w * c, w * h
+        u, v = (w * c, w * h) if loss == "paper" else (c, h)
         nu_ = np.maximum(np.sqrt((u * u).sum(1)), _EPS)
         nv_ = np.maximum(np.sqrt((v * v).sum(1)), _EPS)
         cos = (u * v).sum(1) / (nu_ * nv_)
-        main += float((a[r0 : r0 + _ROW_CHUNK] * (1.0 - cos)).sum())
+        term = np.zeros_like(cos) if loss == "expectile" else 1.0 - cos
+        if loss != "paper":
+            term = term + (w * (h - c) ** 2).sum(1) / np.maximum((c * c).sum(1), _EPS)
+        main += float((a[r0 : r0 + _ROW_CHUNK] * term).sum())
         mae += float(np.abs(c - h).mean(1).sum())
     return main + gamma * mae / C.shape[0]
 
@@ -205,9 +227,12 @@ def fit_amf(
     rng: RngLike = 0,
     device: Device = "auto",
     progress: bool = False,
-    init: tuple[np.ndarray, np.ndarray] | None = None,
-    loss: Literal["paper"] = "paper",
+    init: tuple[np.ndarray, np.ndarray] | Literal["random", "localities"] | None = None,
+    loss: Literal["paper", "expectile", "cosine_expectile"] = "paper",
     kernel: Literal["auto", "compiled", "eager"] = "auto",
+    stop: Literal["paper", "learned"] = "paper",
+    l1: float = 0.0,
+    background: bool = False,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -247,9 +272,26 @@ def fit_amf(
     progress
         Show a tqdm progress bar with the current loss.
     init
-        Optional ``(modules, presence)`` to start from, shapes (M, P) and (l, M); values are clipped to [0, 1].
+        ``"random"`` (or None; the paper: uniform [0, 1] entries), ``"localities"`` (modules taken from
+        representative localities: greedy picks of the locality with the largest unexplained correlation, parts
+        of a picked union that another module covers removed; ``rng`` breaks near-ties), or ``(modules,
+        presence)`` to start from, shapes (M, P) and (l, M); values are clipped to [0, 1].
     loss
-        The loss to minimise; only ``"paper"`` (above) for now.
+        ``"paper"`` (the module docstring's loss), ``"expectile"`` (an asymmetric squared error normalised per
+        locality, overestimates weighted ``nu``) or ``"cosine_expectile"`` (an unweighted cosine plus that
+        term). The variants run the eager kernels. See ``docs/amf_loss.md`` for why and the evidence.
+    stop
+        ``"paper"``: the patience rule above; ``"learned"``: the same rule, but it may fire only once the loss
+        has improved by more than ``tol`` at least once (or after ``10 * patience`` epochs), so that it cannot stop
+        a fit on the initial plateau.
+    l1
+        Variants only: weight of a parsimony penalty ``l1 * sum(modules) / mean_i ||C_i||^2`` (a module keeps only
+        the pairs it needs; without it a module can carry a copy of another module's pairs where both are present).
+    background
+        Variants only: fit a per-locality background floor ``b_i`` as well, ``Chat_ij = max(max_m Pres_im Mod_mj,
+        b_i)`` (a fixed all-ones module), so that the low correlations every pair has are not spread over the
+        modules. ``modules`` and ``presence`` exclude it; it is returned as ``AMFResult.background``, and the
+        quality figures are those of the modules' reconstruction without it.
     kernel
         ``"eager"``: chunked torch operations; ``"compiled"``: the same computation through ``torch.compile``
         (fused loops, several times faster on the CPU; compiled once per process, ~20 s; falls back to eager
@@ -277,7 +319,15 @@ def fit_amf(
         tol=tol,
         max_epochs=max_epochs,
         loss=loss,
+        init=init,
+        stop=stop,
     )
+    if not isinstance(l1, int | float | np.integer | np.floating) or not np.isfinite(l1) or l1 < 0:
+        msg = f"l1 must be a non-negative number, got {l1!r}."
+        raise ValueError(msg)
+    if (l1 or background) and loss == "paper":
+        msg = "l1 and background apply to the loss variants; pass loss='expectile' or 'cosine_expectile'."
+        raise ValueError(msg)
     if kernel not in ("auto", "compiled", "eager"):
         msg = f"kernel must be 'auto', 'compiled' or 'eager', got {kernel!r}."
         raise ValueError(msg)
@@ -290,7 +340,10 @@ def fit_amf(
     generator = as_generator(seed)
     modules0 = generator.random((n_modules, n_pairs), dtype=np.float32)
     presence0 = generator.random((n_loc, n_modules), dtype=np.float32)
-    if init is not None:
+    if isinstance(init, str) and init == "localities":
+        modules0 = np.zeros((n_modules, n_pairs), dtype=np.float32)
+        modules0[:, kept], presence0 = init_from_localities(C[:, kept], n_modules, rng=generator)
+    elif init is not None and not isinstance(init, str):
         modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
 
     device = amft.torch.device(_resolve(device))
@@ -305,12 +358,19 @@ def fit_amf(
         nu=nu,
         gamma=gamma,
         n_pairs_total=n_pairs,
-        kernel=amft.resolve_kernel(kernel, device, Ck.size),
+        kernel=amft.resolve_kernel(kernel, device, Ck.size) if loss == "paper" else "eager",
+        loss=loss,
     )
+    problem.l1 = float(l1)
+    problem.background = bool(background)
+    modules0 = modules0[:, kept]
+    if background:  # the fixed all-ones module; its presence starts at each locality's median correlation
+        modules0 = np.vstack([modules0, np.ones((1, modules0.shape[1]), np.float32)])
+        presence0 = np.hstack([presence0, np.median(Ck, axis=1, keepdims=True).astype(np.float32)])
     out = amft.train(
         problem,
         np.ascontiguousarray(presence0, dtype=np.float32),
-        np.ascontiguousarray(modules0[:, kept], dtype=np.float32),
+        np.ascontiguousarray(modules0, dtype=np.float32),
         lr=lr,
         batch_size=batch_size,
         patience=patience,
@@ -318,11 +378,13 @@ def fit_amf(
         max_epochs=max_epochs,
         generator=generator,
         progress=progress,
+        stop=stop,
     )
     del C_t
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
-    modules[:, kept] = out["modules"]
-    presence = np.ascontiguousarray(out["presence"], dtype=np.float32)
+    modules[:, kept] = out["modules"][:n_modules]
+    presence = np.ascontiguousarray(out["presence"][:, :n_modules], dtype=np.float32)
+    floor = np.ascontiguousarray(out["presence"][:, n_modules], dtype=np.float32) if background else None
     similarity, over_ratio, loc_sim = _fit_figures(C, presence, modules, weights=weights)
     return AMFResult(
         modules=modules,
@@ -339,6 +401,7 @@ def fit_amf(
         seed=seed,
         n_pairs_dropped=int(n_pairs - kept.sum()),
         kernel=problem.kernel,
+        background=floor,
     )
 
 
@@ -383,7 +446,21 @@ def _check_init(init, n_modules, n_loc, n_pairs):
     return np.clip(modules0, 0, 1), np.clip(presence0, 0, 1)
 
 
-def _check_fit_args(*, n_modules, n_localities, nu, gamma, lr, batch_size, patience, tol, max_epochs, loss="paper"):
+def _check_fit_args(
+    *,
+    n_modules,
+    n_localities,
+    nu,
+    gamma,
+    lr,
+    batch_size,
+    patience,
+    tol,
+    max_epochs,
+    loss="paper",
+    init=None,
+    stop="paper",
+):
     """Validate AMF's options (shared by :func:`fit_amf` and ``lava.tl.amf``); raise naming the fix."""
 
     def _is_int(x):
@@ -411,6 +488,97 @@ def _check_fit_args(*, n_modules, n_localities, nu, gamma, lr, batch_size, patie
     if not _is_real(tol) or not 0 <= tol < 1:
         msg = f"tol must be a number in [0, 1) (a relative improvement), got {tol!r}."
         raise ValueError(msg)
-    if loss != "paper":
-        msg = f"loss must be 'paper' (the only loss implemented), got {loss!r}."
+    if not isinstance(loss, str) or loss not in LOSSES:
+        msg = f"loss must be one of {LOSSES}, got {loss!r}."
         raise ValueError(msg)
+    if isinstance(init, str) and init not in INITS:
+        msg = f"init must be one of {INITS} or a pair (modules, presence), got {init!r}."
+        raise ValueError(msg)
+    if not isinstance(stop, str) or stop not in STOPS:
+        msg = f"stop must be one of {STOPS}, got {stop!r}."
+        raise ValueError(msg)
+
+
+#: init="localities": entries of a picked locality's unexplained correlation below this share of its maximum are
+#: treated as background (0); presences are this quantile of C / module over the module's pairs.
+_INIT_THRESHOLD = 0.5
+_INIT_QUANTILE = 0.2
+_INIT_JITTER = 1e-3
+_INIT_NEIGHBOURS = 5
+
+
+def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Start modules from representative localities: ``(modules (M, P), presence (l, M))`` float32 in [0, 1].
+
+    Greedy: pick the locality with the largest unexplained correlation ``max(C_i - Chat_i, 0)`` (uniformly among
+    those within 10% of the largest norm), take that residual, averaged with up to 4 more residuals of cosine
+    >= 0.8 to it, as a module (entries below half its maximum set to 0: background), give every locality a presence (the 0.2-quantile of ``C / module`` over the module's pairs,
+    clipped to [0, 1]) and update ``Chat``. A picked locality can hold several modules; so once all M are picked,
+    a module whose pairs mostly (70%) contain a smaller module's loses those pairs, and modules left (nearly)
+    empty are picked again from the residual. ``C`` is (l, P) dense.
+    """
+    gen = as_generator(rng)
+    C = np.asarray(C, dtype=np.float32)
+    n_loc, n_pairs = C.shape
+    modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
+    presence = np.zeros((n_loc, n_modules), dtype=np.float32)
+
+    def fit_presence(m):
+        support = modules[m] > 0
+        if not support.any():
+            presence[:, m] = 0
+            return
+        ratios = C[:, support] / modules[m, support]
+        presence[:, m] = np.clip(np.quantile(ratios, _INIT_QUANTILE, axis=1), 0, 1)
+
+    def pick(m):
+        others = [k for k in range(n_modules) if k != m and modules[k].any()]
+        chat = reconstruct(presence[:, others], modules[others]) if others else np.zeros_like(C)
+        residual = np.maximum(C - chat, 0)
+        norms = np.sqrt(np.einsum("ij,ij->i", residual, residual))
+        candidates = np.flatnonzero(norms >= 0.9 * norms.max())
+        row = residual[gen.choice(candidates)]
+        # average with the most similar residuals (up to 5, cosine >= 0.8): less noise than one locality
+        cos = residual @ row / np.maximum(norms * np.linalg.norm(row), _EPS)
+        similar = np.argsort(-cos)[:_INIT_NEIGHBOURS]
+        row = residual[similar[cos[similar] >= 0.8]].mean(0) if (cos[similar] >= 0.8).any() else row
+        modules[m] = np.where(row >= _INIT_THRESHOLD * row.max(), row, 0)
+        fit_presence(m)
+
+    for m in range(n_modules):
+        pick(m)
+    # a module picked from a locality that holds several: remove the pairs of the smaller modules it contains;
+    # a duplicate (same pairs as an earlier module) is picked again. "Pairs" are a module's strong entries (at
+    # least 0.7 x its 90th percentile), so that background entries above the threshold do not count.
+    support = np.zeros_like(modules, dtype=bool)
+    for m in range(n_modules):
+        nonzero = modules[m][modules[m] > 0]
+        if nonzero.size:
+            support[m] = modules[m] >= 0.7 * np.quantile(nonzero, 0.9)
+    sizes = support.sum(1)
+    redo = set()
+    for a in np.argsort(-sizes, kind="stable"):
+        for b in range(n_modules):
+            if b == a or sizes[b] == 0 or b in redo:
+                continue
+            common = (support[a] & support[b]).sum()
+            if sizes[b] < 0.8 * sizes[a] and common >= 0.7 * sizes[b]:
+                modules[a, support[b]] = 0
+            elif b > a and common >= 0.7 * max(sizes[a], sizes[b]):
+                redo.add(b)
+    for m in range(n_modules):
+        if m in redo or (modules[m] > 0).sum() < 0.25 * max(sizes[m], 1):
+            modules[m] = 0
+    for m in range(n_modules):
+        if modules[m].any():
+            fit_presence(m)
+        else:
+            presence[:, m] = 0
+    for m in range(n_modules):
+        if not modules[m].any():
+            pick(m)
+    # no exact zeros: where every product is 0 the maximum's gradient would all go to module 0 (ties go to the
+    # first module), which then absorbs the background; tiny random values spread it instead
+    modules += gen.uniform(0, _INIT_JITTER, modules.shape).astype(np.float32)
+    presence += gen.uniform(0, _INIT_JITTER, presence.shape).astype(np.float32)
+    return np.clip(modules, 0, 1), np.clip(presence, 0, 1)

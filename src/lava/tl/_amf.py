@@ -30,6 +30,9 @@ def amf(
     patience: int = 100,
     tol: float = 0.01,
     max_epochs: int = core_amf.DEFAULT_MAX_EPOCHS,
+    loss: str = "paper",
+    init: str = "random",
+    stop: str = "paper",
     rng: RngLike = 0,
     device: Device = "auto",
     from_selection: int | None = None,
@@ -68,6 +71,15 @@ def amf(
         Relative improvement that counts (0.01 = 1%).
     max_epochs
         Cap on epochs (5000).
+    loss
+        ``"paper"`` (the paper's nu-weighted cosine), ``"expectile"`` or ``"cosine_expectile"`` (variants that
+        do not lose modules that only occur together with another; see the AMF loss docs page and
+        :func:`lava.core.fit_amf`).
+    init
+        ``"random"`` (the paper) or ``"localities"`` (modules started from representative localities).
+    stop
+        ``"paper"`` (the patience rule) or ``"learned"`` (the same rule, not allowed to fire on the initial
+        plateau).
     {rng}
     {device}
     from_selection
@@ -123,7 +135,13 @@ def amf(
         patience=patience,
         tol=tol,
         max_epochs=max_epochs,
+        loss=loss,
+        init=init,
+        stop=stop,
     )
+    if not isinstance(init, str):
+        msg = f"init must be one of {core_amf.INITS}, got {init!r}."
+        raise TypeError(msg)
     if not np.any(C):
         msg = (
             f"every correlation in adata.uns[{key!r}]['correlations']['values'] is 0, so AMF has nothing to fit; "
@@ -143,6 +161,9 @@ def amf(
         patience=patience,
         tol=tol,
         max_epochs=max_epochs,
+        loss=loss,
+        init=init,
+        stop=stop,
         rng=seed,
         device=device,
         progress=progress,
@@ -163,6 +184,9 @@ def amf(
         "patience": int(patience),
         "tol": float(tol),
         "max_epochs": int(max_epochs),
+        "loss": loss,
+        "init": init,
+        "stop": stop,
         "rng": seed,
         "device": str(device),
         "from_selection": None,

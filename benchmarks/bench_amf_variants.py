@@ -1,0 +1,299 @@
+"""Benchmark AMF's loss variants, starts and stopping rules on planted co-located modules and on MNIST.
+
+Planted data (:func:`lava.datasets.synthetic`, 3000 cells, 48 features, modules of 6 features, 90 localities of
+100 cells, M = K + 1 modules fitted), two layouts, dense and sparse (``sparsity=0.5``):
+
+- ``default``: regions {0}, {1}, {2}, {4}, {5}, {2, 3}, {0, 4}, {1}, {}: module 3 occurs only with module 2;
+- ``colocated``: regions {0}, {1}, {2}, {2, 3}, {4, 5}, {0, 1}, {4, 5}, {}: 3 only with 2, 0 and 1 together and
+  apart, 4 and 5 ALWAYS together (not identifiable apart: scored as their union).
+
+Criteria per fit (docs/amf_loss.md): coverage (per region carrying modules, over its localities: sum over the pairs
+of its planted modules of min(Chat, C) / sum of C there; the lowest region is reported), recovery (cosine of
+each identifiable planted module, or union of modules that never occur apart, with its matched fitted module,
+optimal one-to-one matching; the lowest is reported), overestimation ratio, epochs run. A fit succeeds when
+coverage >= 0.9, recovery >= 0.95 and ratio <= 0.15.
+
+MNIST (reduced to fit the 2-core machine): 5000 digits, pixels mean-pooled 2 x 2 (14 x 14), UMAP, localities of
+250 digits, M = 9: similarity and overestimation ratio per configuration.
+
+    python benchmarks/bench_amf_variants.py planted [--seeds 10] [--configs ...] [--data default-dense ...]
+    python benchmarks/bench_amf_variants.py mnist [--seeds 3]
+    python benchmarks/bench_amf_variants.py table        # merge the JSON files into the markdown table
+
+Writes benchmarks/out/amf_variants_<what>.json and .md. One torch thread per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+
+_VARIANT = {
+    "loss": "expectile",
+    "nu": 3.0,
+    "init": "localities",
+    "stop": "learned",
+    "lr": 1e-2,
+    "background": True,
+    "l1": 0.003,
+}
+#: name -> fit_amf options. "paper" is the paper's setting with lava's previous defaults.
+CONFIGS = {
+    "paper": {"loss": "paper", "init": "random", "stop": "paper", "lr": 3e-3},
+    "paper_loc": {"loss": "paper", "init": "localities", "stop": "learned", "lr": 1e-2},
+    "expectile_rand": {**_VARIANT, "init": "random"},
+    "expectile_loc": _VARIANT,
+    "expectile_loc_nu9": {**_VARIANT, "nu": 9.0},
+    "expectile_loc_nobg": {**_VARIANT, "background": False, "l1": 0.0},
+    "cos_expectile_loc": {**_VARIANT, "loss": "cosine_expectile"},
+}
+
+LAYOUTS = {
+    "default": None,
+    "colocated": [{0}, {1}, {2}, {2, 3}, {4, 5}, {0, 1}, {4, 5}, set()],
+}
+
+
+def layout_array(name):
+    from lava.datasets._synthetic import default_layout
+
+    if LAYOUTS[name] is None:
+        return default_layout(6)
+    layout = np.zeros((len(LAYOUTS[name]), 6), dtype=bool)
+    for r, mods in enumerate(LAYOUTS[name]):
+        layout[r, sorted(mods)] = True
+    return layout
+
+
+def planted_data(name: str, seed: int = 0):
+    """C (l, P), planted modules (K, P), locality regions (l,) (-1: mixed) and the region x module layout."""
+    cache = OUT / f"amf_variants_data_{name}_{seed}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return z["C"], z["truth"], z["region"], z["layout"]
+    import lava
+
+    layout_name, density = name.split("-")
+    layout = layout_array(layout_name)
+    adata = lava.datasets.synthetic(
+        n_obs=3000,
+        n_vars=48,
+        n_modules=6,
+        module_size=6,
+        sparsity=0.5 if density == "sparse" else 0.0,
+        layout=layout,
+        rng=seed,
+    )
+    lava.tl.localities(adata, n_neighbors=100, progress=False, rng=seed)
+    lava.tl.correlations(adata, progress=False)
+    C = np.asarray(adata.uns["lava"]["correlations"]["values"], dtype=np.float32)
+    truth = lava.datasets.planted_modules(adata, adata.uns["lava"]["correlations"]["features"])
+    names = list(adata.uns["synthetic"]["region_names"])
+    codes = np.array([names.index(r) for r in adata.obs["region"].astype(str)])
+    region = []
+    for idx in adata.uns["lava"]["localities"]["indices"]:
+        counts = np.bincount(codes[idx], minlength=len(names))
+        region.append(int(counts.argmax()) if counts.max() >= 0.8 * len(idx) else -1)
+    region = np.asarray(region)
+    layout = np.asarray(adata.uns["synthetic"]["region_modules"], dtype=bool)
+    OUT.mkdir(exist_ok=True)
+    np.savez(cache, C=C, truth=truth, region=region, layout=layout)
+    return C, truth, region, layout
+
+
+def units(layout: np.ndarray) -> list[list[int]]:
+    """Identifiable units: modules grouped when they occur in exactly the same regions (recoverable only together)."""
+    groups: dict[bytes, list[int]] = {}
+    for m in range(layout.shape[1]):
+        if layout[:, m].any():
+            groups.setdefault(layout[:, m].tobytes(), []).append(m)
+    return list(groups.values())
+
+
+def score(C, truth, region, layout, modules, presence):
+    """Coverage (lowest region), recovery (lowest unit cosine), per-unit cosines, per-region coverage."""
+    from scipy.optimize import linear_sum_assignment
+
+    from lava.core import reconstruct
+
+    chat = reconstruct(presence, modules)
+    coverage = {}
+    for r in range(layout.shape[0]):
+        mods = np.flatnonzero(layout[r])
+        rows = region == r
+        if mods.size == 0 or not rows.any():
+            continue
+        pairs = truth[mods].max(0) > 0
+        c, h = C[rows][:, pairs], chat[rows][:, pairs]
+        coverage[r] = float(np.minimum(c, h).sum() / max(c.sum(), 1e-12))
+    targets = np.stack([truth[g].max(0) for g in units(layout)])
+
+    def unit_rows(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    cos = unit_rows(targets) @ unit_rows(modules).T
+    ri, ci = linear_sum_assignment(-cos)
+    unit_cos = np.zeros(len(targets))
+    unit_cos[ri] = cos[ri, ci]
+    return min(coverage.values()), float(unit_cos.min()), unit_cos.tolist(), coverage
+
+
+def run_planted(args):
+    import torch
+
+    from lava.core import fit_amf, overestimation_ratio, reconstruct
+
+    torch.set_num_threads(1)
+    results = []
+    path = OUT / f"amf_variants_planted_{args.tag}.json"
+    for data in args.data:
+        C, truth, region, layout = planted_data(data)
+        n_modules = truth.shape[0] + 1
+        for name in args.configs:
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                res = fit_amf(C, n_modules, rng=seed, max_epochs=args.max_epochs, **CONFIGS[name])
+                seconds = time.perf_counter() - t0
+                cov, rec, unit_cos, _ = score(C, truth, region, layout, res.modules, res.presence)
+                ratio_bg = res.overestimation_ratio
+                if res.background is not None:  # the ratio of the reconstruction with the background floor
+                    chat = np.maximum(reconstruct(res.presence, res.modules), res.background[:, None])
+                    ratio_bg = overestimation_ratio(C, chat)
+                row = {
+                    "data": data,
+                    "config": name,
+                    "seed": seed,
+                    "coverage": cov,
+                    "recovery": rec,
+                    "unit_cosines": unit_cos,
+                    "ratio": res.overestimation_ratio,
+                    "ratio_with_background": ratio_bg,
+                    "similarity": res.similarity,
+                    "n_epochs": res.n_epochs,
+                    "best_epoch": res.best_epoch,
+                    "converged": res.converged,
+                    "seconds": seconds,
+                }
+                row["success"] = bool(cov >= 0.9 and rec >= 0.95 and row["ratio"] <= 0.15)
+                results.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "unit_cosines"}), flush=True)
+                OUT.mkdir(exist_ok=True)
+                path.write_text(json.dumps(results, indent=1))
+
+
+def mnist_data():
+    cache = OUT / "amf_variants_mnist_C.npy"
+    if cache.exists():
+        return np.load(cache)
+    import anndata as ad
+
+    import lava
+
+    full = lava.datasets.mnist(n_obs=5000, rng=0)
+    X = np.asarray(full.X, dtype=np.float32).reshape(-1, 28, 28)
+    X = X.reshape(-1, 14, 2, 14, 2).mean((2, 4)).reshape(-1, 196)
+    adata = ad.AnnData(X)
+    import umap
+
+    adata.obsm["X_umap"] = umap.UMAP(random_state=0, n_jobs=1).fit_transform(X).astype(np.float32)
+    lava.tl.localities(adata, n_neighbors=250, progress=False, rng=0)
+    lava.tl.correlations(adata, progress=False)
+    C = np.asarray(adata.uns["lava"]["correlations"]["values"], dtype=np.float32)
+    OUT.mkdir(exist_ok=True)
+    np.save(cache, C)
+    return C
+
+
+def run_mnist(args):
+    import torch
+
+    from lava.core import fit_amf
+
+    torch.set_num_threads(1)
+    C = mnist_data()
+    print("MNIST C", C.shape, flush=True)
+    results = []
+    for name in args.configs:
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            res = fit_amf(C, 9, rng=seed, max_epochs=args.max_epochs, **CONFIGS[name])
+            row = {
+                "config": name,
+                "seed": seed,
+                "similarity": res.similarity,
+                "ratio": res.overestimation_ratio,
+                "n_epochs": res.n_epochs,
+                "converged": res.converged,
+                "seconds": time.perf_counter() - t0,
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+            (OUT / "amf_variants_mnist.json").write_text(json.dumps(results, indent=1))
+
+
+def table(_args):
+    rows = []
+    for path in sorted(OUT.glob("amf_variants_planted_*.json")):
+        rows += json.loads(path.read_text())
+    lines = [
+        "| data | config | fits | succeed | coverage min (median) | recovery min (median) | ratio max (median) "
+        "| epochs median | s / fit median |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["data"], r["config"]) for r in rows}, key=lambda k: (k[0], list(CONFIGS).index(k[1])))
+    for data, config in keys:
+        sel = [r for r in rows if r["data"] == data and r["config"] == config]
+        cov = np.array([r["coverage"] for r in sel])
+        rec = np.array([r["recovery"] for r in sel])
+        rat = np.array([r["ratio"] for r in sel])
+        lines.append(
+            f"| {data} | {config} | {len(sel)} | {sum(r['success'] for r in sel)} "
+            f"| {cov.min():.2f} ({np.median(cov):.2f}) | {rec.min():.2f} ({np.median(rec):.2f}) "
+            f"| {rat.max():.2f} ({np.median(rat):.2f}) | {np.median([r['n_epochs'] for r in sel]):.0f} "
+            f"| {np.median([r['seconds'] for r in sel]):.1f} |"
+        )
+    mpath = OUT / "amf_variants_mnist.json"
+    if mpath.exists():
+        mrows = json.loads(mpath.read_text())
+        lines += [
+            "",
+            "| MNIST config | fits | similarity median | ratio median | epochs median |",
+            "|---|---|---|---|---|",
+        ]
+        for config in [c for c in CONFIGS if any(r["config"] == c for r in mrows)]:
+            sel = [r for r in mrows if r["config"] == config]
+            lines.append(
+                f"| {config} | {len(sel)} | {np.median([r['similarity'] for r in sel]):.3f} "
+                f"| {np.median([r['ratio'] for r in sel]):.3f} | {np.median([r['n_epochs'] for r in sel]):.0f} |"
+            )
+    text = "\n".join(lines) + "\n"
+    OUT.mkdir(exist_ok=True)
+    (OUT / "amf_variants.md").write_text(text)
+    print(text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["planted", "mnist", "table"])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["default-dense", "default-sparse", "colocated-dense", "colocated-sparse"],
+    )
+    parser.add_argument("--max-epochs", type=int, default=5000)
+    parser.add_argument("--tag", default="all", help="suffix of the planted JSON file (to run parts in parallel)")
+    args = parser.parse_args(argv)
+    {"planted": run_planted, "mnist": run_mnist, "table": table}[args.what](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""AMF loss variants, the localities start and the "learned" stopping rule (docs/amf_loss.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lava.core import _amf_torch as amft
+from lava.core import amf_loss, fit_amf, reconstruct
+from lava.core.amf import init_from_localities, locality_weights
+
+VARIANTS = ["expectile", "cosine_expectile"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def colocated(n_per_region=12, n_features=20, *, noise=0.03, seed=0):
+    """Planted C with module 0 alone, module 1 alone, modules 0 and 2 together (2 never alone), an empty region."""
+    rng = np.random.default_rng(seed)
+    n_pairs = n_features * (n_features - 1) // 2
+    modules = np.zeros((3, n_pairs), np.float32)
+    pairs = rng.permutation(n_pairs)
+    for k in range(3):
+        modules[k, pairs[k * 15 : (k + 1) * 15]] = rng.uniform(0.6, 0.9, 15)
+    regions = [[0], [1], [0, 2], []]
+    presence = np.zeros((n_per_region * len(regions), 3), np.float32)
+    for r, mods in enumerate(regions):
+        presence[r * n_per_region : (r + 1) * n_per_region, mods] = rng.uniform(0.85, 1.0, (n_per_region, len(mods)))
+    C = reconstruct(presence, modules)
+    C = C + noise * np.abs(rng.normal(size=C.shape)) * (rng.random(C.shape) < 0.3)
+    return np.clip(C, 0, 1).astype(np.float32), modules, presence
+
+
+def loss_reference(C, presence, modules, *, nu, gamma, loss):
+    """The variants written term by term with Python loops (float64)."""
+    n_loc, n_pairs = C.shape
+    norms = [sum(float(C[i, j]) ** 2 for j in range(n_pairs)) ** 0.5 for i in range(n_loc)]
+    total, mae_sum = 0.0, 0.0
+    for i in range(n_loc):
+        a = norms[i] / (sum(norms) - norms[i])
+        dot = cc = hh = sq = mae = 0.0
+        for j in range(n_pairs):
+            h = max(float(presence[i, m]) * float(modules[m, j]) for m in range(modules.shape[0]))
+            c = float(C[i, j])
+            dot, cc, hh = dot + c * h, cc + c * c, hh + h * h
+            sq += (nu if h > c else 1.0) * (h - c) ** 2
+            mae += abs(c - h) / n_pairs
+        term = sq / cc
+        if loss == "cosine_expectile":
+            term += 1 - dot / (cc**0.5 * hh**0.5)
+        total += a * term
+        mae_sum += mae
+    return total + gamma * mae_sum / n_loc
+
+
+def naive_variant_loss(C, a, presence_b, modules, rows, *, nu, gamma, n_loc, n_pairs_total, loss):
+    """Minibatch loss of a variant with torch autograd on the materialised (batch x M x P) product."""
+    h = (presence_b[:, :, None] * modules[None]).max(1).values
+    c = C[rows]
+    w = torch.where(h > c, nu, 1.0).detach()
+    term = (w * (h - c) ** 2).sum(1) / (c * c).sum(1).clamp_min(1e-8)
+    if loss == "cosine_expectile":
+        term = term + 1 - (c * h).sum(1) / (c.norm(dim=1).clamp_min(1e-8) * h.norm(dim=1).clamp_min(1e-8))
+    mae = (c - h).abs().sum(1) / n_pairs_total
+    return (n_loc / len(rows)) * ((a[rows] * term).sum() + gamma * mae.sum() / n_loc)
+
+
+@pytest.mark.parametrize("loss", VARIANTS)
+def test_closed_form_gradient_equals_autograd(loss):
+    rng = np.random.default_rng(2)
+    C = (rng.random((30, 45)) * (rng.random((30, 45)) < 0.5)).astype(np.float32)
+    C[4] = 0  # an all-zero locality: weight 0, its squared norm floored
+    a = locality_weights(C)
+    problem = amft.Problem(
+        torch.from_numpy(C), torch.from_numpy(a), nu=9.0, gamma=0.5, n_pairs_total=50, chunk=8, loss=loss
+    )
+    presence = torch.rand(30, 3, generator=torch.Generator().manual_seed(0))
+    modules = torch.rand(3, 45, generator=torch.Generator().manual_seed(1))
+    rows = torch.tensor([4, 3, 17, 29, 0, 11])
+    buffers = amft.Buffers(6, 45, 3, torch.device("cpu"))
+    value, d_pres, d_mod = amft.loss_and_grad(problem, rows, presence[rows], modules, buffers)
+
+    p = presence[rows].double().requires_grad_()
+    m = modules.double().requires_grad_()
+    ref = naive_variant_loss(
+        torch.from_numpy(C).double(), torch.from_numpy(a), p, m, rows, nu=9.0, gamma=0.5, n_loc=30, n_pairs_total=50,
+        loss=loss,
+    )  # fmt: skip
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(d_pres.double(), p.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(d_mod.double(), m.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", VARIANTS)
+def test_loss_equals_term_by_term_reference_and_torch_evaluation(loss):
+    rng = np.random.default_rng(3)
+    C = (rng.random((7, 12)) * (rng.random((7, 12)) < 0.6)).astype(np.float32)
+    presence = rng.random((7, 3)).astype(np.float32)
+    modules = rng.random((3, 12)).astype(np.float32)
+    ref = loss_reference(C, presence, modules, nu=9.0, gamma=0.3, loss=loss)
+    assert amf_loss(C, presence, modules, nu=9.0, gamma=0.3, loss=loss) == pytest.approx(ref, rel=1e-6)
+    problem = amft.Problem(
+        torch.from_numpy(C), torch.from_numpy(locality_weights(C)), nu=9.0, gamma=0.3, n_pairs_total=12, loss=loss
+    )
+    value, _, _ = amft.evaluate(problem, torch.from_numpy(presence), torch.from_numpy(modules))
+    assert value == pytest.approx(ref, rel=1e-5)
+
+
+def test_variants_prefer_the_complete_factorisation_where_the_paper_loss_does_not():
+    """The issue's finding: the paper's loss scores dropping a co-located module better than the true modules."""
+    C, modules, presence = colocated()
+    # the incomplete solution: module 2 (only ever with 0) dropped, module 0 slightly overestimated instead
+    incomplete_pres = presence.copy()
+    incomplete_pres[:, 2] = 0
+    incomplete_pres[:, 0] = np.minimum(incomplete_pres[:, 0] * 1.05, 1)
+    paper_true = amf_loss(C, presence, modules, loss="paper")
+    paper_incomplete = amf_loss(C, incomplete_pres, modules, loss="paper")
+    # the paper's loss barely notices the missing module (that is the loophole)
+    assert paper_incomplete - paper_true < 0.02
+    for loss in VARIANTS:
+        true = amf_loss(C, presence, modules, loss=loss)
+        incomplete = amf_loss(C, incomplete_pres, modules, loss=loss)
+        assert incomplete > true + 0.05, loss
+
+
+def test_init_from_localities_starts_every_module_including_the_colocated_one():
+    C, modules, _ = colocated()
+    mod0, pres0 = init_from_localities(C, 3, rng=0)
+    assert mod0.shape == (3, C.shape[1])
+    assert pres0.shape == (C.shape[0], 3)
+    assert mod0.dtype == np.float32
+    assert pres0.dtype == np.float32
+    assert mod0.min() >= 0
+    assert mod0.max() <= 1
+    assert pres0.min() >= 0
+    assert pres0.max() <= 1
+    unit = modules / np.linalg.norm(modules, axis=1, keepdims=True)
+    fitted = mod0 / np.maximum(np.linalg.norm(mod0, axis=1, keepdims=True), 1e-12)
+    # every planted module (2 only ever occurs with 0) has a start within cosine 0.9
+    assert (unit @ fitted.T).max(1).min() >= 0.9
+
+
+@pytest.mark.parametrize("loss", VARIANTS)
+def test_variant_fit_recovers_the_colocated_module_without_overestimating(loss):
+    C, modules, _ = colocated()
+    res = fit_amf(
+        C, 3, loss=loss, nu=3.0, init="localities", stop="learned", lr=1e-2, rng=0, max_epochs=400, background=True,
+        l1=0.003,
+    )  # fmt: skip
+    unit = modules / np.linalg.norm(modules, axis=1, keepdims=True)
+    fitted = res.modules / np.maximum(np.linalg.norm(res.modules, axis=1, keepdims=True), 1e-12)
+    assert (unit @ fitted.T).max(1).min() >= 0.95
+    assert res.overestimation_ratio <= 0.15
+    assert res.kernel == "eager"
+    assert res.background.shape == (C.shape[0],)
+    assert res.background.dtype == np.float32
+    assert res.modules.shape == modules.shape
+    assert res.presence.shape == (C.shape[0], 3)
+
+
+def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
+    C, _, _ = colocated()
+    assert (C != 0).any(0).all()  # no dropped pairs, so the background covers every pair
+    res = fit_amf(C, 3, loss="expectile", init="localities", lr=1e-2, rng=0, max_epochs=30, background=True)
+    presence = np.hstack([res.presence, res.background[:, None]])
+    modules = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
+    assert res.loss == pytest.approx(amf_loss(C, presence, modules, loss="expectile"), rel=1e-4)
+    # the l1 term adds l1 * sum(modules) / mean_i ||C_i||^2 (the background row excluded)
+    res_l1 = fit_amf(C, 3, loss="expectile", init="localities", lr=1e-2, rng=0, max_epochs=30, l1=0.01)
+    penalty = 0.01 * res_l1.modules.astype(np.float64).sum() / (C.astype(np.float64) ** 2).sum(1).mean()
+    ref = amf_loss(C, res_l1.presence, res_l1.modules, loss="expectile") + penalty
+    assert res_l1.loss == pytest.approx(ref, rel=1e-4)
+
+
+def test_learned_stop_does_not_fire_on_the_initial_plateau():
+    C, _, _ = colocated()
+    # a learning rate so small that nothing is learned: the paper's rule stops after `patience` epochs
+    kwargs = {"lr": 1e-9, "patience": 5, "max_epochs": 80, "rng": 0}
+    paper = fit_amf(C, 3, stop="paper", **kwargs)
+    learned = fit_amf(C, 3, stop="learned", **kwargs)
+    assert paper.converged
+    assert paper.n_epochs == 5
+    # "learned" waits for a first improvement, at most 10 patience windows
+    assert learned.converged
+    assert learned.n_epochs == 50
+    # once something was learned the rule fires as the paper's does
+    fast = fit_amf(C, 3, stop="learned", lr=1e-2, patience=5, max_epochs=2000, rng=0)
+    assert fast.converged
+    assert fast.n_epochs < 2000
+
+
+def test_paper_loss_is_the_default_and_unchanged():
+    C, _, _ = colocated()
+    kwargs = {"lr": 1e-2, "max_epochs": 20, "rng": 1}
+    default = fit_amf(C, 3, **kwargs)
+    paper = fit_amf(C, 3, loss="paper", init="random", stop="paper", **kwargs)
+    np.testing.assert_array_equal(default.modules, paper.modules)
+    assert default.loss == paper.loss
+
+
+def test_invalid_variant_arguments():
+    C, _, _ = colocated()
+    with pytest.raises(ValueError, match="loss must be one of"):
+        fit_amf(C, 3, loss="mse")
+    with pytest.raises(ValueError, match="init must be one of"):
+        fit_amf(C, 3, init="kmeans")
+    with pytest.raises(ValueError, match="stop must be one of"):
+        fit_amf(C, 3, stop="never")
+    with pytest.raises(ValueError, match="apply to the loss variants"):
+        fit_amf(C, 3, background=True)
+    with pytest.raises(ValueError, match="l1 must be"):
+        fit_amf(C, 3, loss="expectile", l1=-1.0)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        amf_loss(C, np.zeros((C.shape[0], 1), np.float32), np.zeros((1, C.shape[1]), np.float32), loss="x")
