@@ -220,3 +220,32 @@ def test_invalid_variant_arguments():
         fit_amf(C, 3, loss="expectile", l1=-1.0)
     with pytest.raises(ValueError, match="loss must be one of"):
         amf_loss(C, np.zeros((C.shape[0], 1), np.float32), np.zeros((1, C.shape[1]), np.float32), loss="x")
+
+
+def test_tl_amf_passes_the_variant_options_and_stores_the_background():
+    import anndata as ad
+
+    import lava
+
+    C, _, _ = colocated()
+    n_loc, n_pairs = C.shape
+    n_features = int((1 + np.sqrt(1 + 8 * n_pairs)) / 2)
+    adata = ad.AnnData(np.zeros((n_loc, n_features), np.float32))
+    adata.uns["lava"] = {
+        "localities": {"indices": np.arange(n_loc, dtype=np.int64)[:, None]},
+        "correlations": {
+            "values": C,
+            "features": np.asarray(adata.var_names),
+            "feature_index": np.arange(n_features),
+        },
+    }
+    lava.tl.amf(
+        adata, 3, loss="expectile", init="localities", stop="learned", l1=0.003, background=True, lr=1e-2,
+        max_epochs=20, progress=False,
+    )  # fmt: skip
+    stored = adata.uns["lava"]["amf"]
+    assert stored["background"].shape == (n_loc,)
+    params = lava.get.params(adata, "amf")
+    assert (params["loss"], params["init"], params["stop"], params["background"]) == (
+        "expectile", "localities", "learned", True,
+    )  # fmt: skip

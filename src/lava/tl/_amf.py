@@ -33,6 +33,8 @@ def amf(
     loss: str = "paper",
     init: str = "random",
     stop: str = "paper",
+    l1: float = 0.0,
+    background: bool = False,
     rng: RngLike = 0,
     device: Device = "auto",
     from_selection: int | None = None,
@@ -80,6 +82,10 @@ def amf(
     stop
         ``"paper"`` (the patience rule) or ``"learned"`` (the same rule, not allowed to fire on the initial
         plateau).
+    l1
+        Variants only: weight of the parsimony penalty on the modules (see :func:`lava.core.fit_amf`).
+    background
+        Variants only: also fit a per-locality background floor (stored as ``background``, l float32).
     {rng}
     {device}
     from_selection
@@ -99,7 +105,7 @@ def amf(
         ``overestimation_ratio`` (float), ``locality_similarity`` (l float64, cosine per locality),
         ``history`` (dict of 1-D float64 arrays per epoch, index 0 = the initial matrices: ``loss``,
         ``batch_loss``, ``seconds``), ``n_epochs``, ``best_epoch``, ``seed``, ``n_pairs_dropped`` (int),
-        ``converged``, ``interrupted`` (bool).
+        ``converged``, ``interrupted`` (bool); with ``background=True`` also ``background`` (l float32).
     ``adata.varm[key + "_modules"]``
         n_vars x M float32 feature scores: the sum of the module's correlations over the pairs a feature is in
         (0 for features that did not enter the correlations).
@@ -164,6 +170,8 @@ def amf(
         loss=loss,
         init=init,
         stop=stop,
+        l1=l1,
+        background=background,
         rng=seed,
         device=device,
         progress=progress,
@@ -187,6 +195,8 @@ def amf(
         "loss": loss,
         "init": init,
         "stop": stop,
+        "l1": float(l1),
+        "background": bool(background),
         "rng": seed,
         "device": str(device),
         "from_selection": None,
@@ -353,6 +363,8 @@ def store_amf(adata: AnnData, result: core_amf.AMFResult, *, key: str, params: M
         "seed": int(result.seed),
         "n_pairs_dropped": int(result.n_pairs_dropped),
     }
+    if getattr(result, "background", None) is not None:  # never store None in uns
+        stored["background"] = np.asarray(result.background, dtype=np.float32)
     _store.store_step(
         adata,
         key,
