@@ -561,6 +561,16 @@ def test_association_prefers_permutation_p_and_labels_several_groupings(adata):
     assert sum(t.get_text() == "*" for t in ax.texts) == int((perm.permutation_p_adjusted < 0.05).sum())
 
 
+def test_association_leaves_room_for_long_category_names(adata):
+    # two modules and long rotated labels once collapsed the constrained layout (a warning, an error in tests)
+    df = adata.uns["lava"]["association"]
+    df = df[df.module < 2].assign(category=lambda d: d.category.astype(str) + " (a rather long category name)")
+    adata.uns["lava"]["association"] = df.reset_index(drop=True)
+    fig = lava.pl.association(adata, return_fig=True, show=False)
+    fig.canvas.draw()  # constrained layout runs here; warnings are errors in the suite
+    assert fig.get_figheight() > 1.6 + 0.4 * 2 + 0.09 * 20
+
+
 def test_plots_after_h5ad_round_trip(adata, tmp_path):
     path = tmp_path / "stored.h5ad"
     adata.write_h5ad(path)

@@ -254,7 +254,10 @@ def association(
     r = r.sort_index()
     p = p.reindex(index=r.index, columns=r.columns)
 
-    fig, ax_ = u.new_axes(ax, figsize=(max(3.0 + 0.5 * r.shape[1], 4.5), 1.6 + 0.4 * max(r.shape[0], 2)))
+    # rotated category labels hang below the heatmap: leave room for the longest, or constrained layout collapses
+    longest = max((len(str(c)) for c in r.columns), default=0)
+    height = 1.6 + 0.4 * max(r.shape[0], 2) + 0.09 * longest
+    fig, ax_ = u.new_axes(ax, figsize=(max(3.0 + 0.5 * r.shape[1], 4.5), height))
     span = float(np.nanmax(np.abs(r.to_numpy()))) if r.size else 1.0
     span = span if span > 0 else 1.0
     image = ax_.imshow(r.to_numpy(dtype=np.float64), cmap=cmap, vmin=-span, vmax=span, aspect="auto")
