@@ -215,7 +215,8 @@ class Problem:
         self.cos_weight = 0.0 if loss == "expectile" else 1.0
         self.sq_weight = 0.0 if loss == "paper" else 1.0
         # ||C_i||^2 (float64), the per-locality normaliser of the squared error term, floored
-        self.sq_norms = (C.double() ** 2).sum(1).clamp_min(EPS)
+        # (C may be a StreamedC: a store on disk read a block of rows at a time, see _streamed.py)
+        self.sq_norms = (C.row_sq_norms() if hasattr(C, "row_sq_norms") else (C.double() ** 2).sum(1)).clamp_min(EPS)
         # parsimony (variants): l1 * sum(Mod) / mean_i ||C_i||^2 added to the loss
         self.l1 = 0.0
         self.l1_unit = float(self.sq_norms.mean())
@@ -227,6 +228,8 @@ class Problem:
         self.spans = _chunks(self.n_pairs, self.chunk)
 
     def rows(self, rows: torch.Tensor | None, j0: int, j1: int) -> torch.Tensor:
+        if rows is not None and not isinstance(self.C, torch.Tensor):  # streamed: read the minibatch's rows once
+            return self.C.index_select(0, rows)[:, j0:j1]
         block = self.C[:, j0:j1]
         return block if rows is None else block.index_select(0, rows)
 

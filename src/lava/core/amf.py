@@ -203,7 +203,10 @@ def amf_loss(
 
 
 def _check_C(C) -> np.ndarray:
-    C = np.asarray(C)
+    from ._streamed import is_store
+
+    if not is_store(C):  # a store on disk (zarr, h5py, memmap) is streamed, never loaded whole
+        C = np.asarray(C)
     if C.ndim != 2 or C.shape[0] == 0 or C.shape[1] == 0:
         msg = f"C must be a non-empty 2-D array (localities x feature pairs), got shape {C.shape}."
         raise ValueError(msg)
@@ -305,6 +308,7 @@ def fit_amf(
         the per-epoch history.
     """
     from . import _amf_torch as amft
+    from . import _streamed
     from .metrics import _fit_figures
 
     C = _check_C(C)
@@ -331,6 +335,9 @@ def fit_amf(
     if kernel not in ("auto", "compiled", "eager"):
         msg = f"kernel must be 'auto', 'compiled' or 'eager', got {kernel!r}."
         raise ValueError(msg)
+    if _streamed.is_store(C) and ((isinstance(init, str) and init == "localities") or background):
+        msg = "init='localities' and background=True need C in memory; pass np.asarray(C) (or another init)."
+        raise ValueError(msg)
     n_loc, n_pairs = C.shape
     kept = _nonzero_columns(C)
     if not kept.any():
@@ -347,18 +354,24 @@ def fit_amf(
         modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
 
     device = amft.torch.device(_resolve(device))
-    Ck = C if kept.all() else C[:, kept]
-    Ck = np.ascontiguousarray(Ck, dtype=np.float32)
-    weights = locality_weights(Ck)
     torch = amft.torch
-    C_t = torch.from_numpy(Ck).to(device)
+    if _streamed.is_store(C):  # C stays on disk; minibatches and evaluation blocks are read as they are needed
+        C_t = _streamed.StreamedC(C, kept, device)
+        weights = locality_weights(C_t.numpy_rows())
+        n_entries = C_t.shape[0] * C_t.shape[1]
+    else:
+        Ck = C if kept.all() else C[:, kept]
+        Ck = np.ascontiguousarray(Ck, dtype=np.float32)
+        weights = locality_weights(Ck)
+        C_t = torch.from_numpy(Ck).to(device)
+        n_entries = Ck.size
     problem = amft.Problem(
         C_t,
         torch.from_numpy(weights).to(device),
         nu=nu,
         gamma=gamma,
         n_pairs_total=n_pairs,
-        kernel=amft.resolve_kernel(kernel, device, Ck.size) if loss == "paper" else "eager",
+        kernel=amft.resolve_kernel(kernel, device, n_entries) if loss == "paper" else "eager",
         loss=loss,
     )
     problem.l1 = float(l1)
