@@ -249,7 +249,10 @@ def fit_amf(
     Parameters
     ----------
     C
-        (l, P) locality correlations, finite and non-negative (absolute Spearman correlations in [0, 1]).
+        (l, P) locality correlations, finite and non-negative (absolute Spearman correlations in [0, 1]). An
+        on-disk store (a zarr array with chunks of whole rows, an h5py dataset or a :class:`numpy.memmap`, e.g.
+        written by ``locality_correlations(..., out=store)``) is streamed: minibatches and evaluation blocks are
+        read as needed and ``C`` is never loaded whole (same result; not with ``init="localities"``).
     n_modules
         M, the number of modules (1 <= M <= l).
     nu
