@@ -42,6 +42,7 @@ _VARIANT = {
     "stop": "learned",
     "lr": 1e-2,
     "background": True,
+    "nu_background": 9.0,
     "l1": 0.003,
 }
 #: name -> fit_amf options. "paper" is the paper's setting with lava's previous defaults.
@@ -50,6 +51,7 @@ CONFIGS = {
     "paper_loc": {"loss": "paper", "init": "localities", "stop": "learned", "lr": 1e-2},
     "expectile_rand": {**_VARIANT, "init": "random"},
     "expectile_loc": _VARIANT,
+    "expectile_loc_nu2": {**_VARIANT, "nu": 2.0},
     "expectile_loc_nu9": {**_VARIANT, "nu": 9.0},
     "expectile_loc_nobg": {**_VARIANT, "background": False, "l1": 0.0},
     "cos_expectile_loc": {**_VARIANT, "loss": "cosine_expectile"},

@@ -169,10 +169,21 @@ def test_variant_fit_recovers_the_colocated_module_without_overestimating(loss):
 def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     C, _, _ = colocated()
     assert (C != 0).any(0).all()  # no dropped pairs, so the background covers every pair
-    res = fit_amf(C, 3, loss="expectile", init="localities", lr=1e-2, rng=0, max_epochs=30, background=True)
+    kwargs = {"loss": "expectile", "init": "localities", "lr": 1e-2, "rng": 0, "max_epochs": 30, "background": True}
+    res = fit_amf(C, 3, nu=9.0, nu_background=9.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
     modules = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
     assert res.loss == pytest.approx(amf_loss(C, presence, modules, loss="expectile"), rel=1e-4)
+    # a different weight where the floor is the maximum and overestimates
+    res = fit_amf(C, 3, nu=3.0, nu_background=9.0, **kwargs)
+    presence = np.hstack([res.presence, res.background[:, None]])
+    chat = reconstruct(presence, np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)]))
+    floor_max = res.background[:, None] > reconstruct(res.presence, res.modules)
+    c, h = C.astype(np.float64), chat.astype(np.float64)
+    w = np.where(h > c, np.where(floor_max, 9.0, 3.0), 1.0)
+    a = locality_weights(C)
+    ref = (a * (w * (h - c) ** 2).sum(1) / (c * c).sum(1)).sum() + 1e-4 * np.abs(h - c).mean()
+    assert res.loss == pytest.approx(ref, rel=1e-4)
     # the l1 term adds l1 * sum(modules) / mean_i ||C_i||^2 (the background row excluded)
     res_l1 = fit_amf(C, 3, loss="expectile", init="localities", lr=1e-2, rng=0, max_epochs=30, l1=0.01)
     penalty = 0.01 * res_l1.modules.astype(np.float64).sum() / (C.astype(np.float64) ** 2).sum(1).mean()

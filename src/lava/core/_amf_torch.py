@@ -220,8 +220,11 @@ class Problem:
         # parsimony (variants): l1 * sum(Mod) / mean_i ||C_i||^2 added to the loss
         self.l1 = 0.0
         self.l1_unit = float(self.sq_norms.mean())
-        # background=True: the last module is fixed to 1 on every pair (its presence is a per-locality floor)
+        # background=True: the last module is fixed to 1 on every pair (its presence is a per-locality floor);
+        # where the floor is the maximum and overestimates, the weight is nu_background instead of nu
         self.background = False
+        self.nu_background = self.nu
+        self.bg_index = -1  # the background row's index in the modules when there is one
         self.gamma = float(gamma)
         self.n_pairs_total = int(n_pairs_total)  # the MAE's denominator: dropped all-zero pairs count (exactly 0)
         self.chunk = chunk or default_chunk(C.device)
@@ -370,14 +373,22 @@ def _loss_and_grad_compiled(problem, rows, presence_b, modules):
 # alpha_b = -a_b / (|C_b| |Chat_b|), beta_b = a_b cos_b / |Chat_b|^2 (as the paper's with W = 1).
 
 
-def _variant_sums(problem, c, h, sums) -> None:
+def _over_weight(problem, d, argmax):
+    """``w``: ``nu`` where ``Chat > C`` (``nu_background`` where the background floor is the maximum), else 1."""
+    over = torch.full_like(d, problem.nu)
+    if problem.background and problem.nu_background != problem.nu:
+        over = torch.where(argmax == problem.bg_index, problem.nu_background, over)
+    return torch.where(d > 0, over, 1.0)
+
+
+def _variant_sums(problem, c, h, sums, argmax) -> None:
     """Add one chunk's per-locality sums to ``sums`` (5, B): C Chat, C^2, Chat^2, |d|, w d^2."""
     d = h - c
     sums[0] += (c * h).sum(1)
     sums[1] += (c * c).sum(1)
     sums[2] += (h * h).sum(1)
     sums[3] += d.abs().sum(1)
-    sums[4] += (torch.where(d > 0, problem.nu, 1.0) * d * d).sum(1)
+    sums[4] += (_over_weight(problem, d, argmax) * d * d).sum(1)
 
 
 def _variant_terms(problem, rows, sums):
@@ -395,8 +406,8 @@ def _evaluate_variant(problem, presence, modules, *, batch: int = 256):
             r1 = min(problem.n_loc, r0 + batch)
             sums = torch.zeros((5, r1 - r0), dtype=torch.float64, device=presence.device)
             for j0, j1 in problem.spans:
-                h = max_product_values(presence[r0:r1], modules[:, j0:j1], chunk=j1 - j0)
-                _variant_sums(problem, problem.C[r0:r1, j0:j1], h, sums)
+                h, argmax = max_product_forward(presence[r0:r1], modules[:, j0:j1], chunk=j1 - j0)
+                _variant_sums(problem, problem.C[r0:r1, j0:j1], h, sums, argmax)
             rows = torch.arange(r0, r1, device=presence.device)
             terms, cos, _, _, _ = _variant_terms(problem, rows, sums)
             terms_all.append(terms)
@@ -418,7 +429,7 @@ def _loss_and_grad_variant(problem, rows, presence_b, modules, buffers):
         h, _ = max_product_forward(
             presence_b, modules[:, j0:j1], chunk=j1 - j0, out=chat[:, j0:j1], argmax=argmax[:, j0:j1]
         )
-        _variant_sums(problem, problem.rows(rows, j0, j1), h, sums)
+        _variant_sums(problem, problem.rows(rows, j0, j1), h, sums, argmax[:, j0:j1])
     terms, cos, nc, nh, sq = _variant_terms(problem, rows, sums)
     a = problem.weights[rows]
     scale = problem.n_loc / nb
@@ -438,7 +449,7 @@ def _loss_and_grad_variant(problem, rows, presence_b, modules, buffers):
         d = h - c
         g = c * alpha
         g.addcmul_(h, beta)
-        g.addcmul_(torch.where(d > 0, problem.nu, 1.0) * d, q)
+        g.addcmul_(_over_weight(problem, d, argmax[:, j0:j1]) * d, q)
         if kappa:
             g.add_(torch.sign(d), alpha=kappa)
         _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])

@@ -236,6 +236,7 @@ def fit_amf(
     stop: Literal["paper", "learned"] = "paper",
     l1: float = 0.0,
     background: bool = False,
+    nu_background: float = 9.0,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -298,6 +299,9 @@ def fit_amf(
         b_i)`` (a fixed all-ones module), so that the low correlations every pair has are not spread over the
         modules. ``modules`` and ``presence`` exclude it; it is returned as ``AMFResult.background``, and the
         quality figures are those of the modules' reconstruction without it.
+    nu_background
+        With ``background=True``: the overestimation weight where the floor is the maximum (9: the floor stays low,
+        so that the reconstruction with it overestimates little, while ``nu`` sets the modules' asymmetry).
     kernel
         ``"eager"``: chunked torch operations; ``"compiled"``: the same computation through ``torch.compile``
         (fused loops, several times faster on the CPU; compiled once per process, ~20 s; falls back to eager
@@ -331,6 +335,9 @@ def fit_amf(
     )
     if not isinstance(l1, int | float | np.integer | np.floating) or not np.isfinite(l1) or l1 < 0:
         msg = f"l1 must be a non-negative number, got {l1!r}."
+        raise ValueError(msg)
+    if not isinstance(nu_background, int | float | np.integer | np.floating) or not nu_background > 0:
+        msg = f"nu_background must be a positive number, got {nu_background!r}."
         raise ValueError(msg)
     if (l1 or background) and loss == "paper":
         msg = "l1 and background apply to the loss variants; pass loss='expectile' or 'cosine_expectile'."
@@ -379,6 +386,8 @@ def fit_amf(
     )
     problem.l1 = float(l1)
     problem.background = bool(background)
+    problem.nu_background = float(nu_background)
+    problem.bg_index = n_modules
     modules0 = modules0[:, kept]
     if background:  # the fixed all-ones module; its presence starts at each locality's median correlation
         modules0 = np.vstack([modules0, np.ones((1, modules0.shape[1]), np.float32)])
