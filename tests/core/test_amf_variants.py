@@ -169,7 +169,7 @@ def test_variant_fit_recovers_the_colocated_module_without_overestimating(loss):
 def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     C, _, _ = colocated()
     assert (C != 0).any(0).all()  # no dropped pairs, so the background covers every pair
-    kwargs = {"loss": "expectile", "init": "localities", "lr": 1e-2, "rng": 0, "max_epochs": 30, "background": True}
+    kwargs = {"loss": "expectile", "lr": 1e-2, "rng": 0, "max_epochs": 30, "background": True, "l1": 0.0}
     res = fit_amf(C, 3, nu=9.0, nu_background=9.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
     modules = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
@@ -185,7 +185,7 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     ref = (a * (w * (h - c) ** 2).sum(1) / (c * c).sum(1)).sum() + 1e-4 * np.abs(h - c).mean()
     assert res.loss == pytest.approx(ref, rel=1e-4)
     # the l1 term adds l1 * sum(modules) / mean_i ||C_i||^2 (the background row excluded)
-    res_l1 = fit_amf(C, 3, loss="expectile", init="localities", lr=1e-2, rng=0, max_epochs=30, l1=0.01)
+    res_l1 = fit_amf(C, 3, loss="expectile", nu=9.0, lr=1e-2, rng=0, max_epochs=30, l1=0.01, background=False)
     penalty = 0.01 * res_l1.modules.astype(np.float64).sum() / (C.astype(np.float64) ** 2).sum(1).mean()
     ref = amf_loss(C, res_l1.presence, res_l1.modules, loss="expectile") + penalty
     assert res_l1.loss == pytest.approx(ref, rel=1e-4)
@@ -260,3 +260,16 @@ def test_tl_amf_passes_the_variant_options_and_stores_the_background():
     assert (params["loss"], params["init"], params["stop"], params["background"]) == (
         "expectile", "localities", "learned", True,
     )  # fmt: skip
+
+
+def test_options_left_none_take_the_loss_defaults():
+    from lava.core.amf import LOSS_DEFAULTS, resolve_options
+
+    assert resolve_options("paper") == LOSS_DEFAULTS["paper"]
+    assert resolve_options("expectile", nu=5.0)["nu"] == 5.0
+    assert resolve_options("expectile")["init"] == "localities"
+    C, _, _ = colocated()
+    explicit = fit_amf(C, 3, loss="expectile", rng=0, max_epochs=15, **LOSS_DEFAULTS["expectile"])
+    defaulted = fit_amf(C, 3, loss="expectile", rng=0, max_epochs=15)
+    np.testing.assert_array_equal(explicit.modules, defaulted.modules)
+    assert defaulted.background is not None

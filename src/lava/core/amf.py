@@ -45,6 +45,8 @@ _ROW_CHUNK = 64
 
 #: The losses :func:`fit_amf` can minimise (docs/amf_loss.md).
 LOSSES = ("paper", "expectile", "cosine_expectile")
+#: The default loss (evidence in docs/amf_loss.md).
+DEFAULT_LOSS = "paper"
 #: The starts: "random" (the paper: uniform [0, 1]) and "localities" (modules from representative localities).
 INITS = ("random", "localities")
 #: The stopping rules: "paper" (1% in ``patience`` epochs) and "learned" (the same, not on the initial plateau).
@@ -220,9 +222,9 @@ def fit_amf(
     C: np.ndarray,
     n_modules: int,
     *,
-    nu: float = 9.0,
+    nu: float | None = None,
     gamma: float = 1e-4,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     batch_size: int = 64,
     patience: int = 100,
     tol: float = 0.01,
@@ -231,11 +233,11 @@ def fit_amf(
     device: Device = "auto",
     progress: bool = False,
     init: tuple[np.ndarray, np.ndarray] | Literal["random", "localities"] | None = None,
-    loss: Literal["paper", "expectile", "cosine_expectile"] = "paper",
+    loss: Literal["paper", "expectile", "cosine_expectile"] = DEFAULT_LOSS,
     kernel: Literal["auto", "compiled", "eager"] = "auto",
-    stop: Literal["paper", "learned"] = "paper",
-    l1: float = 0.0,
-    background: bool = False,
+    stop: Literal["paper", "learned"] | None = None,
+    l1: float | None = None,
+    background: bool | None = None,
     nu_background: float = 9.0,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
@@ -247,21 +249,29 @@ def fit_amf(
     before fitting and come back as 0 in ``modules``. A KeyboardInterrupt stops the fit and returns the best
     matrices so far with ``interrupted=True``.
 
+    The options left ``None`` (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``) take the defaults of
+    the chosen ``loss`` (:data:`LOSS_DEFAULTS`): for ``"paper"`` nu 9, lr 3e-3, random start, the paper's stopping
+    rule; for the variants nu 3, lr 1e-2, ``init="localities"``, ``stop="learned"``, ``l1=0.003``,
+    ``background=True`` (evidence in ``docs/amf_loss.md``).
+
     Parameters
     ----------
     C
         (l, P) locality correlations, finite and non-negative (absolute Spearman correlations in [0, 1]). An
         on-disk store (a zarr array with chunks of whole rows, an h5py dataset or a :class:`numpy.memmap`, e.g.
         written by ``locality_correlations(..., out=store)``) is streamed: minibatches and evaluation blocks are
-        read as needed and ``C`` is never loaded whole (same result; not with ``init="localities"``).
+        read as needed and ``C`` is never loaded whole (same result; not with ``init="localities"`` or
+        ``background=True``, which need ``C`` in memory: left ``None``, they fall back to a random start and no
+        floor for a store).
     n_modules
         M, the number of modules (1 <= M <= l).
     nu
-        Weight of overestimated entries (``Chat > C``) in the cosine term; 9 in the paper.
+        Weight of overestimated entries (``Chat > C``): in the cosine term for ``"paper"`` (9 in the paper), in the
+        squared error for the variants (3 by default).
     gamma
         Weight of the mean absolute error term; 1e-4 by default (the paper used 10 on sparse single-cell data).
     lr
-        Adam's learning rate. Default 3e-3: on planted data 1e-3 and 3e-3 recover more modules than 1e-2 (3e-2
+        Adam's learning rate. Variants: 1e-2 by default. Paper's loss: default 3e-3: on planted data 1e-3 and 3e-3 recover more modules than 1e-2 (3e-2
         fails), 3e-3 in about half the epochs of 1e-3; on MNIST 1e-3 was seen to stop on the initial plateau under
         the 1%-in-100-epochs rule. If a fit stops early with a flat loss history, raise it to 1e-2
         (``docs/amf.md``).
@@ -279,7 +289,7 @@ def fit_amf(
     progress
         Show a tqdm progress bar with the current loss.
     init
-        ``"random"`` (or None; the paper: uniform [0, 1] entries), ``"localities"`` (modules taken from
+        ``"random"`` (the paper: uniform [0, 1] entries), ``"localities"`` (modules taken from
         representative localities: greedy picks of the locality with the largest unexplained correlation, parts
         of a picked union that another module covers removed; ``rng`` breaks near-ties), or ``(modules,
         presence)`` to start from, shapes (M, P) and (l, M); values are clipped to [0, 1].
@@ -319,6 +329,13 @@ def fit_amf(
     from .metrics import _fit_figures
 
     C = _check_C(C)
+    opts = resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background)
+    if _streamed.is_store(C):  # the localities start and the floor need C in memory: defaults fall back
+        if init is None and opts["init"] == "localities":
+            opts["init"] = "random"
+        if background is None:
+            opts["background"] = False
+    nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
     _check_fit_args(
         n_modules=n_modules,
         n_localities=C.shape[0],
@@ -469,6 +486,22 @@ def _check_init(init, n_modules, n_loc, n_pairs):
         msg = "init contains NaN or infinite values."
         raise ValueError(msg)
     return np.clip(modules0, 0, 1), np.clip(presence0, 0, 1)
+
+
+#: Defaults of the options that depend on the loss (``None`` in :func:`fit_amf` and ``lava.tl.amf`` means these).
+LOSS_DEFAULTS = {
+    "paper": {"nu": 9.0, "lr": DEFAULT_LR, "init": "random", "stop": "paper", "l1": 0.0, "background": False},
+    "expectile": {"nu": 3.0, "lr": 1e-2, "init": "localities", "stop": "learned", "l1": 0.003, "background": True},
+}
+LOSS_DEFAULTS["cosine_expectile"] = LOSS_DEFAULTS["expectile"]
+
+
+def resolve_options(loss, **options) -> dict:
+    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``) from :data:`LOSS_DEFAULTS`."""
+    if not isinstance(loss, str) or loss not in LOSSES:
+        msg = f"loss must be one of {LOSSES}, got {loss!r}."
+        raise ValueError(msg)
+    return {k: (LOSS_DEFAULTS[loss][k] if options.get(k) is None else options[k]) for k in LOSS_DEFAULTS[loss]}
 
 
 def _check_fit_args(

@@ -23,18 +23,18 @@ def amf(
     adata: AnnData,
     n_modules: int = 9,
     *,
-    nu: float = 9.0,
+    nu: float | None = None,
     gamma: float = 1e-4,
     batch_size: int = 64,
-    lr: float = core_amf.DEFAULT_LR,
+    lr: float | None = None,
     patience: int = 100,
     tol: float = 0.01,
     max_epochs: int = core_amf.DEFAULT_MAX_EPOCHS,
-    loss: str = "paper",
-    init: str = "random",
-    stop: str = "paper",
-    l1: float = 0.0,
-    background: bool = False,
+    loss: str = core_amf.DEFAULT_LOSS,
+    init: str | None = None,
+    stop: str | None = None,
+    l1: float | None = None,
+    background: bool | None = None,
     rng: RngLike = 0,
     device: Device = "auto",
     from_selection: int | None = None,
@@ -58,15 +58,16 @@ def amf(
         Number of modules M (1 <= M <= number of localities); ignored with ``from_selection``.
         Choose it with :func:`lava.tl.select_n_modules`.
     nu
-        Weight of overestimated entries (``Chat > C``) in the cosine term (9 in the paper).
+        Weight of overestimated entries (``Chat > C``). Default (None) per ``loss``: 9 for ``"paper"`` (in the
+        cosine term, as in the paper), 3 for the variants (in the squared error).
     gamma
         Weight of the mean absolute error term (1e-4; the paper used 10 on sparse single-cell data, whose
         correlations are low).
     batch_size
         Localities per Adam step.
     lr
-        Adam's learning rate (3e-3, chosen on planted data; raise it to 1e-2 if a fit stops early with a flat
-        loss history; see the AMF docs page).
+        Adam's learning rate. Default (None) per ``loss``: 3e-3 for ``"paper"`` (chosen on planted data; raise it
+        to 1e-2 if a fit stops early with a flat loss history; see the AMF docs page), 1e-2 for the variants.
     patience
         Epochs without a relative improvement above ``tol`` of the best loss before stopping.
     tol
@@ -78,14 +79,17 @@ def amf(
         do not lose modules that only occur together with another; see the AMF loss docs page and
         :func:`lava.core.fit_amf`).
     init
-        ``"random"`` (the paper) or ``"localities"`` (modules started from representative localities).
+        ``"random"`` (the paper) or ``"localities"`` (modules started from representative localities). Default
+        (None): ``"random"`` for ``"paper"``, ``"localities"`` for the variants.
     stop
         ``"paper"`` (the patience rule) or ``"learned"`` (the same rule, not allowed to fire on the initial
-        plateau).
+        plateau). Default (None): ``"paper"`` for ``"paper"``, ``"learned"`` for the variants.
     l1
-        Variants only: weight of the parsimony penalty on the modules (see :func:`lava.core.fit_amf`).
+        Variants only: weight of the parsimony penalty on the modules (see :func:`lava.core.fit_amf`); default
+        (None) 0.003 for the variants, 0 for ``"paper"``.
     background
-        Variants only: also fit a per-locality background floor (stored as ``background``, l float32).
+        Variants only: also fit a per-locality background floor (stored as ``background``, l float32); default
+        (None) True for the variants, False for ``"paper"``.
     {rng}
     {device}
     from_selection
@@ -131,6 +135,8 @@ def amf(
     if from_selection is not None:
         return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
 
+    opts = core_amf.resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background)
+    nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
     core_amf._check_fit_args(
         n_modules=n_modules,
         n_localities=n_loc,
