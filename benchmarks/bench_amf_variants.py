@@ -52,9 +52,12 @@ CONFIGS = {
     "expectile_rand": {**_VARIANT, "init": "random"},
     "expectile_loc": _VARIANT,
     "expectile_loc_nu2": {**_VARIANT, "nu": 2.0},
+    "expectile_loc_nu5": {**_VARIANT, "nu": 5.0},
     "expectile_loc_nu9": {**_VARIANT, "nu": 9.0},
+    "paper_loc_floor": {"loss": "paper", "init": "localities", "stop": "learned", "lr": 1e-2, "background": True},
     "expectile_loc_nobg": {**_VARIANT, "background": False, "l1": 0.0},
     "cos_expectile_loc": {**_VARIANT, "loss": "cosine_expectile"},
+    "expectile_loc_polish": {**_VARIANT, "l1": 0.03, "polish": True},
 }
 
 LAYOUTS = {
@@ -237,7 +240,7 @@ def run_mnist(args):
             }
             results.append(row)
             print(json.dumps(row), flush=True)
-            (OUT / "amf_variants_mnist.json").write_text(json.dumps(results, indent=1))
+            (OUT / f"amf_variants_mnist_{args.tag}.json").write_text(json.dumps(results, indent=1))
 
 
 def table(_args):
@@ -262,9 +265,10 @@ def table(_args):
             f"| {np.median([r['n_epochs'] for r in sel]):.0f} "
             f"| {np.median([r['seconds'] for r in sel]):.1f} |"
         )
-    mpath = OUT / "amf_variants_mnist.json"
-    if mpath.exists():
-        mrows = json.loads(mpath.read_text())
+    mrows = []
+    for mpath in sorted(OUT.glob("amf_variants_mnist*.json")):
+        mrows += json.loads(mpath.read_text())
+    if mrows:
         lines += [
             "",
             "| MNIST config | fits | similarity median | ratio median | epochs median |",

@@ -225,8 +225,8 @@ def test_invalid_variant_arguments():
         fit_amf(C, 3, init="kmeans")
     with pytest.raises(ValueError, match="stop must be one of"):
         fit_amf(C, 3, stop="never")
-    with pytest.raises(ValueError, match="apply to the loss variants"):
-        fit_amf(C, 3, background=True)
+    with pytest.raises(ValueError, match="nu_background must be"):
+        fit_amf(C, 3, background=True, nu_background=0.0)
     with pytest.raises(ValueError, match="l1 must be"):
         fit_amf(C, 3, loss="expectile", l1=-1.0)
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -273,3 +273,21 @@ def test_options_left_none_take_the_loss_defaults():
     defaulted = fit_amf(C, 3, loss="expectile", rng=0, max_epochs=15)
     np.testing.assert_array_equal(explicit.modules, defaulted.modules)
     assert defaulted.background is not None
+
+
+def test_polish_continues_without_the_penalty():
+    C, _, _ = colocated()
+    kwargs = {"loss": "expectile", "nu": 9.0, "nu_background": 9.0, "rng": 0, "max_epochs": 60, "patience": 10}
+    first = fit_amf(C, 3, l1=0.03, **kwargs)
+    res = fit_amf(C, 3, l1=0.03, polish=True, **kwargs)
+    # the reported loss is the second phase's: without the l1 term (the floor as a fixed all-ones module)
+    presence = np.hstack([res.presence, res.background[:, None]])
+    full = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
+    assert res.loss == pytest.approx(amf_loss(C, presence, full, loss="expectile"), rel=1e-4)
+    assert res.history["loss"].shape == (res.n_epochs + 1,)
+    assert res.n_epochs > first.n_epochs
+    assert res.loss == res.history["loss"][res.best_epoch]
+    # most entries that the penalty set to 0 stay 0 (the floor, not they, is the maximum there)
+    zero = first.modules == 0
+    assert zero.mean() > 0.5
+    assert (res.modules[zero] == 0).mean() >= 0.5

@@ -277,6 +277,7 @@ def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *,
         cos = torch.cat(cos_all)
         mae = torch.cat(mae_all)
         loss = (problem.weights * (1 - cos)).sum() + problem.gamma * mae.mean()
+        loss = loss + problem.l1 * float(_free(problem, modules).sum()) / problem.l1_unit
     return float(loss), cos, mae
 
 
@@ -332,7 +333,7 @@ def loss_and_grad(problem: Problem, rows: torch.Tensor, presence_b: torch.Tensor
         if kappa:
             g.add_(torch.sign(d), alpha=kappa)
         _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
-    return loss, d_presence, d_modules
+    return _add_l1(problem, loss, modules, d_modules), d_presence, d_modules
 
 
 def _coefficients(problem, rows, sums, dtype):
@@ -358,7 +359,7 @@ def _loss_and_grad_compiled(problem, rows, presence_b, modules):
     d_modules = torch.zeros_like(modules)
     for j0, j1 in problem.spans:
         _scatter_chunk(g[:, j0:j1], argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
-    return loss, d_presence, d_modules
+    return _add_l1(problem, loss, modules, d_modules), d_presence, d_modules
 
 
 # ---- the loss variants (docs/amf_loss.md) ---------------------------------------------------------------------
@@ -453,10 +454,15 @@ def _loss_and_grad_variant(problem, rows, presence_b, modules, buffers):
         if kappa:
             g.add_(torch.sign(d), alpha=kappa)
         _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
+    return _add_l1(problem, loss, modules, d_modules), d_presence, d_modules
+
+
+def _add_l1(problem, loss, modules, d_modules):
+    """Add the l1 penalty to a minibatch loss (returned) and its gradient to ``d_modules`` (in place)."""
     if problem.l1:
         loss += problem.l1 * float(_free(problem, modules).sum()) / problem.l1_unit
         _free(problem, d_modules).add_(problem.l1 / problem.l1_unit)
-    return loss, d_presence, d_modules
+    return loss
 
 
 def _free(problem, modules):

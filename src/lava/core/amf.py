@@ -239,6 +239,7 @@ def fit_amf(
     l1: float | None = None,
     background: bool | None = None,
     nu_background: float = 9.0,
+    polish: bool = False,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -302,16 +303,22 @@ def fit_amf(
         has improved by more than ``tol`` at least once (or after ``10 * patience`` epochs), so that it cannot stop
         a fit on the initial plateau.
     l1
-        Variants only: weight of a parsimony penalty ``l1 * sum(modules) / mean_i ||C_i||^2`` (a module keeps only
+        Weight of a parsimony penalty ``l1 * sum(modules) / mean_i ||C_i||^2`` (a module keeps only
         the pairs it needs; without it a module can carry a copy of another module's pairs where both are present).
     background
-        Variants only: fit a per-locality background floor ``b_i`` as well, ``Chat_ij = max(max_m Pres_im Mod_mj,
+        Fit a per-locality background floor ``b_i`` as well, ``Chat_ij = max(max_m Pres_im Mod_mj,
         b_i)`` (a fixed all-ones module), so that the low correlations every pair has are not spread over the
         modules. ``modules`` and ``presence`` exclude it; it is returned as ``AMFResult.background``, and the
         quality figures are those of the modules' reconstruction without it.
+    polish
+        With ``l1 > 0``: once the fit with the penalty has converged, continue from its best matrices without it
+        (a "relaxed lasso": entries that the penalty set to 0 stay 0, as they receive no gradient where another
+        module or the floor is the maximum; the others lose the penalty's shrinkage). ``history``, ``n_epochs``
+        and ``best_epoch`` cover both phases; ``loss`` is the second phase's (without the penalty).
     nu_background
-        With ``background=True``: the overestimation weight where the floor is the maximum (9: the floor stays low,
-        so that the reconstruction with it overestimates little, while ``nu`` sets the modules' asymmetry).
+        With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (9:
+        the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
+        modules' asymmetry). The paper's loss uses ``nu`` everywhere.
     kernel
         ``"eager"``: chunked torch operations; ``"compiled"``: the same computation through ``torch.compile``
         (fused loops, several times faster on the CPU; compiled once per process, ~20 s; falls back to eager
@@ -355,9 +362,6 @@ def fit_amf(
         raise ValueError(msg)
     if not isinstance(nu_background, int | float | np.integer | np.floating) or not nu_background > 0:
         msg = f"nu_background must be a positive number, got {nu_background!r}."
-        raise ValueError(msg)
-    if (l1 or background) and loss == "paper":
-        msg = "l1 and background apply to the loss variants; pass loss='expectile' or 'cosine_expectile'."
         raise ValueError(msg)
     if kernel not in ("auto", "compiled", "eager"):
         msg = f"kernel must be 'auto', 'compiled' or 'eager', got {kernel!r}."
@@ -422,6 +426,9 @@ def fit_amf(
         progress=progress,
         stop=stop,
     )
+    if polish and l1 > 0 and not out["interrupted"]:
+        out = _polish(amft, problem, out, lr=lr, batch_size=batch_size, patience=patience, tol=tol,
+                      max_epochs=max_epochs, generator=generator, progress=progress, stop=stop)  # fmt: skip
     del C_t
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     modules[:, kept] = out["modules"][:n_modules]
@@ -445,6 +452,21 @@ def fit_amf(
         kernel=problem.kernel,
         background=floor,
     )
+
+
+def _polish(amft, problem, first, **kwargs):
+    """Second phase of ``polish=True``: the same fit without the l1 penalty, histories joined."""
+    problem.l1 = 0.0
+    second = amft.train(problem, first["presence"], first["modules"], **kwargs)
+    n_first = first["n_epochs"]
+    h1, h2 = first["history"], second["history"]
+    history = {k: np.concatenate([h1[k], h2[k][1:] + (h1[k][-1] if k == "seconds" else 0)]) for k in h1}
+    return {
+        **second,
+        "history": history,
+        "epoch": n_first + second["epoch"],
+        "n_epochs": n_first + second["n_epochs"],
+    }
 
 
 def _resolve(device):

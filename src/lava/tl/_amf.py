@@ -85,10 +85,10 @@ def amf(
         ``"paper"`` (the patience rule) or ``"learned"`` (the same rule, not allowed to fire on the initial
         plateau). Default (None): ``"paper"`` for ``"paper"``, ``"learned"`` for the variants.
     l1
-        Variants only: weight of the parsimony penalty on the modules (see :func:`lava.core.fit_amf`); default
+        Weight of the parsimony penalty on the modules (see :func:`lava.core.fit_amf`); default
         (None) 0.003 for the variants, 0 for ``"paper"``.
     background
-        Variants only: also fit a per-locality background floor (stored as ``background``, l float32); default
+        Also fit a per-locality background floor (stored as ``background``, l float32); default
         (None) True for the variants, False for ``"paper"``.
     {rng}
     {device}
