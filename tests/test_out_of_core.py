@@ -64,7 +64,15 @@ def test_fit_amf_streams_from_zarr_and_memmap_exactly(tmp_path, kernel):
     from lava.core import fit_amf
 
     C = _planted_C()
-    kwargs = {"rng": 4, "max_epochs": 4, "lr": 1e-2, "batch_size": 16, "device": "cpu", "kernel": kernel}
+    kwargs = {
+        "rng": 4,
+        "max_epochs": 4,
+        "lr": 1e-2,
+        "batch_size": 16,
+        "device": "cpu",
+        "kernel": kernel,
+        "loss": "paper",
+    }
     ref = fit_amf(C, 3, **kwargs)
     store = zarr.create_array(tmp_path / "C.zarr", shape=C.shape, chunks=(1, C.shape[1]), dtype="float32")
     store[:] = C

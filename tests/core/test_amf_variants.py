@@ -208,13 +208,21 @@ def test_learned_stop_does_not_fire_on_the_initial_plateau():
     assert fast.n_epochs < 2000
 
 
-def test_paper_loss_is_the_default_and_unchanged():
+def test_default_is_the_expectile_variant_and_paper_keeps_its_settings():
     C, _, _ = colocated()
-    kwargs = {"lr": 1e-2, "max_epochs": 20, "rng": 1}
+    kwargs = {"max_epochs": 20, "rng": 1}
     default = fit_amf(C, 3, **kwargs)
-    paper = fit_amf(C, 3, loss="paper", init="random", stop="paper", **kwargs)
-    np.testing.assert_array_equal(default.modules, paper.modules)
-    assert default.loss == paper.loss
+    variant = fit_amf(C, 3, loss="expectile", nu=9.0, lr=1e-2, init="localities", stop="learned", l1=0.003,
+                      background=True, **kwargs)  # fmt: skip
+    np.testing.assert_array_equal(default.modules, variant.modules)
+    assert default.background is not None
+    # loss="paper" alone gives the paper's setting: nu 9, lr 3e-3, random start, its stopping rule, no floor
+    paper = fit_amf(C, 3, loss="paper", **kwargs)
+    explicit = fit_amf(C, 3, loss="paper", nu=9.0, lr=3e-3, init="random", stop="paper", l1=0.0, background=False,
+                       **kwargs)  # fmt: skip
+    np.testing.assert_array_equal(paper.modules, explicit.modules)
+    assert paper.background is None
+    assert paper.loss == pytest.approx(amf_loss(C, paper.presence, paper.modules, loss="paper"), rel=1e-5)
 
 
 def test_invalid_variant_arguments():
@@ -291,3 +299,13 @@ def test_polish_continues_without_the_penalty():
     zero = first.modules == 0
     assert zero.mean() > 0.5
     assert (res.modules[zero] == 0).mean() >= 0.5
+
+
+def test_a_store_on_disk_defaults_to_the_paper_loss(tmp_path):
+    C, _, _ = colocated()
+    mm = np.lib.format.open_memmap(tmp_path / "C.npy", mode="w+", dtype=np.float32, shape=C.shape)
+    mm[:] = C
+    streamed = fit_amf(np.load(tmp_path / "C.npy", mmap_mode="r+"), 3, rng=0, max_epochs=5)
+    in_memory = fit_amf(C, 3, loss="paper", rng=0, max_epochs=5)
+    assert streamed.background is None
+    np.testing.assert_array_equal(streamed.modules, in_memory.modules)

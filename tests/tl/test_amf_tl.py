@@ -55,7 +55,7 @@ def make_adata(seed=0):
 
 def test_stores_every_field():
     adata = make_adata()
-    lava.tl.amf(adata, 2, max_epochs=20, rng=3, progress=False)
+    lava.tl.amf(adata, 2, max_epochs=20, rng=3, progress=False, loss="paper")  # the paper's loss: amf_loss below
     res = adata.uns["lava"]["amf"]
     P = adata.uns["lava"]["correlations"]["values"].shape[1]
     assert res["modules"].shape == (2, P)

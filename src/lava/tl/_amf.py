@@ -30,7 +30,7 @@ def amf(
     patience: int = 100,
     tol: float = 0.01,
     max_epochs: int = core_amf.DEFAULT_MAX_EPOCHS,
-    loss: str = core_amf.DEFAULT_LOSS,
+    loss: str | None = None,
     init: str | None = None,
     stop: str | None = None,
     l1: float | None = None,
@@ -45,10 +45,12 @@ def amf(
     """Find modules of feature-pair correlation that recur across localities (Association Matrix Factorisation).
 
     LAVA step 3. The locality correlations ``C`` (l x P) from :func:`lava.tl.correlations` are approximated by
-    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1], minimising the a-weighted
-    cosine loss in which overestimated entries weigh ``nu`` times more, plus ``gamma`` times the mean absolute
-    error (see :func:`lava.core.fit_amf`). Adam over minibatches of localities; the fit stops when the best loss
-    has not improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch. Interrupting it
+    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1]. By default the loss is an
+    a-weighted squared error normalised per locality in which overestimated entries weigh ``nu`` times more, with
+    a fitted per-locality background floor, modules started from representative localities (``loss="paper"``:
+    the paper's a-weighted cosine with the same weighting, from a random start; see :func:`lava.core.fit_amf`
+    and the AMF loss docs page). Adam over minibatches of localities; the fit stops when the best loss has not
+    improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch. Interrupting it
     (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
 
     Parameters
@@ -58,8 +60,8 @@ def amf(
         Number of modules M (1 <= M <= number of localities); ignored with ``from_selection``.
         Choose it with :func:`lava.tl.select_n_modules`.
     nu
-        Weight of overestimated entries (``Chat > C``). Default (None) per ``loss``: 9 for ``"paper"`` (in the
-        cosine term, as in the paper), 3 for the variants (in the squared error).
+        Weight of overestimated entries (``Chat > C``), 9 by default: in the cosine term for ``"paper"`` (as in the
+        paper), in the squared error for the variants.
     gamma
         Weight of the mean absolute error term (1e-4; the paper used 10 on sparse single-cell data, whose
         correlations are low).
@@ -75,9 +77,10 @@ def amf(
     max_epochs
         Cap on epochs (5000).
     loss
-        ``"paper"`` (the paper's nu-weighted cosine), ``"expectile"`` or ``"cosine_expectile"`` (variants that
-        do not lose modules that only occur together with another; see the AMF loss docs page and
-        :func:`lava.core.fit_amf`).
+        ``"expectile"`` (default: an asymmetric squared error normalised per locality, with a background floor
+        and the localities start; it does not lose modules that only occur together with another and converges
+        in several times fewer epochs), ``"paper"`` (the paper's nu-weighted cosine) or ``"cosine_expectile"``;
+        see the AMF loss docs page and :func:`lava.core.fit_amf`.
     init
         ``"random"`` (the paper) or ``"localities"`` (modules started from representative localities). Default
         (None): ``"random"`` for ``"paper"``, ``"localities"`` for the variants.
@@ -135,6 +138,7 @@ def amf(
     if from_selection is not None:
         return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
 
+    loss = core_amf.DEFAULT_LOSS if loss is None else loss
     opts = core_amf.resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background)
     nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
     core_amf._check_fit_args(
