@@ -188,6 +188,11 @@ def _chunks(n_pairs: int, chunk: int):
     return [(j0, min(n_pairs, j0 + chunk)) for j0 in range(0, n_pairs, chunk)]
 
 
+def _row_sq_norms(C: torch.Tensor, block: int = 64) -> torch.Tensor:
+    """``||C_i||^2`` per row in float64, a block of rows at a time."""
+    return torch.cat([(C[r0 : r0 + block].double() ** 2).sum(1) for r0 in range(0, C.shape[0], block)])
+
+
 class Problem:
     """The data of one fit on the device: C (l x P'), weights a, sizes, constants."""
 
@@ -216,7 +221,8 @@ class Problem:
         self.sq_weight = 0.0 if loss == "paper" else 1.0
         # ||C_i||^2 (float64), the per-locality normaliser of the squared error term, floored
         # (C may be a StreamedC: a store on disk read a block of rows at a time, see _streamed.py)
-        self.sq_norms = (C.row_sq_norms() if hasattr(C, "row_sq_norms") else (C.double() ** 2).sum(1)).clamp_min(EPS)
+        # (in blocks of rows: C.double() ** 2 at once held two float64 copies of C, 10 GB at 1350 x 500k)
+        self.sq_norms = (C.row_sq_norms() if hasattr(C, "row_sq_norms") else _row_sq_norms(C)).clamp_min(EPS)
         # parsimony (variants): l1 * sum(Mod) / mean_i ||C_i||^2 added to the loss
         self.l1 = 0.0
         self.l1_unit = float(self.sq_norms.mean())
