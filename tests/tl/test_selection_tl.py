@@ -244,3 +244,15 @@ def test_adopting_a_selected_run(selected):
     np.testing.assert_array_equal(adata.uns["lava"]["amf"]["presence"], best["presence"])
     assert adata.uns["lava"]["amf"]["loss"] == best["loss"]
     assert "selection" in adata.uns["lava"]  # adopting keeps the table
+
+
+def test_loss_options_reach_every_run():
+    # the loss and its options pass through to each fit: the paper's loss gives no background floor
+    adata = make_adata()
+    lava.tl.select_n_modules(adata, [2, 3], n_runs=2, loss="paper", progress=False, **FAST)
+    assert decode_params(adata.uns["lava"]["params"]["selection"])["loss"] == "paper"
+    lava.tl.amf(adata, from_selection=2)
+    assert "background" not in adata.uns["lava"]["amf"]
+    lava.tl.select_n_modules(adata, [2], n_runs=2, loss="expectile", background=True, progress=False, **FAST)
+    lava.tl.amf(adata, from_selection=2)
+    assert adata.uns["lava"]["amf"]["background"].shape == (30,)

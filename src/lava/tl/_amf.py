@@ -275,6 +275,7 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
         interrupted=bool(entry.get("interrupted", False)),
         seed=int(entry.get("seed", 0)),
         n_pairs_dropped=int(np.count_nonzero(~np.any(C, axis=0))),
+        background=np.asarray(entry["background"], dtype=np.float32) if "background" in entry else None,
     )
     params = {"n_modules": n_modules, "from_selection": n_modules, "rng": result.seed, "key": key, "copy": copy}
     adata = adata.copy() if copy else adata

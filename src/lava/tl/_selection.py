@@ -16,7 +16,22 @@ from .._store import decode_params, get_step, store_step
 from .._validate import check_not_view
 
 #: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit.
-AMF_KWARGS = ("nu", "gamma", "lr", "batch_size", "patience", "tol", "max_epochs", "device")
+AMF_KWARGS = (
+    "loss",
+    "nu",
+    "gamma",
+    "lr",
+    "batch_size",
+    "patience",
+    "tol",
+    "max_epochs",
+    "stop",
+    "l1",
+    "background",
+    "nu_background",
+    "polish",
+    "device",
+)
 
 
 def _check_amf_kwargs(amf_kwargs: dict[str, Any]) -> None:
@@ -52,7 +67,7 @@ def _check_n_modules(n_modules, n_localities: int) -> list[int]:
 
 def _best_entry(result) -> dict[str, Any]:
     """One run in the stored ``best`` format (h5ad/zarr-safe: arrays, numbers, bools, dicts of arrays)."""
-    return {
+    entry = {
         "modules": np.asarray(result.modules, dtype=np.float32),
         "presence": np.asarray(result.presence, dtype=np.float32),
         "loss": float(result.loss),
@@ -65,6 +80,9 @@ def _best_entry(result) -> dict[str, Any]:
         "converged": bool(result.converged),
         "interrupted": bool(result.interrupted),
     }
+    if getattr(result, "background", None) is not None:  # the fitted floor; None is not storable
+        entry["background"] = np.asarray(result.background, dtype=np.float32)
+    return entry
 
 
 @doc_params()
@@ -117,8 +135,11 @@ def select_n_modules(
         Run the AMF fits as Dask tasks: a :class:`distributed.Client` connected to any cluster, or ``True`` for a
         temporary local one. Every run keeps its own seed, so the result is the same as without a client.
     **amf_kwargs
-        AMF options for every run, as in :func:`lava.tl.amf`: ``nu``, ``gamma``, ``lr``, ``batch_size``,
-        ``patience``, ``tol``, ``max_epochs``, ``device``.
+        AMF options for every run, as in :func:`lava.tl.amf`: ``loss``, ``nu``, ``gamma``, ``lr``, ``batch_size``,
+        ``patience``, ``tol``, ``max_epochs``, ``stop``, ``l1``, ``background``, ``nu_background``, ``polish``,
+        ``device``. The start is the loss's default: with the default loss (``"expectile"``) every run starts from
+        representative localities with seeded jitter and its own minibatch order, so the silhouette measures
+        stability against those; ``loss="paper"`` gives the paper's independent random starts.
 
     Returns
     -------
