@@ -60,52 +60,27 @@ class _Parser(argparse.ArgumentParser):
 # argument types
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"expected a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 1:
-        msg = f"expected a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _number_type(cast, what: str, *, allow_zero: bool):
+    """Return an argparse type that casts the text and accepts finite values > 0 (>= 0 with ``allow_zero``)."""
+    bound = "non-negative" if allow_zero else "positive"
+
+    def parse(text: str):
+        msg = f"expected a {bound} {what}, got {text!r}"
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(msg) from None
+        if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"expected a non-negative integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 0:
-        msg = f"expected a non-negative integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"expected a positive number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not np.isfinite(value) or value <= 0:
-        msg = f"expected a positive number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"expected a non-negative number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not np.isfinite(value) or value < 0:
-        msg = f"expected a non-negative number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_positive_int = _number_type(int, "integer", allow_zero=False)
+_non_negative_int = _number_type(int, "integer", allow_zero=True)
+_positive_float = _number_type(float, "number", allow_zero=False)
+_non_negative_float = _number_type(float, "number", allow_zero=True)
 
 
 def _module_range(text: str) -> range:
