@@ -201,3 +201,9 @@ def test_gene_sets_fingerprint_tells_other_sets(full):
         lava.get.params(adata, "enrichment")["gene_sets_sha256"]
         != lava.get.params(full, "enrichment")["gene_sets_sha256"]
     )
+
+
+def test_params_record_where_the_results_live(full):
+    # the key is part of every step's record (the store adds it), so a rerun from params writes to the same place
+    for step in ("localities", "correlations", "selection", "amf", "module_genes", "enrichment", "association"):
+        assert lava.get.params(full, step)["key"] == "lava", step

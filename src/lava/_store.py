@@ -132,7 +132,7 @@ def store_step(
     drop_dependents(adata, key, step)
     uns[step] = result
     all_params = dict(uns.get("params", {}))
-    all_params[step] = encode_params({**params, "lava_version": __version__})
+    all_params[step] = encode_params({"key": key, **params, "lava_version": __version__})
     uns["params"] = all_params
     for name, values in (obs or {}).items():
         adata.obs[name] = values
