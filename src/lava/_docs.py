@@ -29,6 +29,11 @@ device
     "progress": """\
 progress
     Show a progress bar (tqdm).""",
+    "show_panels": """\
+show
+    Show the figure. Default: show unless ``return_fig`` is set.
+return_fig
+    Return the Figure instead of the Axes.""",
     "show": """\
 ax
     A matplotlib Axes to draw into (single-panel plots only).

@@ -141,10 +141,7 @@ def centrality(
     size
         Marker size of the samples.
     {key}
-    show
-        Show the figure. Default: show unless ``return_fig`` is set.
-    return_fig
-        Return the Figure instead of the Axes.
+    {show_panels}
 
     Returns
     -------
@@ -220,10 +217,7 @@ def copresence(
     size
         Marker size of the probes.
     {key}
-    show
-        Show the figure. Default: show unless ``return_fig`` is set.
-    return_fig
-        Return the Figure instead of the Axes.
+    {show_panels}
 
     Returns
     -------

@@ -322,10 +322,7 @@ def locality(
     threshold, power, max_lines
         Line options of the image mode (see :func:`module_image`).
     {key}
-    show
-        Show the figure. Default: show unless ``return_fig`` is set.
-    return_fig
-        Return the Figure instead of the Axes.
+    {show_panels}
 
     Returns
     -------

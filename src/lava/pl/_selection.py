@@ -40,10 +40,7 @@ def selection(
     show_runs
         Draw each run as a faint dot behind the means.
     {key}
-    show
-        Show the figure. Default: show unless ``return_fig`` is set.
-    return_fig
-        Return the Figure instead of the Axes.
+    {show_panels}
 
     Returns
     -------
