@@ -120,6 +120,30 @@ def test_weighted_lloyd_is_a_fixed_point_of_weighted_means():
         np.testing.assert_allclose(C[c], np.average(Z[members], axis=0, weights=w[members]), rtol=1e-8, atol=1e-10)
 
 
+def plain_weighted_lloyd(Z, w, C, n_iter):
+    """Textbook weighted Lloyd (all distances every iteration), for comparison."""
+    for _ in range(n_iter):
+        labels = np.argmin(cdist(Z, C), axis=1)
+        mass = np.bincount(labels, weights=w, minlength=len(C))
+        assert np.all(mass > 0)
+        C = np.stack([np.bincount(labels, weights=w * Z[:, j], minlength=len(C)) for j in range(Z.shape[1])], 1)
+        C = C / mass[:, None]
+    return C
+
+
+@pytest.mark.parametrize(("k", "d"), [(3, 2), (9, 2), (60, 2), (60, 5)])
+def test_weighted_lloyd_bounds_give_plain_lloyd(k, d):
+    # the bounds only skip distance computations: every iteration must match plain Lloyd, with few centroids
+    # (all near each other) and many (the far bound matters), and weights that make centroids move unevenly
+    rng = np.random.default_rng(3)
+    Z = blobs(3000, d, seed=2)
+    w = rng.uniform(0.0, 1.0, size=len(Z)) ** 4
+    start = Z[rng.choice(len(Z), size=k, replace=False)]
+    for n_iter in (1, 2, 5, 40):
+        C, ran = weighted_lloyd(Z, w, start, max_iter=n_iter, tol=0.0)
+        np.testing.assert_allclose(C, plain_weighted_lloyd(Z, w, start, ran), rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("d", [2, 4, 50])
 def test_localities_are_nearest_to_probes(d):
     E = 300 if d > 8 else 600

@@ -36,6 +36,9 @@ MAX_ITER = 300
 CORESET_FACTOR = 20
 #: Lloyd iterations on the weight-proportional sample (as scikit-learn's KMeans).
 COLD_MAX_ITER = 300
+#: Centroids whose shifts bound the decrease of a sample's distance to its second nearest centroid in Lloyd: the
+#: ones nearest its own (Hamerly's bound with the largest shift of all centroids queries most samples again).
+NEAR_CENTROIDS = 8
 #: Relative tolerance on the total squared centroid shift (as scikit-learn's KMeans: times the mean variance).
 TOL = 1e-4
 
@@ -301,8 +304,9 @@ def weighted_lloyd(
 
     In low dimension, samples are assigned with a KD-tree over the centroids and Hamerly's bounds: a sample
     keeps its centroid without a query while the distance to it (an upper bound, grown by the centroid's shift)
-    stays below the distance to the second nearest (a lower bound, shrunk by the largest shift of the others).
-    The assignments are exact, as in plain Lloyd; late iterations query only the few samples near a boundary.
+    stays below the distance to the second nearest (a lower bound, shrunk by the largest shift of the centroids
+    near its own, ``NEAR_CENTROIDS``, or by its distance to the farther ones). The assignments are exact, as in
+    plain Lloyd; late iterations query only the few samples near a boundary.
     """
     E, d = Z.shape
     k = centers.shape[0]
@@ -330,15 +334,23 @@ def weighted_lloyd(
             far = far[cost[far] > 0]
             new[empty[: far.size]] = Z[far]
         delta = np.sqrt(((new - C) ** 2).sum(axis=1))
-        C = new
         if float((delta**2).sum()) <= tol:
+            C = new
             break
         if bounded:
-            order = np.argsort(delta)
-            largest, second = delta[order[-1]], delta[order[-2]]
+            # a sample's nearest other centroid moved closer by at most the largest shift among the centroids
+            # near its own (the K + 1 nearest to it, itself included), or, if it is farther, the sample is at
+            # least (distance to the (K + 2)-th nearest) - (largest shift) - (its upper bound) from it
+            near_dist, near = cKDTree(C).query(C, k=min(NEAR_CENTROIDS + 2, k))
+            near_shift = delta[near[:, : NEAR_CENTROIDS + 1]].max(axis=1)
+            if k > NEAR_CENTROIDS + 1:
+                far_bound = near_dist[:, -1] - delta.max()
+                lower = np.minimum(lower - near_shift[labels], far_bound[labels] - upper)
+            else:
+                lower = lower - near_shift[labels]
             upper = upper + delta[labels]
-            lower = lower - np.where(labels == order[-1], second, largest)
             stale = np.flatnonzero(upper > lower)
+            C = new
             if stale.size:
                 upper[stale] = np.sqrt(((Z[stale] - C[labels[stale]]) ** 2).sum(axis=1))
                 stale = stale[upper[stale] > lower[stale]]
@@ -348,6 +360,7 @@ def weighted_lloyd(
                 n_changed = int(np.count_nonzero(labels[stale] != idx[:, 0]))
                 labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
         else:
+            C = new
             labels_new, d2 = nearest_centroid(Z, C)
             n_changed = int(np.count_nonzero(labels_new != labels))
             labels = labels_new
