@@ -18,6 +18,7 @@ upper triangle is written straight into the preallocated ``(l, P)`` output.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from typing import Literal
@@ -159,6 +160,18 @@ def locality_correlations(
 
     max_count = max_tied_count(n, tie_fraction)
     plan = _BatchPlan(D, dev)
+    if dev.type == "cpu" and _CPU_KERNELS:
+        inputs = _cpu_inputs(X, dense_dtype)
+        block = out if given is None else np.zeros((batch_size, P), dtype=np.float32)
+        for start in tqdm(
+            range(0, n_loc, batch_size), disable=not progress, desc="locality correlations", unit="batch"
+        ):
+            stop = min(start + batch_size, n_loc)
+            here = block[start:stop] if given is None else block[: stop - start]
+            _batch_cpu(inputs, idx[start:stop], max_count, plan, here)  # writes every entry
+            if given is not None:
+                given[start:stop] = here
+        return out if given is None else given
     # into the output directly, or through one reused (batch, P) block when writing to a given store
     out_t = torch.from_numpy(out if given is None else np.zeros((batch_size, P), dtype=np.float32))
     starts = range(0, n_loc, batch_size)
@@ -462,6 +475,255 @@ def _batch_correlations(rows, candidate, b: int, max_count: int, plan: _BatchPla
     gram.scatter_(1, position, small.reshape(b, -1))
     del small, position
     torch.index_select(gram, 1, plan.padded, out=target)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CPU path: numba kernels (compiled on first use, cached on disk)
+
+#: Run CPU batches through the numba kernels below; False runs the GPU code path (torch) on the CPU instead.
+_CPU_KERNELS = True
+#: Cells with fewer non-zeros than this are sorted by insertion, the others by radix sort.
+_RADIX_MIN = 48
+prange = range
+
+
+def _sort_cell_py(keys, samples, a_k, a_p, b_k, b_p, count, radix_min):  # pragma: no cover
+    """Sort unsigned ``keys`` with their ``samples``; return the sorted ``(keys, samples)`` (views of the buffers).
+
+    Below ``radix_min`` keys an insertion sort, else an LSD radix sort by bytes that skips the bytes every key
+    shares (count data: most high bytes are equal). ``a_*``, ``b_*`` are buffers of at least ``keys.size``.
+    """
+    m = keys.size
+    if m < radix_min:
+        for t in range(m):
+            key = keys[t]
+            u = t
+            while u > 0 and a_k[u - 1] > key:
+                a_k[u] = a_k[u - 1]
+                a_p[u] = a_p[u - 1]
+                u -= 1
+            a_k[u] = key
+            a_p[u] = samples[t]
+        return a_k[:m], a_p[:m]
+    a_k[:m] = keys
+    a_p[:m] = samples
+    for shift in range(0, 8 * keys.itemsize, 8):
+        count[:] = 0
+        for t in range(m):
+            count[(np.uint64(a_k[t]) >> np.uint64(shift)) & np.uint64(255)] += 1
+        if count.max() == m:  # the same byte everywhere: nothing to do
+            continue
+        total = 0
+        for h in range(256):
+            c = count[h]
+            count[h] = total
+            total += c
+        for t in range(m):
+            h = (np.uint64(a_k[t]) >> np.uint64(shift)) & np.uint64(255)
+            b_k[count[h]] = a_k[t]
+            b_p[count[h]] = a_p[t]
+            count[h] += 1
+        a_k, b_k = b_k, a_k
+        a_p, b_p = b_p, a_p
+    return a_k[:m], a_p[:m]
+
+
+_sort_cell = _sort_cell_py  # the compiled version once :func:`_kernels` has run
+
+
+def _rank_batch_py(
+    indptr, indices, data, dense, idx, max_count, key_type, radix_min, packed, slot_of, n_alive
+):  # pragma: no cover
+    """Rank every feature of every locality of a batch straight from the stored non-zeros (one locality a thread).
+
+    ``X`` comes as CSR arrays ``indptr``, ``indices``, ``data`` (float32 or float64; or, with ``dense``, ``data``
+    is the dense ``X`` raveled row-major, ``indptr[r] = r D`` and ``indices`` is unused). Per locality ``k``:
+    count each feature's non-zeros over the samples ``idx[k]``; features with more than ``max_count`` zeros are
+    dropped at once; the others' non-zeros are gathered feature by feature as order-preserving unsigned integer
+    keys (``key_type``: an empty uint32 array for float32 data, uint64 for float64) and sorted. Zeros are one
+    tie group, so only the non-zeros are sorted: the sorted position of a non-zero is its position among the
+    non-zeros, plus the number of zeros when it is positive. A kept feature's centred, unit-length average ranks
+    go to the next free row of ``packed[k]`` (features in order); ``slot_of[k, j]`` is that row (-1 when dropped
+    by the tie filter or constant) and ``n_alive[k]`` the number of rows used.
+    """
+    b, n = idx.shape
+    D = slot_of.shape[1]
+    sign = np.full(1, -0.0, data.dtype).view(key_type.dtype)[0]  # the sign bit; also the key of +0.0
+    for k in prange(b):
+        count = np.zeros(D, np.int64)
+        for s in range(n):
+            r = idx[k, s]
+            for e in range(indptr[r], indptr[r + 1]):
+                if data[e] != 0:
+                    count[(e - indptr[r]) if dense else indices[e]] += 1
+        start = np.empty(D, np.int64)
+        total = 0
+        for j in range(D):
+            start[j] = total
+            if n - count[j] <= max_count:
+                total += count[j]
+        values = np.empty(total, data.dtype)
+        samples = np.empty(total, np.int64)
+        fill = start.copy()
+        for s in range(n):
+            r = idx[k, s]
+            for e in range(indptr[r], indptr[r + 1]):
+                v = data[e]
+                if v != 0:
+                    j = (e - indptr[r]) if dense else indices[e]
+                    if n - count[j] <= max_count:
+                        values[fill[j]] = v
+                        samples[fill[j]] = s
+                        fill[j] += 1
+        # order-preserving keys: flip every bit of a negative float, only the sign bit of a positive one
+        keys = values.view(key_type.dtype)
+        for t in range(total):
+            keys[t] = ~keys[t] if keys[t] & sign else keys[t] | sign
+        a_k = np.empty(n, key_type.dtype)
+        b_k = np.empty(n, key_type.dtype)
+        a_p = np.empty(n, np.int64)
+        b_p = np.empty(n, np.int64)
+        histogram = np.empty(256, np.int64)
+        p = 0
+        for j in range(D):
+            slot_of[k, j] = -1
+            m = count[j]
+            z = n - m
+            if z > max_count:
+                continue
+            sk, sp = _sort_cell(
+                keys[start[j] : start[j] + m],
+                samples[start[j] : start[j] + m],
+                a_k,
+                a_p,
+                b_k,
+                b_p,
+                histogram,
+                radix_min,
+            )
+            n_neg = 0
+            while n_neg < m and sk[n_neg] < sign:
+                n_neg += 1
+            # pass 1: longest tie group and the sum of squared centred ranks; centred rank of a group starting
+            # at sorted position g with c members: g + (c - 1) / 2 - (n - 1) / 2 = (2 g + c - n) / 2
+            c0 = (2 * n_neg + z - n) * 0.5
+            sumsq = z * c0 * c0
+            longest = z
+            t = 0
+            while t < m:
+                u = t + 1
+                while u < m and sk[u] == sk[t]:
+                    u += 1
+                g = t if t < n_neg else t + z
+                c = (2 * g + (u - t) - n) * 0.5
+                sumsq += (u - t) * c * c
+                longest = max(longest, u - t)
+                t = u
+            if longest > max_count or longest >= n:
+                continue
+            scale = 1.0 / np.sqrt(sumsq)
+            row = packed[k, p]
+            if z > 0:
+                row[:] = c0 * scale
+            t = 0
+            while t < m:
+                u = t + 1
+                while u < m and sk[u] == sk[t]:
+                    u += 1
+                g = t if t < n_neg else t + z
+                c = (2 * g + (u - t) - n) * 0.5 * scale
+                for w in range(t, u):
+                    row[sp[w]] = c
+                t = u
+            slot_of[k, j] = p
+            p += 1
+        n_alive[k] = p
+
+
+def _unpack_py(gram, strip_of, strip_start, strip_offset, d, slot_of, target):  # pragma: no cover
+    """Write ``min(|r|, 1)`` of every feature pair ``i < j`` into ``target`` (b, P), 0 where a feature is dropped.
+
+    The products of packed rows ``p < q`` are in strips: rows ``strip_start[t]:strip_start[t + 1]`` of the
+    packed ranks against rows ``strip_start[t]:d``, strip ``t`` stored row-major from ``gram[strip_offset[t]]``
+    with shape ``(b, rows, d - strip_start[t])``.
+    """
+    b, D = slot_of.shape
+    for kk in prange(b * D):
+        k = kk // D
+        i = kk - k * D
+        col = i * (2 * D - i - 1) // 2 - i - 1  # column of pair (i, j) is col + j
+        out = target[k]
+        p = slot_of[k, i]
+        if p < 0:
+            for j in range(i + 1, D):
+                out[col + j] = 0
+            continue
+        t = strip_of[p]
+        s = strip_start[t]
+        base = strip_offset[t] + (k * (strip_start[t + 1] - s) + p - s) * (d - s) - s
+        for j in range(i + 1, D):
+            q = slot_of[k, j]
+            out[col + j] = min(abs(gram[base + q]), 1.0) if q >= 0 else 0
+
+
+@functools.cache
+def _kernels():
+    """Compile (or load from numba's cache) the CPU kernels."""
+    import numba
+
+    globals()["prange"] = numba.prange  # parallel loops once compiled (plain ranges in pure Python)
+    globals()["_sort_cell"] = numba.njit(cache=True, nogil=True)(_sort_cell_py)
+    jit = numba.njit(parallel=True, cache=True, nogil=True)
+    return jit(_rank_batch_py), jit(_unpack_py)
+
+
+def _cpu_inputs(X, dtype: np.dtype):
+    """Return ``(indptr, indices, data, dense)`` for :func:`_rank_batch_py` from a CSR matrix or a dense ndarray.
+
+    Values keep their order in ``dtype`` (float32 when that is exact, else float64), so ranks are exact.
+    """
+    if sparse.issparse(X):
+        data = X.data if X.data.dtype == dtype else X.data.astype(dtype)
+        return X.indptr.astype(np.int64, copy=False), X.indices, data, False
+    E, D = X.shape
+    data = np.ascontiguousarray(X, dtype=dtype).reshape(-1)
+    return np.arange(0, (E + 1) * D, D, dtype=np.int64), np.zeros(1, np.int32), data, True
+
+
+def _strips(d: int) -> np.ndarray:
+    """Row bounds of the strips of the packed product: only rows ``s:e`` against columns ``s:d`` are computed."""
+    k = max(1, min(_MAX_BLOCKS, d // _MIN_BLOCK))
+    return np.linspace(0, d, k + 1).astype(np.int64)
+
+
+def _batch_cpu(inputs, idx: np.ndarray, max_count: int, plan: _BatchPlan, target: np.ndarray) -> None:
+    """Write the absolute Spearman correlations of a batch of localities into ``target`` (b, P) on the CPU."""
+    import torch
+
+    rank_batch, unpack = _kernels()
+    b, n = idx.shape
+    D = plan.D
+    packed = plan.buffer("packed", (b, D, n), np.float32)
+    slot_of = plan.buffer("slot_of", (b, D), np.int64)
+    n_alive = plan.buffer("n_alive", (b,), np.int64)
+    indptr, indices, data, dense = inputs
+    key_type = np.empty(0, np.uint32 if data.dtype == np.float32 else np.uint64)
+    rank_batch(indptr, indices, data, dense, idx, max_count, key_type, _RADIX_MIN, packed, slot_of, n_alive)
+    d = int(n_alive.max())
+    for k in range(b):  # unused rows of the product's input: zeros, not stale values
+        packed[k, n_alive[k] : d] = 0
+    edges = _strips(d)
+    sizes = b * np.diff(edges) * (d - edges[:-1])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    gram = plan.buffer("gram", (max(1, int(offsets[-1])),), torch.float32)
+    ranks = torch.from_numpy(packed)
+    for t in range(edges.size - 1):
+        s, e = int(edges[t]), int(edges[t + 1])
+        if e > s:
+            out = gram[int(offsets[t]) : int(offsets[t + 1])].view(b, e - s, d - s)
+            torch.bmm(ranks[:, s:e, :], ranks[:, s:d, :].transpose(1, 2), out=out)
+    strip_of = np.repeat(np.arange(edges.size - 1, dtype=np.int64), np.diff(edges))
+    unpack(gram.numpy(), strip_of, edges, offsets[:-1].astype(np.int64), d, slot_of, target)
 
 
 def _centred_unit_ranks(rows, max_count: int, buffer=None):
