@@ -177,14 +177,17 @@ def test_torch_ranking_path_matches(rng, monkeypatch):
     # the GPU path ranks with torch (sort + searchsorted); run that code on the CPU against the reference
     X = make_data(rng).astype(np.float32)
     idx = make_indices(rng, X.shape[0])
+    monkeypatch.setattr(corr_module, "_CPU_KERNELS", False)  # the GPU code path, run on the CPU
     monkeypatch.setattr(corr_module, "_centred_unit_ranks", corr_module._ranks_torch)
     np.testing.assert_allclose(locality_correlations(X, idx), reference(X, idx), atol=1e-5, rtol=0)
 
 
-def test_packed_and_full_products_agree(rng, monkeypatch):
+@pytest.mark.parametrize("kernels", [True, False])
+def test_packed_and_full_products_agree(rng, monkeypatch, kernels):
     X = make_data(rng).astype(np.float32)
     idx = make_indices(rng, X.shape[0])
     C = locality_correlations(X, idx)
+    monkeypatch.setattr(corr_module, "_CPU_KERNELS", kernels)  # CPU kernels (strips) or the GPU code path
     monkeypatch.setattr(corr_module, "_PACK_FRACTION", 0.0)  # always the full D x D product
     np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
     monkeypatch.setattr(corr_module, "_PACK_FRACTION", 2.0)  # always pack
@@ -256,3 +259,64 @@ def test_cuda_matches_cpu(rng):
     np.testing.assert_allclose(
         locality_correlations(X, idx, device="cuda"), locality_correlations(X, idx, device="cpu"), atol=1e-5
     )
+
+
+def centred_unit_ranks(values):
+    """Average ranks (scipy), centred and scaled to unit length."""
+    r = scipy.stats.rankdata(values)
+    r -= r.mean()
+    return r / np.linalg.norm(r)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("radix_min", [0, 10**9])
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_cpu_kernel_ranks_from_non_zeros(rng, dtype, radix_min, fmt):
+    # the CPU kernel sorts only the non-zeros (zeros are one tie group placed between negatives and positives),
+    # by radix sort or insertion sort: its rank rows must equal scipy's average ranks of the full columns
+    n, D = 64, 9
+    X = np.zeros((n, D), dtype=dtype)
+    X[:, 0] = rng.standard_normal(n)  # no zeros, no ties
+    X[:, 1] = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 4, n))  # zeros and tied positives
+    X[:, 2] = np.where(rng.random(n) < 0.4, 0, rng.integers(-3, 4, n))  # negatives, zeros, positives, ties
+    X[:, 3] = np.where(rng.random(n) < 0.9, 0, 1.0)  # tied out by zeros
+    X[:, 4] = 2.5  # constant (no zeros)
+    X[:, 5] = -np.abs(rng.standard_normal(n)) * 1e30  # large negatives, float32 and float64 keys
+    X[:, 6] = np.where(rng.random(n) < 0.3, -0.0, 1 + rng.permutation(n) * 1e-3)  # -0.0 counts as zero
+    X[:, 7] = np.where(rng.random(n) < 0.85, 7.0, rng.standard_normal(n))  # a non-zero value tied out
+    X[:, 8] = rng.standard_normal(n) * 1e-30  # tiny values
+    X = X.astype(dtype)
+    data = X if fmt == "dense" else sparse.csr_matrix(X)
+    Xc, rank_dtype = corr_module._check_data(data)
+    inputs = corr_module._cpu_inputs(Xc, rank_dtype)
+    idx = np.stack([rng.permutation(n)[: n - 4] for _ in range(2)])
+    m = idx.shape[1]
+    max_count = corr_module.max_tied_count(m, 0.75)
+    packed = np.full((2, D, m), np.nan, dtype=np.float32)
+    slot_of = np.empty((2, D), dtype=np.int64)
+    n_alive = np.empty(2, dtype=np.int64)
+    key_type = np.empty(0, np.uint32 if inputs[2].dtype == np.float32 else np.uint64)
+    rank_batch, _ = corr_module._kernels()
+    rank_batch(*inputs, idx, max_count, key_type, radix_min, packed, slot_of, n_alive)
+    for k in range(2):
+        B = X[idx[k]].astype(np.float64)
+        kept = [j for j in range(D) if np.unique(B[:, j], return_counts=True)[1].max() <= max_count]
+        assert {0, 2} <= set(kept)
+        assert not {3, 4, 7} & set(kept)
+        np.testing.assert_array_equal(np.flatnonzero(slot_of[k] >= 0), kept)
+        assert n_alive[k] == len(kept)
+        np.testing.assert_array_equal(slot_of[k, kept], np.arange(len(kept)))
+        for j in kept:
+            np.testing.assert_allclose(packed[k, slot_of[k, j]], centred_unit_ranks(B[:, j]), atol=1e-6, rtol=0)
+
+
+def test_cpu_kernels_match_gpu_code_path(rng, monkeypatch):
+    # count-like data where most features survive the tie filter (the packed product is nearly D x D)
+    X = rng.poisson(rng.gamma(2.0, 1.5, size=60), size=(400, 60)).astype(np.float32)
+    X = sparse.csr_matrix(np.log1p(X))
+    idx = make_indices(rng, X.shape[0], n_loc=9, n=150)
+    C = locality_correlations(X, idx, batch_size=4)
+    assert 0.3 < np.mean(C > 0) < 1
+    monkeypatch.setattr(corr_module, "_CPU_KERNELS", False)
+    np.testing.assert_allclose(C, locality_correlations(X, idx, batch_size=4), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(C, reference(X, idx), atol=1e-5, rtol=0)
