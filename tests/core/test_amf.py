@@ -317,28 +317,50 @@ def test_invalid_arguments():
         fit_amf(C, 2, init=(np.zeros((3, C.shape[1])), np.zeros((20, 3))))
 
 
-@pytest.mark.slow
-def test_compiled_kernels_equal_eager():
-    if amft.compiled_kernels() is None:
-        pytest.skip("torch.compile does not work here (no C++ compiler?)")
+@pytest.mark.parametrize(
+    ("loss", "background"), [("paper", False), ("expectile", False), ("expectile", True), ("cosine_expectile", True)]
+)
+def test_compiled_kernels_equal_eager(loss, background):
+    if amft.numba_kernels() is None:
+        pytest.skip("numba cannot compile here")
     rng = np.random.default_rng(8)
-    C = (rng.random((40, 300)) * (rng.random((40, 300)) < 0.5)).astype(np.float32)
+    n_pairs = 5000  # more than one of the numba kernels' blocks of pairs (2048), the last one partial
+    C = (rng.random((40, n_pairs)) * (rng.random((40, n_pairs)) < 0.5)).astype(np.float32)
     a = torch.from_numpy(locality_weights(C))
-    presence = torch.rand(40, 4, generator=torch.Generator().manual_seed(0))
+    n_mod = 5 if background else 4
+    presence = torch.rand(40, n_mod, generator=torch.Generator().manual_seed(0))
     presence[3] = 0  # ties at 0: the first module takes the gradient in both
-    modules = torch.rand(4, 300, generator=torch.Generator().manual_seed(1))
+    modules = torch.rand(n_mod, n_pairs, generator=torch.Generator().manual_seed(1))
+    if background:
+        modules[-1] = 1.0
+        presence[:, -1] = 0.3
     rows = torch.arange(5, 37)
     out = {}
     for kernel in ("eager", "compiled"):
-        problem = amft.Problem(torch.from_numpy(C), a, nu=9.0, gamma=0.3, n_pairs_total=310, chunk=64, kernel=kernel)
-        step = amft.loss_and_grad(problem, rows, presence[rows], modules, amft.Buffers(32, 300, 4, torch.device("cpu")))
-        out[kernel] = (step, amft.evaluate(problem, presence, modules, batch=16)[0])
-    (le, dpe, dme), fe = out["eager"]
-    (lc, dpc, dmc), fc = out["compiled"]
+        problem = amft.Problem(
+            torch.from_numpy(C), a, nu=9.0, gamma=0.3, n_pairs_total=n_pairs + 10, chunk=1000, kernel=kernel, loss=loss
+        )
+        problem.background, problem.bg_index, problem.nu_background = background, n_mod - 1, 2.0
+        problem.l1 = 0.01
+        buffers = amft.Buffers(32, n_pairs, n_mod, torch.device("cpu"))
+        step = amft.loss_and_grad(problem, rows, presence[rows], modules, buffers)
+        out[kernel] = (step, amft.evaluate(problem, presence, modules, batch=16))
+    (le, dpe, dme), (fe, cos_e, mae_e) = out["eager"]
+    (lc, dpc, dmc), (fc, cos_c, mae_c) = out["compiled"]
     assert lc == pytest.approx(le, rel=1e-5)
     assert fc == pytest.approx(fe, rel=1e-5)
+    torch.testing.assert_close(cos_c, cos_e, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(mae_c, mae_e, rtol=1e-5, atol=1e-9)
     torch.testing.assert_close(dpc, dpe, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(dmc, dme, rtol=1e-4, atol=1e-6)
-    res = fit_amf(C, 4, max_epochs=3, rng=0, kernel="compiled")
-    assert res.kernel == "compiled"
+    assert dmc.abs().max() > 0 and dpc.abs().max() > 0
+
+
+def test_compiled_fit_is_the_default_on_the_cpu_and_matches_the_loss():
+    rng = np.random.default_rng(8)
+    C = (rng.random((40, 300)) * (rng.random((40, 300)) < 0.5)).astype(np.float32)
+    res = fit_amf(C, 4, max_epochs=3, rng=0, loss="paper", init="random")
+    assert res.kernel == ("compiled" if amft.numba_kernels() is not None else "eager")
     assert res.loss == pytest.approx(amf_loss(C, res.presence, res.modules), abs=1e-6)
+    eager = fit_amf(C, 4, max_epochs=3, rng=0, loss="paper", init="random", kernel="eager")
+    np.testing.assert_allclose(res.modules, eager.modules, atol=1e-4)

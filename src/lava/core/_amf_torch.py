@@ -14,7 +14,8 @@ with ``W2 = W**2``, ``alpha_b = -a_b / (|u_b| |v_b|)``, ``beta_b = a_b cos_b / |
 ``v = W Chat``), ``kappa = gamma / (l P)`` and ``s = l / batch`` the minibatch scale. The per-locality sums that
 ``alpha_b``/``beta_b`` need are gathered in a first sweep over the chunks (which also stores ``Chat`` and the
 argmax), the gradient is formed and scattered in a second sweep. Working on column chunks keeps each
-elementwise operation in cache.
+elementwise operation in cache. These are the "eager" kernels (any device); on the CPU the same two sweeps run
+as numba kernels (``_amf_numba``, ``kernel="compiled"``), which visit each entry once per sweep.
 """
 
 from __future__ import annotations
@@ -72,21 +73,6 @@ def max_product_forward(
     return out, argmax
 
 
-def max_product_values(presence: torch.Tensor, modules: torch.Tensor, c_chunk_fn=None, *, chunk: int | None = None):
-    """``Chat`` alone (no argmax), for evaluation."""
-    n = presence.shape[0]
-    n_pairs = modules.shape[1]
-    chunk = chunk or default_chunk(presence.device)
-    out = torch.empty((n, n_pairs), dtype=presence.dtype, device=presence.device)
-    for j0 in range(0, n_pairs, chunk):
-        j1 = min(n_pairs, j0 + chunk)
-        o = out[:, j0:j1]
-        torch.mul(presence[:, :1], modules[0, j0:j1], out=o)
-        for m in range(1, presence.shape[1]):
-            torch.maximum(o, presence[:, m : m + 1] * modules[m, j0:j1], out=o)
-    return out
-
-
 def _scatter_chunk(grad, argmax, presence, modules_chunk, d_presence, d_modules_chunk) -> None:
     """Add one column chunk's gradient to its argmax modules: into ``d_presence`` and ``d_modules_chunk``."""
     ix = argmax.long()
@@ -132,56 +118,37 @@ def max_product(presence: torch.Tensor, modules: torch.Tensor, *, chunk: int | N
     return MaxProduct.apply(presence, modules, chunk)
 
 
-def _sums_kernel(presence, modules, c, nu2: float):
-    """Per-locality sums (4, B): sum W2 C Chat, sum W2 C^2, sum W2 Chat^2, sum |Chat - C| (for torch.compile)."""
-    h = (presence[:, :, None] * modules[None]).amax(1)
-    d = h - c
-    w2 = torch.where(d > 0, nu2, 1.0)
-    wc = w2 * c
-    return torch.stack([(wc * h).sum(1), (wc * c).sum(1), (w2 * h * h).sum(1), d.abs().sum(1)])
+def numba_kernels():
+    """Return the module of the numba kernels (:mod:`._amf_numba`), or None if numba cannot compile them here."""
+    if "numba" not in _COMPILED:
+        try:
+            from . import _amf_numba
 
-
-def _grad_kernel(presence, modules, c, alpha, beta, kappa: float, nu2: float):
-    """dL/dChat (B, P) and the argmax module as float (first module on ties), for torch.compile."""
-    prod = presence[:, :, None] * modules[None]
-    h = prod.amax(1)
-    # argmax without an index reduction (slow in generated CPU code): the highest rank among the maximal modules
-    rank = torch.arange(modules.shape[0], 0, -1, device=modules.device, dtype=modules.dtype)
-    argmax = modules.shape[0] - torch.where(prod == h[:, None, :], rank[None, :, None], 0.0).amax(1)
-    d = h - c
-    w2 = torch.where(d > 0, nu2, 1.0)
-    return w2 * (alpha * c + beta * h) + kappa * torch.sign(d), argmax
+            # compile (or load from numba's cache) now on a tiny problem, so a failure falls back to eager here
+            f32 = np.float32
+            p, m, c = np.ones((2, 2), f32), np.ones((2, 3), f32), np.ones((2, 3), f32)
+            rows = np.arange(2, dtype=np.int64)
+            chat, arg = np.empty((2, 3), f32), np.empty((2, 3), np.uint8)
+            one, v = f32(1.0), np.ones(2, f32)
+            _amf_numba.forward_sums(p, m, c, rows, one, one, one, -1, chat, arg, True)
+            _amf_numba.backward(p, m, c, rows, chat, arg, v, v, v, one, one, one, one, -1)
+            _COMPILED["numba"] = _amf_numba
+        except Exception:
+            _COMPILED["numba"] = None
+    return _COMPILED["numba"]
 
 
 _COMPILED: dict = {}
-#: Problems with at least this many entries (l x P) use the compiled kernels on the CPU by default: compiling
-#: costs ~20 s once per process, an eager epoch at the paper's MNIST size several seconds.
-COMPILE_MIN_ENTRIES = 1 << 24
 
 
-def compiled_kernels():
-    """Return ``(sums, grad)`` compiled once per process with dynamic shapes (any l, M, P), or None if compiling fails."""
-    if "kernels" not in _COMPILED:
-        try:
-            sums = torch.compile(_sums_kernel, dynamic=True)
-            grad = torch.compile(_grad_kernel, dynamic=True)
-            # compile now on a tiny problem, so that a missing compiler falls back to eager right here
-            p, m, c = torch.rand(3, 2), torch.rand(2, 5), torch.rand(3, 5)
-            sums(p, m, c, 81.0)
-            grad(p, m, c, torch.ones(3, 1), torch.ones(3, 1), 1e-6, 81.0)
-            _COMPILED["kernels"] = (sums, grad)
-        except Exception:
-            _COMPILED["kernels"] = None
-    return _COMPILED["kernels"]
+def resolve_kernel(kernel: str, device: torch.device) -> str:
+    """``"compiled"`` or ``"eager"`` for ``kernel`` in {"auto", "compiled", "eager"}.
 
-
-def resolve_kernel(kernel: str, device: torch.device, n_entries: int) -> str:
-    """``"compiled"`` or ``"eager"`` for ``kernel`` in {"auto", "compiled", "eager"}."""
-    if kernel == "eager":
+    The compiled (numba) kernels run on the CPU only; on CUDA, and where numba fails, the eager torch kernels run.
+    """
+    if kernel == "eager" or device.type != "cpu":
         return "eager"
-    if kernel == "auto" and (device.type != "cpu" or n_entries < COMPILE_MIN_ENTRIES):
-        return "eager"
-    return "compiled" if compiled_kernels() is not None else "eager"
+    return "compiled" if numba_kernels() is not None else "eager"
 
 
 def _chunks(n_pairs: int, chunk: int):
@@ -210,8 +177,7 @@ class Problem:
     ):
         self.C = C
         self.loss = loss
-        # the variants run the eager kernels only (the compiled ones implement the paper's loss)
-        self.kernel = kernel if loss == "paper" else "eager"
+        self.kernel = kernel
         self.weights = weights
         self.n_loc, self.n_pairs = C.shape
         self.nu = float(nu)
@@ -251,40 +217,53 @@ def _row_terms(dot, uu, vv):
 
 
 def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *, batch: int = 256):
-    """Full loss (float) and per-locality terms: weighted cosine (l,) and MAE (l,), float64, no gradient."""
-    if problem.loss != "paper":
-        return _evaluate_variant(problem, presence, modules, batch=batch)
-    nu2 = problem.nu2
-    cos_all, mae_all = [], []
+    """Full loss (float) and per-locality terms: cosine (l,) and MAE (l,), float64, no gradient."""
     with torch.no_grad():
-        for r0 in range(0, problem.n_loc, batch):
-            r1 = min(problem.n_loc, r0 + batch)
-            pres = presence[r0:r1]
-            sums = torch.zeros((4, r1 - r0), dtype=torch.float64, device=presence.device)
-            if problem.kernel == "compiled":
-                try:
-                    sums += compiled_kernels()[0](pres, modules, problem.C[r0:r1], nu2)
-                except Exception:  # as in loss_and_grad: fall back to the eager kernels
-                    problem.kernel = "eager"
-                    sums.zero_()
-            for j0, j1 in problem.spans if problem.kernel == "eager" else ():
-                c = problem.C[r0:r1, j0:j1]
-                h = max_product_values(pres, modules[:, j0:j1], chunk=j1 - j0)
-                d = h - c
-                w2 = torch.where(d > 0, nu2, 1.0)
-                wc = w2 * c
-                sums[0] += (wc * h).sum(1)
-                sums[1] += (wc * c).sum(1)
-                sums[2] += (w2 * h * h).sum(1)
-                sums[3] += d.abs_().sum(1)
+        sums = torch.cat(
+            [_sums(problem, presence, modules, r0, min(problem.n_loc, r0 + batch)) for r0 in range(0, problem.n_loc, batch)],
+            dim=1,
+        )
+        if problem.loss == "paper":
             cos, _, _ = _row_terms(sums[0], sums[1], sums[2])
-            cos_all.append(cos)
-            mae_all.append(sums[3] / problem.n_pairs_total)
-        cos = torch.cat(cos_all)
-        mae = torch.cat(mae_all)
-        loss = (problem.weights * (1 - cos)).sum() + problem.gamma * mae.mean()
+            terms = 1 - cos
+        else:
+            terms, cos, _, _, _ = _variant_terms(problem, None, sums)
+        mae = sums[3] / problem.n_pairs_total
+        loss = (problem.weights * terms).sum() + problem.gamma * mae.mean()
         loss = loss + problem.l1 * float(_free(problem, modules).sum()) / problem.l1_unit
     return float(loss), cos, mae
+
+
+def _sums(problem: Problem, presence, modules, r0: int, r1: int) -> torch.Tensor:
+    """Return the five per-locality sums (5, r1 - r0) float64 of localities ``r0:r1`` (see ``_sweep_sums``)."""
+    if problem.kernel == "compiled":
+        if isinstance(problem.C, torch.Tensor):
+            c, rows = problem.C.numpy(), np.arange(r0, r1, dtype=np.int64)
+        else:  # streamed: read the block of rows once
+            c, rows = problem.C[r0:r1].numpy(), np.arange(r1 - r0, dtype=np.int64)
+        out = numba_kernels().forward_sums(
+            presence[r0:r1].numpy(), modules.numpy(), c, rows, *_numba_weights(problem), _NO_STORE, _NO_ARGMAX, False
+        )
+        return torch.from_numpy(out)
+    sums = torch.zeros((5, r1 - r0), dtype=torch.float64, device=presence.device)
+    for j0, j1 in problem.spans:
+        h, argmax = max_product_forward(presence[r0:r1], modules[:, j0:j1], chunk=j1 - j0)
+        _sweep_sums(problem, problem.C[r0:r1, j0:j1], h, sums, argmax)
+    return sums
+
+
+_NO_STORE = np.empty((1, 1), np.float32)
+_NO_ARGMAX = np.empty((1, 1), np.uint8)
+
+
+def _numba_weights(problem: Problem) -> tuple:
+    """``(over_cos, over_sq, over_bg, bg)`` of the numba kernels for ``problem``'s loss (see ``_amf_numba``)."""
+    f32 = np.float32
+    if problem.loss == "paper":
+        return f32(problem.nu2), f32(problem.nu), f32(problem.nu), -1
+    if problem.background:
+        return f32(1.0), f32(problem.nu), f32(problem.nu_background), int(problem.bg_index)
+    return f32(1.0), f32(problem.nu), f32(problem.nu), -1
 
 
 class Buffers:
@@ -296,76 +275,85 @@ class Buffers:
 def loss_and_grad(problem: Problem, rows: torch.Tensor, presence_b: torch.Tensor, modules: torch.Tensor, buffers):
     """Minibatch loss estimate (float) and its gradients ``(d_presence_b, d_modules)`` for localities ``rows``.
 
-    The estimate is ``(l / batch) * sum_b [a_b (1 - cos_b) + gamma MAE_b / l]``, unbiased for the full loss.
+    The estimate is ``(l / batch) * sum_b [a_b terms_b + gamma MAE_b / l]``, unbiased for the full loss.
     """
-    if problem.loss != "paper":
-        return _loss_and_grad_variant(problem, rows, presence_b, modules, buffers)
     nb = rows.numel()
-    nu2, dev = problem.nu2, presence_b.device
     if problem.kernel == "compiled":
-        try:
-            return _loss_and_grad_compiled(problem, rows, presence_b, modules)
-        except Exception:  # a compiler failure on a new shape: finish the fit with the eager kernels
-            problem.kernel = "eager"
+        return _loss_and_grad_numba(problem, rows, presence_b, modules, buffers)
     chat = buffers.chat[:nb]
     argmax = buffers.argmax[:nb]
-    sums = torch.zeros((4, nb), dtype=torch.float64, device=dev)
+    sums = torch.zeros((5, nb), dtype=torch.float64, device=presence_b.device)
     # sweep 1: reconstruction, argmax and the per-locality sums
     for j0, j1 in problem.spans:
-        c = problem.rows(rows, j0, j1)
         h, _ = max_product_forward(
             presence_b, modules[:, j0:j1], chunk=j1 - j0, out=chat[:, j0:j1], argmax=argmax[:, j0:j1]
         )
-        d = h - c
-        w2 = torch.where(d > 0, nu2, 1.0)
-        wc = w2 * c
-        sums[0] += (wc * h).sum(1)
-        sums[1] += (wc * c).sum(1)
-        sums[2] += (w2 * h * h).sum(1)
-        sums[3] += d.abs_().sum(1)
-    # dL/dChat = scale * (W2 (alpha C + beta Chat) + kappa sign(Chat - C)); beta is 0 where |v| was floored
-    loss, alpha, beta, kappa = _coefficients(problem, rows, sums, presence_b.dtype)
+        _sweep_sums(problem, problem.rows(rows, j0, j1), h, sums, argmax[:, j0:j1])
+    loss, alpha, beta, q, kappa = _coefficients(problem, rows, sums, presence_b.dtype)
     d_presence = torch.zeros_like(presence_b)
     d_modules = torch.zeros_like(modules)
     # sweep 2: the gradient with respect to Chat, scattered to the argmax modules
     for j0, j1 in problem.spans:
         c = problem.rows(rows, j0, j1)
         h = chat[:, j0:j1]
+        ix = argmax[:, j0:j1]
         d = h - c
-        w2 = torch.where(d > 0, nu2, 1.0)
         g = c * alpha
         g.addcmul_(h, beta)
-        g.mul_(w2)
+        if problem.loss == "paper":
+            g.mul_(torch.where(d > 0, problem.nu2, 1.0))
+        else:
+            g.addcmul_(_over_weight(problem, d, ix) * d, q)
         if kappa:
             g.add_(torch.sign(d), alpha=kappa)
-        _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
+        _scatter_chunk(g, ix, presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
     return _add_l1(problem, loss, modules, d_modules), d_presence, d_modules
+
+
+def _loss_and_grad_numba(problem, rows, presence_b, modules, buffers):
+    """:func:`loss_and_grad` through the numba kernels (CPU)."""
+    kernels = numba_kernels()
+    nb = rows.numel()
+    if isinstance(problem.C, torch.Tensor):
+        c, c_rows = problem.C.numpy(), rows.numpy().astype(np.int64, copy=False)
+    else:  # streamed: read the minibatch's rows once
+        c, c_rows = problem.C.index_select(0, rows).numpy(), np.arange(nb, dtype=np.int64)
+    pres, mod = presence_b.numpy(), modules.numpy()
+    chat, argmax = buffers.chat[:nb].numpy(), buffers.argmax[:nb].numpy()
+    weights = _numba_weights(problem)
+    sums = torch.from_numpy(kernels.forward_sums(pres, mod, c, c_rows, *weights, chat, argmax, True))
+    loss, alpha, beta, q, kappa = _coefficients(problem, rows, sums, torch.float32)
+    d_pres, d_mod = kernels.backward(
+        pres, mod, c, c_rows, chat, argmax, alpha.numpy().ravel(), beta.numpy().ravel(), q.numpy().ravel(),
+        np.float32(kappa), *weights,
+    )  # fmt: skip
+    d_modules = torch.from_numpy(d_mod)
+    return _add_l1(problem, loss, modules, d_modules), torch.from_numpy(d_pres), d_modules
 
 
 def _coefficients(problem, rows, sums, dtype):
+    """Minibatch loss (float) and the gradient's per-locality coefficients ``alpha, beta, q`` (B, 1) and ``kappa``.
+
+    ``dL/dChat = wc (alpha C + beta Chat) + q ws (Chat - C) + kappa sign(Chat - C)`` (see ``_amf_numba``);
+    the paper's loss has ``q = 0``, the variants ``wc = 1``.
+    """
     nb = rows.numel()
     a = problem.weights[rows]
-    cos, nu_, nv_ = _row_terms(sums[0], sums[1], sums[2])
     scale = problem.n_loc / nb
     mae = sums[3] / problem.n_pairs_total
-    loss = scale * float((a * (1 - cos)).sum() + problem.gamma * mae.sum() / problem.n_loc)
-    alpha = (-scale * a / (nu_ * nv_)).to(dtype)[:, None]
-    beta = torch.where(torch.sqrt(sums[2]) > EPS, scale * a * cos / nv_**2, 0.0).to(dtype)[:, None]
+    if problem.loss == "paper":
+        cos, nu_, nv_ = _row_terms(sums[0], sums[1], sums[2])
+        terms, cw, q = 1 - cos, 1.0, torch.zeros_like(cos)
+    else:
+        terms, cos, nu_, nv_, sq = _variant_terms(problem, rows, sums)
+        cw = problem.cos_weight
+        q = scale * problem.sq_weight * 2 * a / sq
+    loss = scale * float((a * terms).sum() + problem.gamma * mae.sum() / problem.n_loc)
+    alpha = (-scale * cw * a / (nu_ * nv_)).to(dtype)[:, None]
+    # beta is 0 where |v| was floored
+    beta = torch.where(torch.sqrt(sums[2]) > EPS, scale * cw * a * cos / nv_**2, 0.0).to(dtype)[:, None]
     kappa = scale * problem.gamma / (problem.n_loc * problem.n_pairs_total)
-    return loss, alpha, beta, kappa
-
-
-def _loss_and_grad_compiled(problem, rows, presence_b, modules):
-    sums_kernel, grad_kernel = compiled_kernels()
-    c = problem.C.index_select(0, rows)
-    sums = sums_kernel(presence_b, modules, c, problem.nu2).to(torch.float64)
-    loss, alpha, beta, kappa = _coefficients(problem, rows, sums, presence_b.dtype)
-    g, argmax = grad_kernel(presence_b, modules, c, alpha, beta, kappa, problem.nu2)
-    d_presence = torch.zeros_like(presence_b)
-    d_modules = torch.zeros_like(modules)
-    for j0, j1 in problem.spans:
-        _scatter_chunk(g[:, j0:j1], argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
-    return _add_l1(problem, loss, modules, d_modules), d_presence, d_modules
+    return loss, alpha, beta, q.to(dtype)[:, None], kappa
 
 
 # ---- the loss variants (docs/amf_loss.md) ---------------------------------------------------------------------
@@ -388,14 +376,25 @@ def _over_weight(problem, d, argmax):
     return torch.where(d > 0, over, 1.0)
 
 
-def _variant_sums(problem, c, h, sums, argmax) -> None:
-    """Add one chunk's per-locality sums to ``sums`` (5, B): C Chat, C^2, Chat^2, |d|, w d^2."""
+def _sweep_sums(problem, c, h, sums, argmax) -> None:
+    """Add one chunk's per-locality sums to ``sums`` (5, B).
+
+    ``sum wc C Chat, sum wc C^2, sum wc Chat^2, sum |d|, sum ws d^2`` with ``d = Chat - C``: ``wc`` is ``nu**2``
+    where ``d > 0`` for the paper's (weighted) cosine and 1 for the variants', ``ws`` the variants' asymmetric weight.
+    """
     d = h - c
-    sums[0] += (c * h).sum(1)
-    sums[1] += (c * c).sum(1)
-    sums[2] += (h * h).sum(1)
+    if problem.loss == "paper":
+        w2 = torch.where(d > 0, problem.nu2, 1.0)
+        wc = w2 * c
+        sums[0] += (wc * h).sum(1)
+        sums[1] += (wc * c).sum(1)
+        sums[2] += (w2 * h * h).sum(1)
+    else:
+        sums[0] += (c * h).sum(1)
+        sums[1] += (c * c).sum(1)
+        sums[2] += (h * h).sum(1)
+        sums[4] += (_over_weight(problem, d, argmax) * d * d).sum(1)
     sums[3] += d.abs().sum(1)
-    sums[4] += (_over_weight(problem, d, argmax) * d * d).sum(1)
 
 
 def _variant_terms(problem, rows, sums):
@@ -404,63 +403,6 @@ def _variant_terms(problem, rows, sums):
     sq = problem.sq_norms if rows is None else problem.sq_norms[rows]
     terms = problem.cos_weight * (1 - cos) + problem.sq_weight * sums[4] / sq
     return terms, cos, nc, nh, sq
-
-
-def _evaluate_variant(problem, presence, modules, *, batch: int = 256):
-    terms_all, cos_all, mae_all = [], [], []
-    with torch.no_grad():
-        for r0 in range(0, problem.n_loc, batch):
-            r1 = min(problem.n_loc, r0 + batch)
-            sums = torch.zeros((5, r1 - r0), dtype=torch.float64, device=presence.device)
-            for j0, j1 in problem.spans:
-                h, argmax = max_product_forward(presence[r0:r1], modules[:, j0:j1], chunk=j1 - j0)
-                _variant_sums(problem, problem.C[r0:r1, j0:j1], h, sums, argmax)
-            rows = torch.arange(r0, r1, device=presence.device)
-            terms, cos, _, _, _ = _variant_terms(problem, rows, sums)
-            terms_all.append(terms)
-            cos_all.append(cos)
-            mae_all.append(sums[3] / problem.n_pairs_total)
-        terms = torch.cat(terms_all)
-        mae = torch.cat(mae_all)
-        loss = (problem.weights * terms).sum() + problem.gamma * mae.mean()
-        loss = loss + problem.l1 * float(_free(problem, modules).sum()) / problem.l1_unit
-    return float(loss), torch.cat(cos_all), mae
-
-
-def _loss_and_grad_variant(problem, rows, presence_b, modules, buffers):
-    nb = rows.numel()
-    chat = buffers.chat[:nb]
-    argmax = buffers.argmax[:nb]
-    sums = torch.zeros((5, nb), dtype=torch.float64, device=presence_b.device)
-    for j0, j1 in problem.spans:
-        h, _ = max_product_forward(
-            presence_b, modules[:, j0:j1], chunk=j1 - j0, out=chat[:, j0:j1], argmax=argmax[:, j0:j1]
-        )
-        _variant_sums(problem, problem.rows(rows, j0, j1), h, sums, argmax[:, j0:j1])
-    terms, cos, nc, nh, sq = _variant_terms(problem, rows, sums)
-    a = problem.weights[rows]
-    scale = problem.n_loc / nb
-    mae = sums[3] / problem.n_pairs_total
-    loss = scale * float((a * terms).sum() + problem.gamma * mae.sum() / problem.n_loc)
-    dtype = presence_b.dtype
-    cw = problem.cos_weight
-    alpha = (-scale * cw * a / (nc * nh)).to(dtype)[:, None]
-    beta = torch.where(torch.sqrt(sums[2]) > EPS, scale * cw * a * cos / nh**2, 0.0).to(dtype)[:, None]
-    q = (scale * problem.sq_weight * 2 * a / sq).to(dtype)[:, None]
-    kappa = scale * problem.gamma / (problem.n_loc * problem.n_pairs_total)
-    d_presence = torch.zeros_like(presence_b)
-    d_modules = torch.zeros_like(modules)
-    for j0, j1 in problem.spans:
-        c = problem.rows(rows, j0, j1)
-        h = chat[:, j0:j1]
-        d = h - c
-        g = c * alpha
-        g.addcmul_(h, beta)
-        g.addcmul_(_over_weight(problem, d, argmax[:, j0:j1]) * d, q)
-        if kappa:
-            g.add_(torch.sign(d), alpha=kappa)
-        _scatter_chunk(g, argmax[:, j0:j1], presence_b, modules[:, j0:j1], d_presence, d_modules[:, j0:j1])
-    return _add_l1(problem, loss, modules, d_modules), d_presence, d_modules
 
 
 def _add_l1(problem, loss, modules, d_modules):
@@ -512,6 +454,13 @@ def _may_stop(stop: str, ref_epoch: int, epoch: int, patience: int) -> bool:
     return ref_epoch > 0 or epoch >= LEARNED_MAX_WINDOWS * patience
 
 
+def _match_threads() -> None:
+    """Let the numba kernels use as many threads as torch (``torch.set_num_threads`` governs both)."""
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def train(
     problem: Problem,
     presence0: np.ndarray,
@@ -532,6 +481,8 @@ def train(
     modules = torch.tensor(modules0, dtype=torch.float32, device=dev, requires_grad=True)
     optimizer = torch.optim.Adam([modules, presence], lr=lr)
     buffers = Buffers(min(batch_size, problem.n_loc), problem.n_pairs, modules.shape[0], dev)
+    if problem.kernel == "compiled":
+        _match_threads()
 
     loss0, _, _ = evaluate(problem, presence.detach(), modules.detach())
     losses, batch_losses, seconds = [loss0], [math.nan], [0.0]

@@ -300,7 +300,7 @@ def fit_amf(
         ``"expectile"`` (default; ``"paper"`` for a ``C`` on disk: an asymmetric squared error normalised per
         locality, overestimates weighted ``nu``), ``"paper"`` (the module docstring's loss, the paper's) or
         ``"cosine_expectile"`` (an unweighted cosine plus that
-        term). The variants run the eager kernels. See ``docs/amf_loss.md`` for why and the evidence.
+        term). See ``docs/amf_loss.md`` for why and the evidence.
     stop
         ``"paper"``: the patience rule above; ``"learned"``: the same rule, but it may fire only once the loss
         has improved by more than ``tol`` at least once (or after ``10 * patience`` epochs), so that it cannot stop
@@ -323,10 +323,10 @@ def fit_amf(
         the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
         modules' asymmetry). The paper's loss uses ``nu`` everywhere.
     kernel
-        ``"eager"``: chunked torch operations; ``"compiled"``: the same computation through ``torch.compile``
-        (fused loops, several times faster on the CPU; compiled once per process, ~20 s; falls back to eager
-        if no compiler works); ``"auto"``: compiled on the CPU for problems of at least 2**24 entries (l x P),
-        eager otherwise and on CUDA.
+        ``"eager"``: chunked torch operations (any device); ``"compiled"``: the same computation as two numba
+        kernels that visit each entry once per sweep, on the CPU (several times faster; compiled on first use
+        and cached on disk, about 15 s once; falls back to eager where numba fails or on CUDA); ``"auto"``:
+        compiled on the CPU, eager on CUDA.
 
     Returns
     -------
@@ -394,20 +394,18 @@ def fit_amf(
     if _streamed.is_store(C):  # C stays on disk; minibatches and evaluation blocks are read as they are needed
         C_t = _streamed.StreamedC(C, kept, device)
         weights = locality_weights(C_t.numpy_rows())
-        n_entries = C_t.shape[0] * C_t.shape[1]
     else:
         Ck = C if kept.all() else C[:, kept]
         Ck = np.ascontiguousarray(Ck, dtype=np.float32)
         weights = locality_weights(Ck)
         C_t = torch.from_numpy(Ck).to(device)
-        n_entries = Ck.size
     problem = amft.Problem(
         C_t,
         torch.from_numpy(weights).to(device),
         nu=nu,
         gamma=gamma,
         n_pairs_total=n_pairs,
-        kernel=amft.resolve_kernel(kernel, device, n_entries) if loss == "paper" else "eager",
+        kernel=amft.resolve_kernel(kernel, device),
         loss=loss,
     )
     problem.l1 = float(l1)

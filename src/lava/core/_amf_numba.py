@@ -1,0 +1,153 @@
+"""The fused AMF step on the CPU as two numba kernels (imported on first use).
+
+One minibatch step needs, for every locality ``b`` of the batch and every pair ``j``, the reconstruction
+``h = max_m Pres[b, m] Mod[m, j]`` and its argmax, five per-locality sums, and then the gradient with respect
+to ``h`` sent to the argmax module only. The torch version of this (``_amf_torch``) runs a dozen elementwise
+operations over (batch x chunk) arrays per chunk of pairs, each a pass through memory, and a gather and a
+scatter-add per chunk; here each entry is visited once per sweep, in one loop that keeps everything in
+registers, with the pairs split into blocks over the threads (``prange``).
+
+Both sweeps serve every loss (``docs/amf_loss.md``) through four constants:
+
+- ``over_cos``: the weight of an overestimated entry inside the cosine's sums (``nu**2`` for the paper's loss,
+  1 for the variants, whose cosine is unweighted);
+- ``over_sq``, ``over_bg``: the weight of an overestimated entry in the squared error (``nu``, and
+  ``nu_background`` where the module at the maximum is the background floor ``bg``; -1 when there is none).
+
+Sweep 1 (:func:`forward_sums`) returns, per locality, ``sum wc C h``, ``sum wc C^2``, ``sum wc h^2``,
+``sum |h - C|`` and ``sum ws (h - C)^2`` (``wc``, ``ws`` the weights above, 1 where ``h <= C``) and, when
+asked, stores ``h`` and the argmax for sweep 2. Sweep 2 (:func:`backward`) forms
+
+    g = wc (alpha_b C + beta_b h) + q_b ws (h - C) + kappa sign(h - C)
+
+and adds ``g Mod[argmax, j]`` to ``d_presence[b, argmax]`` and ``g Pres[b, argmax]`` to ``d_modules[argmax, j]``.
+Blocks own disjoint columns of ``d_modules``; ``d_presence`` is summed over per-block partials, so the result
+does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: Pairs per parallel block: 2048 x 4 bytes per row stays in the L1/L2 caches.
+BLOCK = 2048
+#: Reassociation lets the compiler vectorise the per-locality sums (no NaN or infinity can occur here).
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
+def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argmax, store):  # pragma: no cover
+    """Per-locality sums (5, B) float64 for ``C[rows]`` and ``Chat = max_m pres[:, m] mod[m]``.
+
+    With ``store``, ``chat`` (B x P float32) and ``argmax`` (B x P uint8) receive ``Chat`` and its argmax (the
+    lowest module index on ties, as ``torch.max``); otherwise they are not touched (pass 1 x 1 arrays).
+    """
+    n_b = pres.shape[0]
+    n_pairs = mod.shape[1]
+    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    partial = np.zeros((n_blocks, 5, n_b))
+    for blk in numba.prange(n_blocks):
+        j0 = blk * BLOCK
+        j1 = min(n_pairs, j0 + BLOCK)
+        w = j1 - j0
+        best = np.empty(w, dtype=np.float32)
+        arg = np.empty(w, dtype=np.int32)
+        for b in range(n_b):
+            _max_product(pres, mod, b, j0, j1, best, arg)
+            c_row = C[rows[b], j0:j1]
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            s3 = np.float32(0.0)
+            s4 = np.float32(0.0)
+            for j in range(w):
+                h = best[j]
+                c = c_row[j]
+                d = h - c
+                over = d > 0
+                wc = over_cos if over else np.float32(1.0)
+                ws = (over_bg if arg[j] == bg else over_sq) if over else np.float32(1.0)
+                s0 += wc * c * h
+                s1 += wc * c * c
+                s2 += wc * h * h
+                s3 += abs(d)
+                s4 += ws * d * d
+            partial[blk, 0, b] = s0
+            partial[blk, 1, b] = s1
+            partial[blk, 2, b] = s2
+            partial[blk, 3, b] = s3
+            partial[blk, 4, b] = s4
+            if store:
+                chat[b, j0:j1] = best
+                out = argmax[b, j0:j1]
+                for j in range(w):
+                    out[j] = arg[j]
+    return partial.sum(axis=0)
+
+
+@numba.njit(inline="always", fastmath=FASTMATH)
+def _max_product(pres, mod, b, j0, j1, best, arg):  # pragma: no cover
+    """``best = max_m pres[b, m] mod[m, j0:j1]`` and ``arg`` its first argmax (written as selects, vectorised)."""
+    w = j1 - j0
+    p0 = pres[b, 0]
+    m0 = mod[0, j0:j1]
+    for j in range(w):
+        best[j] = p0 * m0[j]
+        arg[j] = 0
+    for m in range(1, pres.shape[1]):
+        pm = pres[b, m]
+        mm = mod[m, j0:j1]
+        mi = np.int32(m)
+        for j in range(w):
+            v = pm * mm[j]
+            gt = v > best[j]  # strict: ties keep the lower module index
+            best[j] = v if gt else best[j]
+            arg[j] = mi if gt else arg[j]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
+def backward(pres, mod, C, rows, chat, argmax, alpha, beta, q, kappa, over_cos, over_sq, over_bg, bg):  # pragma: no cover
+    """Return ``(d_presence (B, M), d_modules (M, P))`` float32 for the gradient ``g`` of the module docstring."""
+    n_b, n_mod = pres.shape
+    n_pairs = mod.shape[1]
+    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    d_mod = np.zeros((n_mod, n_pairs), dtype=np.float32)
+    partial = np.zeros((n_blocks, n_b, n_mod))
+    for blk in numba.prange(n_blocks):
+        j0 = blk * BLOCK
+        j1 = min(n_pairs, j0 + BLOCK)
+        w = j1 - j0
+        g = np.empty(w, dtype=np.float32)
+        arg = np.empty(w, dtype=np.int32)
+        for b in range(n_b):
+            a_b = alpha[b]
+            be_b = beta[b]
+            q_b = q[b]
+            h_row = chat[b, j0:j1]
+            c_row = C[rows[b], j0:j1]
+            a_row = argmax[b, j0:j1]
+            for j in range(w):
+                arg[j] = a_row[j]
+            for j in range(w):
+                h = h_row[j]
+                c = c_row[j]
+                d = h - c
+                over = d > 0
+                wc = over_cos if over else np.float32(1.0)
+                ws = (over_bg if arg[j] == bg else over_sq) if over else np.float32(1.0)
+                sg = np.float32(1.0) if over else (np.float32(-1.0) if d < 0 else np.float32(0.0))
+                g[j] = wc * (a_b * c + be_b * h) + q_b * ws * d + kappa * sg
+            # the scatter to the argmax module, as M masked passes (vectorised) instead of an indexed one
+            for m in range(n_mod):
+                mi = np.int32(m)
+                p_bm = pres[b, m]
+                mm = mod[m, j0:j1]
+                dm = d_mod[m, j0:j1]
+                acc = np.float32(0.0)
+                for j in range(w):
+                    gm = g[j] if arg[j] == mi else np.float32(0.0)
+                    dm[j] += gm * p_bm
+                    acc += gm * mm[j]
+                partial[blk, b, m] = acc
+    return partial.sum(axis=0).astype(np.float32), d_mod
