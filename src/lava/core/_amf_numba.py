@@ -107,7 +107,9 @@ def _max_product(pres, mod, b, j0, j1, best, arg):  # pragma: no cover
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
-def backward(pres, mod, C, rows, chat, argmax, alpha, beta, q, kappa, over_cos, over_sq, over_bg, bg):  # pragma: no cover
+def backward(
+    pres, mod, C, rows, chat, argmax, alpha, beta, q, kappa, over_cos, over_sq, over_bg, bg
+):  # pragma: no cover
     """Return ``(d_presence (B, M), d_modules (M, P))`` float32 for the gradient ``g`` of the module docstring."""
     n_b, n_mod = pres.shape
     n_pairs = mod.shape[1]

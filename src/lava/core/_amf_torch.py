@@ -220,7 +220,10 @@ def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *,
     """Full loss (float) and per-locality terms: cosine (l,) and MAE (l,), float64, no gradient."""
     with torch.no_grad():
         sums = torch.cat(
-            [_sums(problem, presence, modules, r0, min(problem.n_loc, r0 + batch)) for r0 in range(0, problem.n_loc, batch)],
+            [
+                _sums(problem, presence, modules, r0, min(problem.n_loc, r0 + batch))
+                for r0 in range(0, problem.n_loc, batch)
+            ],
             dim=1,
         )
         if problem.loss == "paper":
