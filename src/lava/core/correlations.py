@@ -5,15 +5,15 @@ correlation over the locality's samples: ranks per feature with ties averaged, P
 ranks, absolute value. A feature that takes one value (any value, typically 0) in more than ``tie_fraction``
 of the locality's samples contributes 0 to every pair in that locality; so does a constant feature (never NaN).
 
-How it is computed, for a batch of localities at a time: the batch's rows are taken from ``X`` (only those
-are densified when ``X`` is sparse) and every feature is ranked within every locality. On the CPU, numpy's
-SIMD sort of (value, position) pairs packed into 64-bit keys gives the order, tie groups come from comparing
-neighbours; on a GPU, ``torch.sort`` and two ``searchsorted`` calls. The longest run of equal values gives
-the tie filter. Ranks are centred and scaled to unit length, so batched matrix products (``torch.bmm``) give
-every Pearson correlation of ranks. When most features survive the filter, features are split into up to four
-blocks and only the upper block pairs are multiplied (less temporary memory); when few survive (sparse data),
-each locality's surviving rank vectors are packed first, so the product is much smaller than ``D x D``. The
-upper triangle is written straight into the preallocated ``(l, P)`` output.
+How it is computed, for a batch of localities at a time. On the CPU, numba kernels (compiled on first use and
+cached on disk) work one locality per thread straight from the stored values (only non-zeros when ``X`` is
+sparse): count each feature's non-zeros, drop the features tied out by zeros, sort the others' non-zeros only
+(zeros are one tie group; radix sort of order-preserving integer keys), and write the centred unit-length average
+ranks of the surviving features into consecutive rows; one batched product per strip of rows (rows ``s:e``
+against ``s:d``, about 5/8 of the full product) gives every Pearson correlation of ranks, and a second kernel
+writes ``min(|r|, 1)`` of the upper triangle straight into the preallocated ``(l, P)`` output. On a GPU, the
+batch's rows are densified, ranked with ``torch.sort`` and two ``searchsorted`` calls, and multiplied either
+in feature blocks (most features survive) or after packing the surviving rank vectors.
 """
 
 from __future__ import annotations
