@@ -131,8 +131,18 @@ def plain_weighted_lloyd(Z, w, C, n_iter):
     return C
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def kernels(request, monkeypatch):
+    """Run a test with the numba kernels and with the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(placement, "_COMPILED", [None])
+    elif placement._compiled() is None:
+        pytest.skip("numba kernels unavailable")
+    return request.param
+
+
 @pytest.mark.parametrize(("k", "d"), [(3, 2), (9, 2), (60, 2), (60, 5)])
-def test_weighted_lloyd_bounds_give_plain_lloyd(k, d):
+def test_weighted_lloyd_bounds_give_plain_lloyd(k, d, kernels):
     # the bounds only skip distance computations: every iteration must match plain Lloyd, with few centroids
     # (all near each other) and many (the far bound matters), and weights that make centroids move unevenly
     rng = np.random.default_rng(3)
@@ -142,6 +152,17 @@ def test_weighted_lloyd_bounds_give_plain_lloyd(k, d):
     for n_iter in (1, 2, 5, 40):
         C, ran = weighted_lloyd(Z, w, start, max_iter=n_iter, tol=0.0)
         np.testing.assert_allclose(C, plain_weighted_lloyd(Z, w, start, ran), rtol=1e-9, atol=1e-9)
+
+
+def test_kmeans_plusplus_compiled_matches_numpy(monkeypatch):
+    rng = np.random.default_rng(4)
+    X = blobs(800, 2, seed=5)
+    w = rng.uniform(0.0, 1.0, size=len(X)) ** 3
+    compiled = placement.kmeans_plusplus(X, 25, w, np.random.default_rng(7))
+    monkeypatch.setattr(placement, "_COMPILED", [None])
+    plain = placement.kmeans_plusplus(X, 25, w, np.random.default_rng(7))
+    np.testing.assert_allclose(compiled, plain)
+    assert len(np.unique(compiled, axis=0)) == 25
 
 
 @pytest.mark.parametrize("d", [2, 4, 50])

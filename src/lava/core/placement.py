@@ -8,10 +8,10 @@ Speed. A straightforward implementation fits a full scikit-learn ``KMeans`` (k-m
 Lloyd to convergence) in every DIRECT evaluation; k-means++ alone costs ``O(E l log l)`` distance evaluations
 (33 s for 225k samples and l = 1350 on 2 cores). Here each evaluation draws ``coreset_factor * l`` samples with
 probability proportional to their weight (the same seed every time), seeds (greedy k-means++) and converges
-Lloyd on that sample, then converges weighted Lloyd on all samples from there, which takes few iterations.
-Lloyd assigns samples with a KD-tree over the centroids and Hamerly's bounds in low dimension (only samples
-near a boundary are queried again) and blocked BLAS distances above, and updates centroids with weighted
-bincounts. The loss is thus a deterministic function of ``alpha, beta`` and the seed.
+Lloyd on that sample, then converges weighted Lloyd on all samples from there. In low dimension Lloyd keeps
+Hamerly's bounds (only samples near a boundary are looked at again, and then only against the centroids near
+their own, in a numba loop: :mod:`._lloyd_numba`, with a numpy and KD-tree fallback); above, it uses blocked
+BLAS distances. Centroids are updated with weighted bincounts. The loss is thus a deterministic function of ``alpha, beta`` and the seed.
 """
 
 from __future__ import annotations
@@ -263,18 +263,53 @@ class _Placer:
         return loss
 
 
+_COMPILED: list = []
+
+
+def _compiled():
+    """Return the numba kernels (:mod:`._lloyd_numba`), or None where numba cannot compile them (numpy then)."""
+    if not _COMPILED:
+        try:
+            from . import _lloyd_numba
+
+            one = np.zeros((1, 1))
+            index = np.zeros(1, np.int64)
+            _lloyd_numba.reassign(
+                one,
+                one,
+                index,
+                np.zeros(1),
+                np.zeros(1),
+                np.zeros(1),
+                np.zeros(1),
+                np.zeros(1),
+                np.zeros((1, 1), np.int64),
+                one,
+                False,
+                index,
+            )
+            _COMPILED.append(_lloyd_numba)
+        except Exception:  # any failure to import or compile: the numpy versions
+            _COMPILED.append(None)
+    return _COMPILED[0]
+
+
 def kmeans_plusplus(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Greedy weighted k-means++ seeding (as scikit-learn's: ``2 + log k`` candidates per centre, keep the best).
 
-    A lean numpy version: scikit-learn's spends most of its time in per-call input checks at these sizes.
+    A lean version (compiled where numba is available): scikit-learn's spends most of its time in per-call
+    input checks at these sizes.
     """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    compiled = _compiled()
     m = X.shape[0]
     n_trials = 2 + int(np.log(k))
     centers = np.empty((k, X.shape[1]))
     sq = np.einsum("ij,ij->i", X, X)
     first = rng.choice(m, p=weights / weights.sum())
     centers[0] = X[first]
-    closest = ((X - X[first]) ** 2).sum(axis=1)
+    closest = np.ascontiguousarray(((X - X[first]) ** 2).sum(axis=1))
     potential = float(weights @ closest)
     for c in range(1, k):
         if potential <= 0:  # every sample with weight is a centre already: take the farthest others
@@ -284,6 +319,10 @@ def kmeans_plusplus(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.G
         cumulative = np.cumsum(weights * closest)
         candidates = np.searchsorted(cumulative, rng.uniform(size=n_trials) * cumulative[-1])
         candidates = np.minimum(candidates, m - 1)
+        if compiled is not None:
+            best, potential = compiled.kmeans_plusplus_pick(X, weights, closest, candidates)
+            centers[c] = X[best]
+            continue
         dist = sq[candidates, None] - 2.0 * (X[candidates] @ X.T) + sq[None, :]
         np.clip(dist, 0.0, closest[None, :], out=dist)
         potentials = dist @ weights
@@ -313,8 +352,15 @@ def weighted_lloyd(
     C = np.array(centers, dtype=np.float64)
     bounded = d <= MAX_TREE_DIM and k >= 2
     if bounded:
-        dist, idx = cKDTree(C).query(Z, k=2, workers=_workers(E))
-        labels, upper, lower = idx[:, 0].astype(np.int64), dist[:, 0], dist[:, 1]
+        tree = cKDTree(C)
+        dist, idx = tree.query(Z, k=2, workers=_workers(E))
+        labels, upper, lower = idx[:, 0].astype(np.int64), dist[:, 0].copy(), dist[:, 1].copy()
+        # the NEAR_CENTROIDS + 1 centroids nearest each centroid (itself first unless duplicated), and the distance
+        # to the next one, which bounds the distance to all the others
+        near_dist, near = tree.query(C, k=min(NEAR_CENTROIDS + 2, k))
+        has_far = k > NEAR_CENTROIDS + 1
+        compiled = _compiled()
+        pending = np.empty(E, dtype=np.int64)
     else:
         labels, d2 = nearest_centroid(Z, C)
     n_iter = 0
@@ -339,26 +385,37 @@ def weighted_lloyd(
             break
         if bounded:
             # a sample's nearest other centroid moved closer by at most the largest shift among the centroids
-            # near its own (the K + 1 nearest to it, itself included), or, if it is farther, the sample is at
-            # least (distance to the (K + 2)-th nearest) - (largest shift) - (its upper bound) from it
-            near_dist, near = cKDTree(C).query(C, k=min(NEAR_CENTROIDS + 2, k))
+            # near its own, or, if it is farther, the sample is at least (distance from its centroid to the
+            # first centroid not near it) - (largest shift) - (its upper bound) from it
             near_shift = delta[near[:, : NEAR_CENTROIDS + 1]].max(axis=1)
-            if k > NEAR_CENTROIDS + 1:
-                far_bound = near_dist[:, -1] - delta.max()
-                lower = np.minimum(lower - near_shift[labels], far_bound[labels] - upper)
-            else:
-                lower = lower - near_shift[labels]
-            upper = upper + delta[labels]
-            stale = np.flatnonzero(upper > lower)
+            far_old = near_dist[:, -1] - delta.max()
             C = new
-            if stale.size:
-                upper[stale] = np.sqrt(((Z[stale] - C[labels[stale]]) ** 2).sum(axis=1))
-                stale = stale[upper[stale] > lower[stale]]
-            n_changed = 0
-            if stale.size:
-                dist, idx = cKDTree(C).query(Z[stale], k=2, workers=_workers(stale.size))
-                n_changed = int(np.count_nonzero(labels[stale] != idx[:, 0]))
-                labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
+            tree = cKDTree(C)
+            near_dist, near = tree.query(C, k=min(NEAR_CENTROIDS + 2, k))
+            if compiled is not None:
+                n_changed, n_pending = compiled.reassign(
+                    Z, C, labels, upper, lower, delta, near_shift, far_old, near, near_dist, has_far, pending
+                )
+                if n_pending:
+                    stale = pending[:n_pending]
+                    dist, idx = tree.query(Z[stale], k=2, workers=_workers(n_pending))
+                    n_changed += int(np.count_nonzero(labels[stale] != idx[:, 0]))
+                    labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
+            else:
+                if has_far:
+                    lower = np.minimum(lower - near_shift[labels], far_old[labels] - upper)
+                else:
+                    lower = lower - near_shift[labels]
+                upper = upper + delta[labels]
+                stale = np.flatnonzero(upper > lower)
+                if stale.size:
+                    upper[stale] = np.sqrt(((Z[stale] - C[labels[stale]]) ** 2).sum(axis=1))
+                    stale = stale[upper[stale] > lower[stale]]
+                n_changed = 0
+                if stale.size:
+                    dist, idx = tree.query(Z[stale], k=2, workers=_workers(stale.size))
+                    n_changed = int(np.count_nonzero(labels[stale] != idx[:, 0]))
+                    labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
         else:
             C = new
             labels_new, d2 = nearest_centroid(Z, C)
