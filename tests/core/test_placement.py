@@ -57,8 +57,21 @@ def test_n_localities_rejects_bad_overlap(bad):
         n_localities(100, 10, bad)
 
 
+@pytest.fixture(params=["blocks", "tree"])
+def centrality_path(request, monkeypatch):
+    """Neighbourhoods by candidate blocks (numba; small blocks so that there are many) or by the KD-tree query."""
+    if request.param == "blocks":
+        if placement._compiled() is None:
+            pytest.skip("numba kernels unavailable")
+        monkeypatch.setattr(placement, "BLOCK_MIN_NEIGHBORS", 1)
+        monkeypatch.setattr(placement, "CENTRALITY_BLOCK", 8)
+    else:
+        monkeypatch.setattr(placement, "BLOCK_MIN_NEIGHBORS", 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("d", [2, 4, 12])
-def test_neighborhood_centrality_matches_brute_force(d):
+def test_neighborhood_centrality_matches_brute_force(d, centrality_path):
     Z = blobs(400, d, seed=d)
     n = 17
     in_degree, dbar = neighborhood_centrality(Z, n)
@@ -82,7 +95,19 @@ def test_neighborhood_centrality_chunks(monkeypatch):
     np.testing.assert_allclose(whole[1], chunked[1])
 
 
-def test_own_neighbour_with_many_duplicates():
+@pytest.mark.parametrize(("d", "n"), [(2, 40), (3, 120)])
+def test_centrality_blocks_match_tree_query(d, n, monkeypatch):
+    # default block size, several hundred blocks of varied density and spread, sparse outliers included
+    rng = np.random.default_rng(d)
+    Z = np.vstack([blobs(4000, d, seed=d), rng.uniform(-40, 40, size=(30, d))])
+    blocked = neighborhood_centrality(Z, n)
+    monkeypatch.setattr(placement, "BLOCK_MIN_NEIGHBORS", 10**9)
+    tree = neighborhood_centrality(Z, n)
+    np.testing.assert_array_equal(blocked[0], tree[0])
+    np.testing.assert_allclose(blocked[1], tree[1], rtol=1e-12)
+
+
+def test_own_neighbour_with_many_duplicates(centrality_path):
     Z = np.vstack([np.zeros((30, 2)), blobs(100, 2)])
     in_degree, dbar = neighborhood_centrality(Z, 10)
     assert np.all(in_degree >= 1)
@@ -91,7 +116,7 @@ def test_own_neighbour_with_many_duplicates():
 
 
 @pytest.mark.parametrize("d", [2, 50])
-def test_weights_finite_at_extreme_exponents_with_duplicates(d):
+def test_weights_finite_at_extreme_exponents_with_duplicates(d, centrality_path):
     Z = np.vstack([np.ones((40, d)), blobs(200, d)])  # 40 duplicates: mean distance 0 for n <= 40
     in_degree, dbar = neighborhood_centrality(Z, 15)
     assert np.any(dbar == 0)

@@ -10,7 +10,7 @@ Lloyd to convergence) in every DIRECT evaluation; k-means++ alone costs ``O(E l 
 probability proportional to their weight (the same seed every time), seeds (greedy k-means++) and converges
 Lloyd on that sample, then converges weighted Lloyd on all samples from there. In low dimension Lloyd keeps
 Hamerly's bounds (only samples near a boundary are looked at again, and then only against the centroids near
-their own, in a numba loop: :mod:`._lloyd_numba`, with a numpy and KD-tree fallback); above, it uses blocked
+their own, in a numba loop: :mod:`._placement_numba`, with a numpy and KD-tree fallback); above, it uses blocked
 BLAS distances. Centroids are updated with weighted bincounts. The loss is thus a deterministic function of ``alpha, beta`` and the seed.
 """
 
@@ -39,6 +39,10 @@ COLD_MAX_ITER = 300
 #: Centroids whose shifts bound the decrease of a sample's distance to its second nearest centroid in Lloyd: the
 #: ones nearest its own (Hamerly's bound with the largest shift of all centroids queries most samples again).
 NEAR_CENTROIDS = 8
+#: Samples per block of the blocked neighbourhood computation (see ``_centrality_blocks``).
+CENTRALITY_BLOCK = 32
+#: Below this neighbourhood size the KD-tree's own query is as fast.
+BLOCK_MIN_NEIGHBORS = 32
 #: Relative tolerance on the total squared centroid shift (as scikit-learn's KMeans: times the mean variance).
 TOL = 1e-4
 
@@ -148,6 +152,9 @@ def _check_n(n_neighbors, n_samples: int) -> int:
 
 def _centrality(index: NeighborIndex, Z: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     E = Z.shape[0]
+    compiled = _compiled() if index.tree and n >= BLOCK_MIN_NEIGHBORS and E > 2 * n else None
+    if compiled is not None:
+        return _centrality_blocks(index._index, Z, n, compiled)
     in_degree = np.zeros(E, dtype=np.int64)
     dbar = np.empty(E)
     for rows, dist, idx in index.query_chunks(Z, n):
@@ -157,6 +164,55 @@ def _centrality(index: NeighborIndex, Z: np.ndarray, n: int) -> tuple[np.ndarray
         idx[missing, -1] = own[missing]
         in_degree += np.bincount(idx.ravel(), minlength=E)
         dbar[rows] = dist.mean(axis=1)
+    return in_degree, dbar
+
+
+def _tree_blocks(tree: cKDTree, size: int) -> np.ndarray:
+    """Start offsets (into ``tree.indices``) of the largest subtrees with at most ``size`` samples, in order."""
+    starts = []
+    stack = [tree.tree]
+    while stack:
+        node = stack.pop()
+        if node.children <= size or node.lesser is None:
+            starts.append(node.start_idx)
+        else:
+            stack.append(node.greater)
+            stack.append(node.lesser)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int, compiled) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_centrality` by blocks of nearby samples: candidates from one ball query per block, then a selection.
+
+    A block is a KD-tree subtree of at most ``CENTRALITY_BLOCK`` samples, with centre ``c`` and radius ``rho``;
+    every neighbour of a member lies within ``2 rho + dn(c)`` of ``c`` (``dn``: the ``n``-th neighbour
+    distance), by the triangle inequality. Selecting ``n`` of those candidates is cheaper than the KD-tree's
+    ``n``-nearest query with its heap, and the sets are the same (up to ties).
+    """
+    E = Z.shape[0]
+    Z = np.ascontiguousarray(Z, dtype=np.float64)
+    order = np.asarray(tree.indices, dtype=np.int64)
+    in_degree = np.zeros(E, dtype=np.int64)
+    dbar = np.empty(E)
+    starts = _tree_blocks(tree, CENTRALITY_BLOCK)
+    sizes = np.diff(np.append(starts, E))
+    members = Z[order]
+    centres = np.add.reduceat(members, starts, axis=0) / sizes[:, None]
+    radius = np.sqrt(np.maximum.reduceat(((members - np.repeat(centres, sizes, axis=0)) ** 2).sum(axis=1), starts))
+    reach, _ = tree.query(centres, k=[n], workers=_workers(len(centres) * n))
+    reach = reach[:, 0]
+    ball = (2.0 * radius + reach) * (1.0 + 1e-9) + 1e-300
+    # a few hundred blocks at a time, so that the candidate lists stay small
+    step = max(1, (2**22) // (8 * n))
+    for b0 in range(0, len(starts), step):
+        b1 = min(b0 + step, len(starts))
+        lists = tree.query_ball_point(centres[b0:b1], ball[b0:b1], workers=_workers((b1 - b0) * n))
+        c_ptr = np.zeros(b1 - b0 + 1, dtype=np.int64)
+        c_ptr[1:] = np.cumsum([len(x) for x in lists])
+        cands = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+        q_ptr = np.append(starts[b0:b1], starts[b1] if b1 < len(starts) else E) - starts[b0]
+        queries = order[starts[b0] : starts[b0] + q_ptr[-1]]
+        compiled.block_neighbourhoods(Z, queries, q_ptr, centres[b0:b1], reach[b0:b1], cands, c_ptr, n, in_degree, dbar)
     return in_degree, dbar
 
 
@@ -267,14 +323,14 @@ _COMPILED: list = []
 
 
 def _compiled():
-    """Return the numba kernels (:mod:`._lloyd_numba`), or None where numba cannot compile them (numpy then)."""
+    """Return the numba kernels (:mod:`._placement_numba`), or None where numba cannot compile them (numpy then)."""
     if not _COMPILED:
         try:
-            from . import _lloyd_numba
+            from . import _placement_numba
 
             one = np.zeros((1, 1))
             index = np.zeros(1, np.int64)
-            _lloyd_numba.reassign(
+            _placement_numba.reassign(
                 one,
                 one,
                 index,
@@ -288,7 +344,7 @@ def _compiled():
                 False,
                 index,
             )
-            _COMPILED.append(_lloyd_numba)
+            _COMPILED.append(_placement_numba)
         except Exception:  # any failure to import or compile: the numpy versions
             _COMPILED.append(None)
     return _COMPILED[0]
@@ -302,14 +358,17 @@ def kmeans_plusplus(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.G
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     weights = np.ascontiguousarray(weights, dtype=np.float64)
-    compiled = _compiled()
     m = X.shape[0]
     n_trials = 2 + int(np.log(k))
+    first = rng.choice(m, p=weights / weights.sum())
+    uniforms = rng.uniform(size=(k - 1, n_trials))
+    compiled = _compiled()
+    if compiled is not None:
+        return compiled.kmeans_plusplus(X, weights, k, first, uniforms)
     centers = np.empty((k, X.shape[1]))
     sq = np.einsum("ij,ij->i", X, X)
-    first = rng.choice(m, p=weights / weights.sum())
     centers[0] = X[first]
-    closest = np.ascontiguousarray(((X - X[first]) ** 2).sum(axis=1))
+    closest = ((X - X[first]) ** 2).sum(axis=1)
     potential = float(weights @ closest)
     for c in range(1, k):
         if potential <= 0:  # every sample with weight is a centre already: take the farthest others
@@ -317,12 +376,8 @@ def kmeans_plusplus(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.G
             closest = np.minimum(closest, ((X - centers[c]) ** 2).sum(axis=1))
             continue
         cumulative = np.cumsum(weights * closest)
-        candidates = np.searchsorted(cumulative, rng.uniform(size=n_trials) * cumulative[-1])
+        candidates = np.searchsorted(cumulative, uniforms[c - 1] * cumulative[-1])
         candidates = np.minimum(candidates, m - 1)
-        if compiled is not None:
-            best, potential = compiled.kmeans_plusplus_pick(X, weights, closest, candidates)
-            centers[c] = X[best]
-            continue
         dist = sq[candidates, None] - 2.0 * (X[candidates] @ X.T) + sq[None, :]
         np.clip(dist, 0.0, closest[None, :], out=dist)
         potentials = dist @ weights
