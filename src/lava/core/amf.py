@@ -111,27 +111,27 @@ class AMFResult:
     background: np.ndarray | None = field(default=None, repr=False)
 
 
-def reconstruct(presence: np.ndarray, modules: np.ndarray, *, chunk: int = _ROW_CHUNK) -> np.ndarray:
+def reconstruct(presence: np.ndarray, modules: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Reconstruction ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` (l x P, float32).
 
-    Computed a block of ``chunk`` localities at a time, one module at a time (never l x M x P).
+    One fused loop (numba, multi-threaded) that keeps the running maximum per entry (never l x M x P); ``out``
+    (l x P float32, C-contiguous) receives it if given.
     """
-    presence = np.asarray(presence, dtype=np.float32)
-    modules = np.asarray(modules, dtype=np.float32)
+    from ._amf_numba import max_product
+
+    presence = np.ascontiguousarray(presence, dtype=np.float32)
+    modules = np.ascontiguousarray(modules, dtype=np.float32)
     _check_factor_shapes(presence, modules)
-    out = np.empty((presence.shape[0], modules.shape[1]), dtype=np.float32)
-    for r0 in range(0, presence.shape[0], chunk):
-        _reconstruct_block(presence[r0 : r0 + chunk], modules, out[r0 : r0 + chunk])
-    return out
-
-
-def _reconstruct_block(presence, modules, out):
-    np.multiply(presence[:, :1], modules[:1], out=out)
-    tmp = np.empty_like(out)
-    for m in range(1, modules.shape[0]):
-        np.multiply(presence[:, m : m + 1], modules[m : m + 1], out=tmp)
-        np.maximum(out, tmp, out=out)
-    return out
+    shape = (presence.shape[0], modules.shape[1])
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        msg = f"out must be a C-contiguous float32 array of shape {shape}."
+        raise ValueError(msg)
+    if presence.shape[1] == 0:
+        out[:] = 0
+        return out
+    return max_product(presence, modules, out)
 
 
 def _check_factor_shapes(presence, modules):
@@ -383,9 +383,11 @@ def fit_amf(
     generator = as_generator(seed)
     modules0 = generator.random((n_modules, n_pairs), dtype=np.float32)
     presence0 = generator.random((n_loc, n_modules), dtype=np.float32)
+    if not _streamed.is_store(C):  # C without the all-zero pairs (a copy only if some are dropped)
+        Ck = np.ascontiguousarray(C if kept.all() else C[:, kept], dtype=np.float32)
     if isinstance(init, str) and init == "localities":
         modules0 = np.zeros((n_modules, n_pairs), dtype=np.float32)
-        modules0[:, kept], presence0 = init_from_localities(C[:, kept], n_modules, rng=generator)
+        modules0[:, kept], presence0 = init_from_localities(Ck, n_modules, rng=generator)
     elif init is not None and not isinstance(init, str):
         modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
 
@@ -395,8 +397,6 @@ def fit_amf(
         C_t = _streamed.StreamedC(C, kept, device)
         weights = locality_weights(C_t.numpy_rows())
     else:
-        Ck = C if kept.all() else C[:, kept]
-        Ck = np.ascontiguousarray(Ck, dtype=np.float32)
         weights = locality_weights(Ck)
         C_t = torch.from_numpy(Ck).to(device)
     problem = amft.Problem(
@@ -600,8 +600,10 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
     a module whose pairs mostly (70%) contain a smaller module's loses those pairs, and modules left (nearly)
     empty are picked again from the residual. ``C`` is (l, P) dense.
     """
+    from ._amf_numba import residual_stats
+
     gen = as_generator(rng)
-    C = np.asarray(C, dtype=np.float32)
+    C = np.ascontiguousarray(C, dtype=np.float32)
     n_loc, n_pairs = C.shape
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     presence = np.zeros((n_loc, n_modules), dtype=np.float32)
@@ -611,20 +613,32 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
         if not support.any():
             presence[:, m] = 0
             return
-        ratios = C[:, support] / modules[m, support]
-        presence[:, m] = np.clip(np.quantile(ratios, _INIT_QUANTILE, axis=1), 0, 1)
+        for r0 in range(0, n_loc, _ROW_CHUNK):  # a block of rows at a time: C[:, support] can be most of C
+            ratios = C[r0 : r0 + _ROW_CHUNK, support] / modules[m, support]
+            presence[r0 : r0 + _ROW_CHUNK, m] = np.clip(np.quantile(ratios, _INIT_QUANTILE, axis=1), 0, 1)
+
+    def others(m):
+        """Presence and modules of the modules picked so far other than ``m`` (one all-zero module if none)."""
+        ks = [k for k in range(n_modules) if k != m and modules[k].any()]
+        if not ks:
+            return np.zeros((n_loc, 1), np.float32), np.zeros((1, n_pairs), np.float32)
+        return np.ascontiguousarray(presence[:, ks]), np.ascontiguousarray(modules[ks])
+
+    def residual(rows, pres, mods):
+        return np.maximum(C[rows] - reconstruct(pres[rows], mods), 0)
 
     def pick(m):
-        others = [k for k in range(n_modules) if k != m and modules[k].any()]
-        chat = reconstruct(presence[:, others], modules[others]) if others else np.zeros_like(C)
-        residual = np.maximum(C - chat, 0)
-        norms = np.sqrt(np.einsum("ij,ij->i", residual, residual))
+        # the residual max(C - Chat, 0) by the other modules: its norms and dot products in one fused pass each
+        # (numba), never an l x P array besides C
+        pres, mods = others(m)
+        norms, _ = residual_stats(pres, mods, C, np.zeros(n_pairs, np.float32))
         candidates = np.flatnonzero(norms >= 0.9 * norms.max())
-        row = residual[gen.choice(candidates)]
+        row = residual([gen.choice(candidates)], pres, mods)[0]
         # average with the most similar residuals (up to 5, cosine >= 0.8): less noise than one locality
-        cos = residual @ row / np.maximum(norms * np.linalg.norm(row), _EPS)
+        cos = residual_stats(pres, mods, C, row)[1] / np.maximum(norms * np.linalg.norm(row), _EPS)
         similar = np.argsort(-cos)[:_INIT_NEIGHBOURS]
-        row = residual[similar[cos[similar] >= 0.8]].mean(0) if (cos[similar] >= 0.8).any() else row
+        similar = np.sort(similar[cos[similar] >= 0.8])
+        row = residual(similar, pres, mods).mean(0) if similar.size else row
         modules[m] = np.where(row >= _INIT_THRESHOLD * row.max(), row, 0)
         fit_presence(m)
 
