@@ -228,3 +228,17 @@ def block_neighbourhoods(Z, queries, q_ptr, centres, reach, cands, c_ptr, n, in_
                 in_degree[last_tie] -= 1
                 in_degree[q] += 1
             mean_dist[q] = total / n
+
+
+@numba.njit(cache=True, nogil=True)
+def accumulate(Z, w, labels, k):  # pragma: no cover
+    """Per-cluster weight and weighted coordinate sums, in sample order (as ``np.bincount``)."""
+    E, d = Z.shape
+    mass = np.zeros(k)
+    sums = np.zeros((k, d))
+    for i in range(E):
+        a = labels[i]
+        mass[a] += w[i]
+        for j in range(d):
+            sums[a, j] += w[i] * Z[i, j]
+    return mass, sums

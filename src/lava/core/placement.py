@@ -406,6 +406,10 @@ def weighted_lloyd(
     k = centers.shape[0]
     C = np.array(centers, dtype=np.float64)
     bounded = d <= MAX_TREE_DIM and k >= 2
+    compiled = _compiled() if bounded else None
+    if compiled is not None:
+        Z = np.ascontiguousarray(Z, dtype=np.float64)
+        w = np.ascontiguousarray(w, dtype=np.float64)
     if bounded:
         tree = cKDTree(C)
         dist, idx = tree.query(Z, k=2, workers=_workers(E))
@@ -414,17 +418,19 @@ def weighted_lloyd(
         # to the next one, which bounds the distance to all the others
         near_dist, near = tree.query(C, k=min(NEAR_CENTROIDS + 2, k))
         has_far = k > NEAR_CENTROIDS + 1
-        compiled = _compiled()
         pending = np.empty(E, dtype=np.int64)
     else:
         labels, d2 = nearest_centroid(Z, C)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007
-        mass = np.bincount(labels, weights=w, minlength=k)
-        if d <= 4:
-            sums = np.column_stack([np.bincount(labels, weights=w * Z[:, j], minlength=k) for j in range(d)])
+        if compiled is not None:
+            mass, sums = compiled.accumulate(Z, w, labels, k)
         else:
-            sums = np.asarray(sparse.csr_matrix((w, (labels, np.arange(E))), shape=(k, E)) @ Z)
+            mass = np.bincount(labels, weights=w, minlength=k)
+            if d <= 4:
+                sums = np.column_stack([np.bincount(labels, weights=w * Z[:, j], minlength=k) for j in range(d)])
+            else:
+                sums = np.asarray(sparse.csr_matrix((w, (labels, np.arange(E))), shape=(k, E)) @ Z)
         new = C.copy()
         full = mass > 0
         new[full] = sums[full] / mass[full, None]
