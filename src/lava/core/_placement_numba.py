@@ -19,14 +19,14 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True)
 def reassign(
-    Z, C, labels, upper, lower, delta, near_shift, far_old, near, near_dist, has_far, pending
+    Z, C, labels, upper, lower, delta, near_shift, far_old, largest, near, near_dist, has_far, pending
 ):  # pragma: no cover
     """One assignment step after the centroids moved by ``delta``; updates labels and bounds in place.
 
     ``upper[i]`` (distance to the centroid, from above) and ``lower[i]`` (to the second nearest, from below)
     are those before the move. ``near_shift[a]``: the largest shift among the centroids near ``a`` before the
-    move; ``far_old[a]``: distance from ``a`` to the first centroid not near it minus the largest shift, before
-    the move. ``near``, ``near_dist``: the centroids nearest each centroid after the move (with ``has_far``, the
+    move; ``far_old[a]``: distance from ``a`` to the first centroid not near it minus the largest shift
+    (``largest``), before the move. ``near``, ``near_dist``: the centroids nearest each centroid after the move (with ``has_far``, the
     first ``near.shape[1] - 1`` are the candidates and the last distance bounds all others; otherwise all
     centroids are listed). Samples that a centroid outside the list may be nearest to are written to
     ``pending`` (to be queried in full) and keep their label. Returns the number of changed labels and of
@@ -41,7 +41,8 @@ def reassign(
         u = upper[i] + delta[a]
         low = lower[i] - near_shift[a]
         if has_far:
-            low = min(low, far_old[a] - upper[i])
+            # the far centroids' bound, unless the largest shift of all (Hamerly's own bound) is tighter
+            low = max(min(low, far_old[a] - upper[i]), lower[i] - largest)
         if u <= low:
             upper[i] = u
             lower[i] = low

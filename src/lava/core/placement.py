@@ -339,6 +339,7 @@ def _compiled():
                 np.zeros(1),
                 np.zeros(1),
                 np.zeros(1),
+                0.0,
                 np.zeros((1, 1), np.int64),
                 one,
                 False,
@@ -399,7 +400,8 @@ def weighted_lloyd(
     In low dimension, samples are assigned with a KD-tree over the centroids and Hamerly's bounds: a sample
     keeps its centroid without a query while the distance to it (an upper bound, grown by the centroid's shift)
     stays below the distance to the second nearest (a lower bound, shrunk by the largest shift of the centroids
-    near its own, ``NEAR_CENTROIDS``, or by its distance to the farther ones). The assignments are exact, as in
+    near its own, ``NEAR_CENTROIDS``, and its distance to the farther ones, or by the largest shift of all when
+    that is less). The assignments are exact, as in
     plain Lloyd; late iterations query only the few samples near a boundary.
     """
     E, d = Z.shape
@@ -447,15 +449,17 @@ def weighted_lloyd(
         if bounded:
             # a sample's nearest other centroid moved closer by at most the largest shift among the centroids
             # near its own, or, if it is farther, the sample is at least (distance from its centroid to the
-            # first centroid not near it) - (largest shift) - (its upper bound) from it
+            # first centroid not near it) - (largest shift) - (its upper bound) from it; and in any case by at
+            # most the largest shift (samples far from their centroid, where the second bound is useless)
             near_shift = delta[near[:, : NEAR_CENTROIDS + 1]].max(axis=1)
-            far_old = near_dist[:, -1] - delta.max()
+            largest = float(delta.max())
+            far_old = near_dist[:, -1] - largest
             C = new
             tree = cKDTree(C)
             near_dist, near = tree.query(C, k=min(NEAR_CENTROIDS + 2, k))
             if compiled is not None:
                 n_changed, n_pending = compiled.reassign(
-                    Z, C, labels, upper, lower, delta, near_shift, far_old, near, near_dist, has_far, pending
+                    Z, C, labels, upper, lower, delta, near_shift, far_old, largest, near, near_dist, has_far, pending
                 )
                 if n_pending:
                     stale = pending[:n_pending]
@@ -464,7 +468,7 @@ def weighted_lloyd(
                     labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
             else:
                 if has_far:
-                    lower = np.minimum(lower - near_shift[labels], far_old[labels] - upper)
+                    lower = np.maximum(np.minimum(lower - near_shift[labels], far_old[labels] - upper), lower - largest)
                 else:
                     lower = lower - near_shift[labels]
                 upper = upper + delta[labels]
