@@ -49,7 +49,9 @@ class StreamedC:
                 block[i] = self.store[r]
         if self.columns is not None:
             block = block[:, self.columns]
-        return np.ascontiguousarray(block)
+        block = np.ascontiguousarray(block)
+        # a slice of a read-only memmap is a read-only view: copy it (torch warns on non-writable arrays)
+        return block if block.flags.writeable else block.copy()
 
     def _cached(self, key, rows) -> torch.Tensor:
         import torch
