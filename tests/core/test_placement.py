@@ -107,6 +107,20 @@ def test_centrality_blocks_match_tree_query(d, n, monkeypatch):
     np.testing.assert_allclose(blocked[1], tree[1], rtol=1e-12)
 
 
+def test_centrality_with_many_duplicates_off_the_grid(centrality_path):
+    # duplicates at coordinates that are not exact in binary: block centres and distances carry rounding
+    rng = np.random.default_rng(11)
+    Z = np.vstack([np.tile([0.1, 0.3], (90, 1)), np.tile([0.7, -0.2], (50, 1)), 0.5 * rng.normal(size=(300, 2))])
+    n = 40
+    in_degree, dbar = neighborhood_centrality(Z, n)
+    assert in_degree.sum() == len(Z) * n
+    assert np.all(in_degree[:140] >= 1)
+    assert np.all(dbar[:90] == 0)
+    assert np.all(dbar[90:140] == 0)
+    dist, _ = brute_knn(Z[140:], Z, n)
+    np.testing.assert_allclose(dbar[140:], dist.mean(axis=1), rtol=1e-6)
+
+
 def test_own_neighbour_with_many_duplicates(centrality_path):
     Z = np.vstack([np.zeros((30, 2)), blobs(100, 2)])
     in_degree, dbar = neighborhood_centrality(Z, 10)

@@ -26,11 +26,11 @@ def reassign(
     ``upper[i]`` (distance to the centroid, from above) and ``lower[i]`` (to the second nearest, from below)
     are those before the move. ``near_shift[a]``: the largest shift among the centroids near ``a`` before the
     move; ``far_old[a]``: distance from ``a`` to the first centroid not near it minus the largest shift
-    (``largest``), before the move. ``near``, ``near_dist``: the centroids nearest each centroid after the move (with ``has_far``, the
-    first ``near.shape[1] - 1`` are the candidates and the last distance bounds all others; otherwise all
-    centroids are listed). Samples that a centroid outside the list may be nearest to are written to
-    ``pending`` (to be queried in full) and keep their label. Returns the number of changed labels and of
-    pending samples.
+    (``largest``), before the move. ``near``, ``near_dist``: the centroids nearest each centroid after the move
+    (with ``has_far``, the first ``near.shape[1] - 1`` are the candidates and the last distance bounds all
+    others; otherwise all centroids are listed). Samples that a centroid outside the list may be nearest to are
+    written to ``pending`` (to be queried in full) and keep their label. Returns the number of changed labels
+    and of pending samples.
     """
     E, d = Z.shape
     n_cand = near.shape[1] - 1 if has_far else near.shape[1]
@@ -148,7 +148,9 @@ def kmeans_plusplus(X, weights, k, first, uniforms):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def block_neighbourhoods(Z, queries, q_ptr, centres, reach, cands, c_ptr, n, in_degree, mean_dist):  # pragma: no cover
+def block_neighbourhoods(
+    Z, queries, q_ptr, centres, reach, cands, c_ptr, n, in_degree, mean_dist, bad
+):  # pragma: no cover
     """In-degree and mean distance of the ``n``-nearest neighbourhoods, block by block, from candidate lists.
 
     Block ``b`` holds the samples ``queries[q_ptr[b]:q_ptr[b + 1]]``, near ``centres[b]`` whose ``n``-th
@@ -157,7 +159,8 @@ def block_neighbourhoods(Z, queries, q_ptr, centres, reach, cands, c_ptr, n, in_
     between ``reach - r`` and ``reach + r``: candidates nearer than that are in, farther ones out, and only
     those between are selected by distance. For each query the ``n`` nearest (ties at the ``n``-th distance
     broken by candidate order, the query itself always in) add 1 to ``in_degree``; ``mean_dist`` receives the
-    mean distance to them.
+    mean distance to them. A query that rounding leaves undecided gets ``mean_dist`` -1 and no counts, and
+    ``bad[0]`` counts it.
     """
     d = Z.shape[1]
     for b in range(q_ptr.shape[0] - 1):
@@ -178,9 +181,11 @@ def block_neighbourhoods(Z, queries, q_ptr, centres, reach, cands, c_ptr, n, in_
                 v = Z[q, j] - centres[b, j]
                 r += v * v
             r = np.sqrt(r)
-            inner = max(reach[b] - r, 0.0) * (1.0 - 1e-9)
+            # margins relative to the distances themselves, not their difference, for rounding
+            slack = 1e-9 * (reach[b] + r)
+            inner = max(reach[b] - r - slack, 0.0)
             inner *= inner
-            outer = (reach[b] + r) * (1.0 + 1e-9) + 1e-300
+            outer = reach[b] + r + slack + 1e-300
             outer *= outer
             dist[:] = 0.0
             for j in range(d):
@@ -208,6 +213,14 @@ def block_neighbourhoods(Z, queries, q_ptr, centres, reach, cands, c_ptr, n, in_
                     band_idx[n_band] = p
                     n_band += 1
             need = n - n_in
+            if need < 1 or need > n_band:  # cannot happen but by rounding: leave the sample to the caller
+                bad[0] += 1
+                for t in range(m):
+                    s = dist[t]
+                    if s < inner:
+                        in_degree[cands[c0 + t]] -= 1
+                mean_dist[q] = -1.0
+                continue
             kth = np.partition(band[:n_band], need - 1)[need - 1]
             ties = need
             for t in range(n_band):

@@ -10,8 +10,9 @@ Lloyd to convergence) in every DIRECT evaluation; k-means++ alone costs ``O(E l 
 probability proportional to their weight (the same seed every time), seeds (greedy k-means++) and converges
 Lloyd on that sample, then converges weighted Lloyd on all samples from there. In low dimension Lloyd keeps
 Hamerly's bounds (only samples near a boundary are looked at again, and then only against the centroids near
-their own, in a numba loop: :mod:`._placement_numba`, with a numpy and KD-tree fallback); above, it uses blocked
-BLAS distances. Centroids are updated with weighted bincounts. The loss is thus a deterministic function of ``alpha, beta`` and the seed.
+their own, in a numba loop: :mod:`._placement_numba`, with a numpy and KD-tree fallback); above, it uses
+blocked BLAS distances. Centroids are updated with weighted bincounts. The loss is thus a deterministic function
+of ``alpha, beta`` and the seed.
 """
 
 from __future__ import annotations
@@ -202,6 +203,7 @@ def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int, compiled) -> tuple[
     reach, _ = tree.query(centres, k=[n], workers=_workers(len(centres) * n))
     reach = reach[:, 0]
     ball = (2.0 * radius + reach) * (1.0 + 1e-9) + 1e-300
+    bad = np.zeros(1, dtype=np.int64)
     # a few hundred blocks at a time, so that the candidate lists stay small
     step = max(1, (2**22) // (8 * n))
     for b0 in range(0, len(starts), step):
@@ -212,7 +214,17 @@ def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int, compiled) -> tuple[
         cands = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
         q_ptr = np.append(starts[b0:b1], starts[b1] if b1 < len(starts) else E) - starts[b0]
         queries = order[starts[b0] : starts[b0] + q_ptr[-1]]
-        compiled.block_neighbourhoods(Z, queries, q_ptr, centres[b0:b1], reach[b0:b1], cands, c_ptr, n, in_degree, dbar)
+        compiled.block_neighbourhoods(
+            Z, queries, q_ptr, centres[b0:b1], reach[b0:b1], cands, c_ptr, n, in_degree, dbar, bad
+        )
+    if bad[0]:
+        # samples whose bounds rounding left undecided (many duplicates): the KD-tree query for them
+        rows = np.flatnonzero(dbar < 0)
+        dist, idx = tree.query(Z[rows], k=n)
+        missing = ~(idx == rows[:, None]).any(axis=1)
+        idx[missing, -1] = rows[missing]
+        in_degree += np.bincount(idx.ravel(), minlength=E)
+        dbar[rows] = dist.mean(axis=1)
     return in_degree, dbar
 
 
