@@ -173,32 +173,31 @@ def max_product(pres, mod, out):  # pragma: no cover
 def residual_stats(pres, mod, C, row):  # pragma: no cover
     """Per locality ``i``: ``|r_i|`` and ``r_i . row`` (float64) of the residual ``r_i = max(C_i - Chat_i, 0)``.
 
-    ``Chat = max_m pres[:, m] mod[m]`` is formed a block at a time, never as an l x P array. ``row`` (P,) may be
-    all zeros (then the dot products are 0).
+    ``Chat = max_m pres[:, m] mod[m]`` is formed a block at a time, never as an l x P array; blocks of pairs go to
+    the threads (each block's modules stay in cache for all localities). ``row`` (P,) may be all zeros (then the
+    dot products are 0).
     """
     n_loc = C.shape[0]
     n_pairs = C.shape[1]
-    norms = np.zeros(n_loc)
-    dots = np.zeros(n_loc)
-    for i in numba.prange(n_loc):
-        best = np.empty(BLOCK, dtype=np.float32)
-        arg = np.empty(BLOCK, dtype=np.int32)
-        nn = 0.0
-        dd = 0.0
-        for j0 in range(0, n_pairs, BLOCK):
-            j1 = min(n_pairs, j0 + BLOCK)
-            w = j1 - j0
-            _max_product(pres, mod, i, j0, j1, best[:w], arg[:w])
+    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    partial = np.zeros((n_blocks, 2, n_loc))
+    for blk in numba.prange(n_blocks):
+        j0 = blk * BLOCK
+        j1 = min(n_pairs, j0 + BLOCK)
+        w = j1 - j0
+        best = np.empty(w, dtype=np.float32)
+        arg = np.empty(w, dtype=np.int32)
+        r_ref = row[j0:j1]
+        for i in range(n_loc):
+            _max_product(pres, mod, i, j0, j1, best, arg)
             c_row = C[i, j0:j1]
-            r_ref = row[j0:j1]
             s_n = np.float32(0.0)
             s_d = np.float32(0.0)
             for j in range(w):
                 r = max(c_row[j] - best[j], np.float32(0.0))
                 s_n += r * r
                 s_d += r * r_ref[j]
-            nn += s_n
-            dd += s_d
-        norms[i] = np.sqrt(nn)
-        dots[i] = dd
-    return norms, dots
+            partial[blk, 0, i] = s_n
+            partial[blk, 1, i] = s_d
+    sums = partial.sum(axis=0)
+    return np.sqrt(sums[0]), sums[1]
