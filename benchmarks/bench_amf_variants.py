@@ -68,6 +68,7 @@ CONFIGS = {
     "nu9_then_nu5_presence": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 5.0, "freeze": "presence"}},
     "nu9_then_nu3_free": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 3.0, "freeze": "none"}},
     "expectile_loc_nu12": {**_VARIANT, "nu": 12.0},
+    "expectile_loc_nu9_polish": {**_VARIANT, "nu": 9.0, "polish": True},
 }
 
 
@@ -101,6 +102,8 @@ def two_phase_fit(C, n_modules, *, phase2, **options):
             mask["modules"] = (modules > 0).float()
         elif phase2["freeze"] == "presence":
             mask["modules"] = torch.zeros_like(modules)
+        # the paper's stopping rule: the second phase starts converged, not on a plateau before learning
+        kwargs["stop"] = "paper"
         second = amft_.train(problem, first["presence"], first["modules"], **kwargs)
         n_first = first["n_epochs"]
         return {**second, "epoch": n_first + second["epoch"], "n_epochs": n_first + second["n_epochs"]}

@@ -327,3 +327,15 @@ def test_nu_trades_coverage_of_noisy_modules_against_overestimation():
     coverage3, ratio3 = figures(3.0)
     assert coverage3 > coverage9 + 0.02
     assert ratio3 > ratio9
+
+
+def test_polish_second_phase_stops_by_the_paper_rule():
+    # the second phase starts converged: with nothing left to gain (a negligible penalty) it stops after
+    # ``patience`` epochs, not after the "learned" rule's 10 * patience of waiting for a first improvement
+    C, _, _ = colocated()
+    kwargs = {"loss": "expectile", "nu": 9.0, "stop": "learned", "rng": 0, "max_epochs": 500, "patience": 10}
+    first = fit_amf(C, 3, l1=1e-9, **kwargs)
+    res = fit_amf(C, 3, l1=1e-9, polish=True, **kwargs)
+    assert first.converged
+    assert res.converged
+    assert res.n_epochs - first.n_epochs <= 2 * 10

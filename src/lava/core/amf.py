@@ -317,7 +317,8 @@ def fit_amf(
         With ``l1 > 0``: once the fit with the penalty has converged, continue from its best matrices without it
         (a "relaxed lasso": entries that the penalty set to 0 stay 0, as they receive no gradient where another
         module or the floor is the maximum; the others lose the penalty's shrinkage). ``history``, ``n_epochs``
-        and ``best_epoch`` cover both phases; ``loss`` is the second phase's (without the penalty).
+        and ``best_epoch`` cover both phases; ``loss`` is the second phase's (without the penalty). The second
+        phase stops by the paper's rule (it starts converged, not on a plateau).
     nu_background
         With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (9:
         the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
@@ -458,9 +459,13 @@ def fit_amf(
 
 
 def _polish(amft, problem, first, **kwargs):
-    """Second phase of ``polish=True``: the same fit without the l1 penalty, histories joined."""
+    """Second phase of ``polish=True``: the same fit without the l1 penalty, histories joined.
+
+    The second phase stops by the paper's rule: it starts from converged matrices, so "learned" (which waits for a
+    first improvement by more than ``tol``, up to ``10 * patience`` epochs) would only add epochs there.
+    """
     problem.l1 = 0.0
-    second = amft.train(problem, first["presence"], first["modules"], **kwargs)
+    second = amft.train(problem, first["presence"], first["modules"], **{**kwargs, "stop": "paper"})
     n_first = first["n_epochs"]
     h1, h2 = first["history"], second["history"]
     history = {k: np.concatenate([h1[k], h2[k][1:] + (h1[k][-1] if k == "seconds" else 0)]) for k in h1}
