@@ -60,13 +60,17 @@ CONFIGS = {
     "expectile_loc_polish": {**_VARIANT, "l1": 0.03, "polish": True},
     # the default (nu 9), then a second phase at a lower nu from its matrices ("phase2", see two_phase_fit):
     # "support" freezes every module entry that is 0 (values rise on the modules' pairs, modules cannot spread),
-    # "presence" freezes the modules (only presences and the floor move), "none" freezes nothing
+    # "presence" freezes the modules (only presences and the floor move), "none" freezes nothing; "paper" in the
+    # name: the second phase minimises the paper's loss (nu-weighted cosine, at nu 9 or 5) instead
     "nu9_then_nu3_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 3.0, "freeze": "support"}},
     "nu9_then_nu2_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 2.0, "freeze": "support"}},
     "nu9_then_nu5_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 5.0, "freeze": "support"}},
     "nu9_then_nu3_presence": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 3.0, "freeze": "presence"}},
     "nu9_then_nu5_presence": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 5.0, "freeze": "presence"}},
     "nu9_then_nu3_free": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 3.0, "freeze": "none"}},
+    "nu9_then_paper_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 9.0, "loss": "paper", "freeze": "support"}},
+    "nu9_then_paper_presence": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 9.0, "loss": "paper", "freeze": "presence"}},
+    "nu9_then_paper5_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 5.0, "loss": "paper", "freeze": "support"}},
     "expectile_loc_nu12": {**_VARIANT, "nu": 12.0},
     "expectile_loc_nu9_polish": {**_VARIANT, "nu": 9.0, "polish": True},
 }
@@ -97,6 +101,8 @@ def two_phase_fit(C, n_modules, *, phase2, **options):
 
     def second_phase(amft_, problem, first, **kwargs):
         problem.nu, problem.nu2 = float(phase2["nu"]), float(phase2["nu"]) ** 2
+        if phase2.get("loss") == "paper":  # the paper's weighted cosine (no squared error, no l1)
+            problem.loss, problem.cos_weight, problem.sq_weight, problem.l1 = "paper", 1.0, 0.0, 0.0
         modules = torch.from_numpy(first["modules"])
         if phase2["freeze"] == "support":
             mask["modules"] = (modules > 0).float()
