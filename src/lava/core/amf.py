@@ -416,7 +416,9 @@ def fit_amf(
     modules0 = modules0[:, kept]
     if background:  # the fixed all-ones module; its presence starts at each locality's median correlation
         modules0 = np.vstack([modules0, np.ones((1, modules0.shape[1]), np.float32)])
-        presence0 = np.hstack([presence0, np.median(Ck, axis=1, keepdims=True).astype(np.float32)])
+        # (median by blocks of rows: np.median partitions a copy of its input, here a copy of C)
+        medians = [np.median(Ck[r0 : r0 + _ROW_CHUNK], axis=1) for r0 in range(0, n_loc, _ROW_CHUNK)]
+        presence0 = np.hstack([presence0, np.concatenate(medians)[:, None].astype(np.float32)])
     out = amft.train(
         problem,
         np.ascontiguousarray(presence0, dtype=np.float32),
