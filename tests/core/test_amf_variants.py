@@ -211,7 +211,7 @@ def test_default_is_the_expectile_variant_and_paper_keeps_its_settings():
     C, _, _ = colocated()
     kwargs = {"max_epochs": 20, "rng": 1}
     default = fit_amf(C, 3, **kwargs)
-    variant = fit_amf(C, 3, loss="expectile", nu=9.0, lr=1e-2, init="localities", stop="learned", l1=0.003,
+    variant = fit_amf(C, 3, loss="expectile", nu=12.0, lr=1e-2, init="localities", stop="learned", l1=0.003,
                       background=True, **kwargs)  # fmt: skip
     np.testing.assert_array_equal(default.modules, variant.modules)
     assert default.background is not None

@@ -254,7 +254,7 @@ def fit_amf(
     The default loss is ``"expectile"`` (``loss="paper"`` reproduces the paper). The options left ``None``
     (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``) take the defaults of the chosen ``loss``
     (:data:`LOSS_DEFAULTS`): for ``"paper"`` nu 9, lr 3e-3, random start, the paper's stopping rule, no floor; for
-    the variants nu 9, lr 1e-2, ``init="localities"``, ``stop="learned"``, ``l1=0.003``, ``background=True``
+    the variants nu 12, lr 1e-2, ``init="localities"``, ``stop="learned"``, ``l1=0.003``, ``background=True``
     (evidence in ``docs/amf_loss.md``).
 
     Parameters
@@ -523,7 +523,7 @@ def _check_init(init, n_modules, n_loc, n_pairs):
 #: Defaults of the options that depend on the loss (``None`` in :func:`fit_amf` and ``lava.tl.amf`` means these).
 LOSS_DEFAULTS = {
     "paper": {"nu": 9.0, "lr": DEFAULT_LR, "init": "random", "stop": "paper", "l1": 0.0, "background": False},
-    "expectile": {"nu": 9.0, "lr": 1e-2, "init": "localities", "stop": "learned", "l1": 0.003, "background": True},
+    "expectile": {"nu": 12.0, "lr": 1e-2, "init": "localities", "stop": "learned", "l1": 0.003, "background": True},
 }
 LOSS_DEFAULTS["cosine_expectile"] = LOSS_DEFAULTS["expectile"]
 

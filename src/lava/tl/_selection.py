@@ -239,7 +239,7 @@ def refine_presence(
 
     Optional fine-tuning after :func:`lava.tl.amf` (METHOD.md section 3): each locality's presences are re-fitted
     so that overestimating a correlation costs ``(1 - tau) / tau`` times more than underestimating it (tau = 0.1
-    matches AMF's default nu = 9), bringing each locality's overestimation ratio to about ``tau`` (usually a little
+    matches the paper's nu = 9), bringing each locality's overestimation ratio to about ``tau`` (usually a little
     below). See :func:`lava.core.refine_presence`.
 
     The refined fit replaces ``adata.uns[key]["amf"]`` (same modules, new presences and figures) and
