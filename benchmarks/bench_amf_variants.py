@@ -71,6 +71,12 @@ CONFIGS = {
     "nu9_then_paper_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 9.0, "loss": "paper", "freeze": "support"}},
     "nu9_then_paper_presence": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 9.0, "loss": "paper", "freeze": "presence"}},
     "nu9_then_paper5_support": {**_VARIANT, "nu": 9.0, "phase2": {"nu": 5.0, "loss": "paper", "freeze": "support"}},
+    # the same with a shorter patience in the second phase (it starts from a converged fit)
+    "nu9_then_paper5_support_p30": {
+        **_VARIANT,
+        "nu": 9.0,
+        "phase2": {"nu": 5.0, "loss": "paper", "freeze": "support", "patience": 30},
+    },
     "expectile_loc_nu12": {**_VARIANT, "nu": 12.0},
     "expectile_loc_nu9_polish": {**_VARIANT, "nu": 9.0, "polish": True},
 }
@@ -110,6 +116,7 @@ def two_phase_fit(C, n_modules, *, phase2, **options):
             mask["modules"] = torch.zeros_like(modules)
         # the paper's stopping rule: the second phase starts converged, not on a plateau before learning
         kwargs["stop"] = "paper"
+        kwargs["patience"] = phase2.get("patience", kwargs["patience"])
         second = amft_.train(problem, first["presence"], first["modules"], **kwargs)
         n_first = first["n_epochs"]
         return {**second, "epoch": n_first + second["epoch"], "n_epochs": n_first + second["n_epochs"]}
