@@ -3,9 +3,8 @@
 :func:`reassign` is one Lloyd assignment step with Hamerly bounds: a sample whose bounds prove it keeps its
 centroid costs a few operations, and one whose bounds do not is compared with the centroids near its own (a
 dozen distances); those for which the triangle inequality cannot rule out the others are left to a KD-tree
-query. The numpy
-version queried a KD-tree over the centroids for every such sample, about 0.5 us each, which was most of the
-time of an evaluation. :func:`kmeans_plusplus` is greedy k-means++ seeding.
+query. The numpy version queried a KD-tree over the centroids for every such sample, about 0.5 us each, which
+was most of the time of an evaluation. :func:`kmeans_plusplus` is greedy k-means++ seeding.
 
 Sequential on purpose: the result does not depend on the number of threads, and DIRECT evaluations are many
 small k-means.
@@ -15,6 +14,16 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+
+@numba.njit(inline="always", nogil=True)
+def _sq_dist(A, i, B, k):  # pragma: no cover
+    """Squared Euclidean distance between rows ``A[i]`` and ``B[k]``."""
+    s = 0.0
+    for j in range(A.shape[1]):
+        t = A[i, j] - B[k, j]
+        s += t * t
+    return s
 
 
 @numba.njit(cache=True, nogil=True)
@@ -32,7 +41,7 @@ def reassign(
     written to ``pending`` (to be queried in full) and keep their label. Returns the number of changed labels
     and of pending samples.
     """
-    E, d = Z.shape
+    E = Z.shape[0]
     n_cand = near.shape[1] - 1 if has_far else near.shape[1]
     changed = 0
     n_pending = 0
@@ -47,10 +56,7 @@ def reassign(
             upper[i] = u
             lower[i] = low
             continue
-        s = 0.0
-        for j in range(d):
-            t = Z[i, j] - C[a, j]
-            s += t * t
+        s = _sq_dist(Z, i, C, a)
         u = np.sqrt(s)
         if u <= low:
             upper[i] = u
@@ -61,10 +67,7 @@ def reassign(
         d2 = np.inf
         for q in range(n_cand):
             c = near[a, q]
-            s = 0.0
-            for j in range(d):
-                t = Z[i, j] - C[c, j]
-                s += t * t
+            s = _sq_dist(Z, i, C, c)
             if s < d1:
                 d2 = d1
                 d1 = s
@@ -104,10 +107,7 @@ def kmeans_plusplus(X, weights, k, first, uniforms):  # pragma: no cover
     candidates = np.empty(n_trials, dtype=np.int64)
     potential = 0.0
     for i in range(m):
-        s = 0.0
-        for j in range(d):
-            t = X[i, j] - X[first, j]
-            s += t * t
+        s = _sq_dist(X, i, X, first)
         closest[i] = s
         potential += weights[i] * s
     centers[0] = X[first]
@@ -127,20 +127,14 @@ def kmeans_plusplus(X, weights, k, first, uniforms):  # pragma: no cover
                 cand = candidates[t]
                 pot = 0.0
                 for i in range(m):
-                    s = 0.0
-                    for j in range(d):
-                        v = X[i, j] - X[cand, j]
-                        s += v * v
+                    s = _sq_dist(X, i, X, cand)
                     pot += weights[i] * min(s, closest[i])
                 if pot < best_pot:
                     best_pot = pot
                     best = cand
             potential = best_pot
         for i in range(m):
-            s = 0.0
-            for j in range(d):
-                v = X[i, j] - X[best, j]
-                s += v * v
+            s = _sq_dist(X, i, X, best)
             if s < closest[i]:
                 closest[i] = s
         centers[c] = X[best]
