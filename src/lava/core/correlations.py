@@ -604,9 +604,14 @@ def _rank_batch_py(
             n_neg = 0
             while n_neg < m and sk[n_neg] < sign:
                 n_neg += 1
-            # pass 1: longest tie group and the sum of squared centred ranks; centred rank of a group starting
-            # at sorted position g with c members: g + (c - 1) / 2 - (n - 1) / 2 = (2 g + c - n) / 2
+            # one pass over the tie groups: centred ranks into the row (unscaled), their sum of squares and the
+            # longest group; centred rank of a group starting at sorted position g with c members:
+            # g + (c - 1) / 2 - (n - 1) / 2 = (2 g + c - n) / 2 (a half-integer: exact in float32). A feature that
+            # the tie filter rejects leaves its row unused (rows from n_alive on are zeroed by the caller).
+            row = packed[k, p]
             c0 = (2 * n_neg + z - n) * 0.5
+            if z > 0:
+                row[:] = c0
             sumsq = z * c0 * c0
             longest = z
             t = 0
@@ -618,23 +623,14 @@ def _rank_batch_py(
                 c = (2 * g + (u - t) - n) * 0.5
                 sumsq += (u - t) * c * c
                 longest = max(longest, u - t)
+                for w in range(t, u):
+                    row[sp[w]] = c
                 t = u
             if longest > max_count or longest >= n:
                 continue
             scale = 1.0 / np.sqrt(sumsq)
-            row = packed[k, p]
-            if z > 0:
-                row[:] = c0 * scale
-            t = 0
-            while t < m:
-                u = t + 1
-                while u < m and sk[u] == sk[t]:
-                    u += 1
-                g = t if t < n_neg else t + z
-                c = (2 * g + (u - t) - n) * 0.5 * scale
-                for w in range(t, u):
-                    row[sp[w]] = c
-                t = u
+            for w in range(n):
+                row[w] *= scale
             slot_of[k, j] = p
             p += 1
         n_alive[k] = p
