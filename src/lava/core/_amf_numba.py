@@ -36,6 +36,13 @@ BLOCK = 2048
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 
+@numba.njit(inline="always")
+def _span(blk, n_pairs):  # pragma: no cover
+    """Pairs ``j0:j1`` of block ``blk`` (blocks of :data:`BLOCK` pairs, the last one partial)."""
+    j0 = blk * BLOCK
+    return j0, min(n_pairs, j0 + BLOCK)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
 def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argmax, store):  # pragma: no cover
     """Per-locality sums (5, B) float64 for ``C[rows]`` and ``Chat = max_m pres[:, m] mod[m]``.
@@ -45,11 +52,10 @@ def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argma
     """
     n_b = pres.shape[0]
     n_pairs = mod.shape[1]
-    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    n_blocks = -(-n_pairs // BLOCK)
     partial = np.zeros((n_blocks, 5, n_b))
     for blk in numba.prange(n_blocks):
-        j0 = blk * BLOCK
-        j1 = min(n_pairs, j0 + BLOCK)
+        j0, j1 = _span(blk, n_pairs)
         w = j1 - j0
         best = np.empty(w, dtype=np.float32)
         arg = np.empty(w, dtype=np.int32)
@@ -113,12 +119,11 @@ def backward(
     """Return ``(d_presence (B, M), d_modules (M, P))`` float32 for the gradient ``g`` of the module docstring."""
     n_b, n_mod = pres.shape
     n_pairs = mod.shape[1]
-    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    n_blocks = -(-n_pairs // BLOCK)
     d_mod = np.zeros((n_mod, n_pairs), dtype=np.float32)
     partial = np.zeros((n_blocks, n_b, n_mod))
     for blk in numba.prange(n_blocks):
-        j0 = blk * BLOCK
-        j1 = min(n_pairs, j0 + BLOCK)
+        j0, j1 = _span(blk, n_pairs)
         w = j1 - j0
         g = np.empty(w, dtype=np.float32)
         arg = np.empty(w, dtype=np.int32)
@@ -159,10 +164,9 @@ def backward(
 def max_product(pres, mod, out):  # pragma: no cover
     """``out[i, j] = max_m pres[i, m] mod[m, j]`` (l x P float32), the pairs split into blocks over the threads."""
     n_pairs = mod.shape[1]
-    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    n_blocks = -(-n_pairs // BLOCK)
     for blk in numba.prange(n_blocks):
-        j0 = blk * BLOCK
-        j1 = min(n_pairs, j0 + BLOCK)
+        j0, j1 = _span(blk, n_pairs)
         arg = np.empty(j1 - j0, dtype=np.int32)
         for i in range(pres.shape[0]):
             _max_product(pres, mod, i, j0, j1, out[i, j0:j1], arg)
@@ -179,11 +183,10 @@ def residual_stats(pres, mod, C, row):  # pragma: no cover
     """
     n_loc = C.shape[0]
     n_pairs = C.shape[1]
-    n_blocks = (n_pairs + BLOCK - 1) // BLOCK
+    n_blocks = -(-n_pairs // BLOCK)
     partial = np.zeros((n_blocks, 2, n_loc))
     for blk in numba.prange(n_blocks):
-        j0 = blk * BLOCK
-        j1 = min(n_pairs, j0 + BLOCK)
+        j0, j1 = _span(blk, n_pairs)
         w = j1 - j0
         best = np.empty(w, dtype=np.float32)
         arg = np.empty(w, dtype=np.int32)
