@@ -11,8 +11,10 @@ probability proportional to their weight (the same seed every time), seeds (gree
 Lloyd on that sample, then converges weighted Lloyd on all samples from there. In low dimension Lloyd keeps
 Hamerly's bounds (only samples near a boundary are looked at again, and then only against the centroids near
 their own, in a numba loop: :mod:`._placement_numba`, with a numpy and KD-tree fallback); above, it uses
-blocked BLAS distances. Centroids are updated with weighted bincounts. The loss is thus a deterministic function
-of ``alpha, beta`` and the seed.
+blocked BLAS distances. Centroids are updated in one compiled pass over the samples (weighted bincounts in the
+fallback). The neighbourhoods behind the centrality are found for blocks of nearby samples at once (one candidate
+list per block, bounds that settle most candidates; :func:`_centrality_blocks`). The loss is thus a deterministic
+function of ``alpha, beta`` and the seed.
 """
 
 from __future__ import annotations
