@@ -365,3 +365,21 @@ def test_compiled_fit_is_the_default_on_the_cpu_and_matches_the_loss():
     assert res.loss == pytest.approx(amf_loss(C, res.presence, res.modules), abs=1e-6)
     eager = fit_amf(C, 4, max_epochs=3, rng=0, loss="paper", init="random", kernel="eager")
     np.testing.assert_allclose(res.modules, eager.modules, atol=1e-4)
+
+
+def test_numba_reconstruction_and_residual_stats_match_numpy_across_blocks():
+    from lava.core._amf_numba import BLOCK, residual_stats
+
+    rng = np.random.default_rng(3)
+    n_pairs = 2 * BLOCK + 123  # two full blocks of pairs and a partial one
+    presence = rng.random((7, 4), dtype=np.float32)
+    presence[2] = 0  # all-zero row: ties at 0
+    modules = rng.random((4, n_pairs), dtype=np.float32)
+    C = rng.random((7, n_pairs), dtype=np.float32)
+    row = rng.random(n_pairs, dtype=np.float32)
+    chat = np.max(presence[:, :, None].astype(np.float64) * modules[None], axis=1)
+    np.testing.assert_allclose(reconstruct(presence, modules), chat, rtol=1e-6)
+    residual = np.maximum(C - chat, 0)
+    norms, dots = residual_stats(presence, modules, C, row)
+    np.testing.assert_allclose(norms, np.linalg.norm(residual, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(dots, residual @ row, rtol=1e-5)

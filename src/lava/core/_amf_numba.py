@@ -23,6 +23,9 @@ asked, stores ``h`` and the argmax for sweep 2. Sweep 2 (:func:`backward`) forms
 and adds ``g Mod[argmax, j]`` to ``d_presence[b, argmax]`` and ``g Pres[b, argmax]`` to ``d_modules[argmax, j]``.
 Blocks own disjoint columns of ``d_modules``; ``d_presence`` is summed over per-block partials, so the result
 does not depend on the number of threads.
+
+Outside training, :func:`max_product` is :func:`lava.core.reconstruct`'s kernel and :func:`residual_stats` gives
+``init="localities"`` the norms and dot products of the residual ``max(C - Chat, 0)`` without forming it.
 """
 
 from __future__ import annotations
