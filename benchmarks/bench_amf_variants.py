@@ -77,6 +77,11 @@ CONFIGS = {
         "nu": 9.0,
         "phase2": {"nu": 5.0, "loss": "paper", "freeze": "support", "patience": 30},
     },
+    # the library's refine=True (the option that the _p30 experiment became): must reproduce it
+    "nu9_refine": {**_VARIANT, "nu": 9.0, "refine": True},
+    "nu9_l1_01_refine": {**_VARIANT, "nu": 9.0, "l1": 0.01, "refine": True},
+    "nu9_l1_03_refine": {**_VARIANT, "nu": 9.0, "l1": 0.03, "refine": True},
+    "nu12_l1_01_refine": {**_VARIANT, "nu": 12.0, "l1": 0.01, "refine": True},
     "expectile_loc_nu12": {**_VARIANT, "nu": 12.0},
     "expectile_loc_nu9_polish": {**_VARIANT, "nu": 9.0, "polish": True},
 }
@@ -85,47 +90,35 @@ CONFIGS = {
 def two_phase_fit(C, n_modules, *, phase2, **options):
     """``fit_amf`` with ``options``, then a second phase at ``phase2["nu"]`` from the first phase's best matrices.
 
-    An experiment, not a library option: the second phase runs through ``polish=True``'s hook
-    (``lava.core.amf._polish`` is replaced for the call) and freezes entries by masking their gradient
-    (``_amf_torch.loss_and_grad`` is wrapped for the call), which ``fit_amf`` has no option for. A frozen entry
-    gets no gradient, so Adam leaves it where it is. ``n_epochs`` counts both phases; the returned figures are
-    the second phase's.
+    An experiment beyond the library's options (``refine=True`` is the case ``{"loss": "paper", "freeze":
+    "support"}`` with a patience of 30): the second phase runs through ``polish=True``'s hook
+    (``lava.core.amf._second_phase`` is replaced for the call) and freezes entries through the training step's
+    module mask (``Problem.module_mask``). A frozen entry gets no gradient, so Adam leaves it where it is.
+    ``n_epochs`` counts both phases; the returned figures are the second phase's.
     """
     import torch
 
-    from lava.core import _amf_torch as amft
     from lava.core import amf, fit_amf
 
-    mask = {}
-    original_step, original_polish = amft.loss_and_grad, amf._polish
-
-    def masked_step(problem, rows, presence_b, modules, buffers):
-        loss, d_pres, d_mod = original_step(problem, rows, presence_b, modules, buffers)
-        if "modules" in mask:
-            d_mod = d_mod * mask["modules"]
-        return loss, d_pres, d_mod
+    original = amf._second_phase
 
     def second_phase(amft_, problem, first, **kwargs):
         problem.nu, problem.nu2 = float(phase2["nu"]), float(phase2["nu"]) ** 2
         if phase2.get("loss") == "paper":  # the paper's weighted cosine (no squared error, no l1)
-            problem.loss, problem.cos_weight, problem.sq_weight, problem.l1 = "paper", 1.0, 0.0, 0.0
+            problem.use_paper_loss(phase2["nu"])
         modules = torch.from_numpy(first["modules"])
         if phase2["freeze"] == "support":
-            mask["modules"] = (modules > 0).float()
+            problem.module_mask = (modules > 0).float()
         elif phase2["freeze"] == "presence":
-            mask["modules"] = torch.zeros_like(modules)
-        # the paper's stopping rule: the second phase starts converged, not on a plateau before learning
-        kwargs["stop"] = "paper"
+            problem.module_mask = torch.zeros_like(modules)
         kwargs["patience"] = phase2.get("patience", kwargs["patience"])
-        second = amft_.train(problem, first["presence"], first["modules"], **kwargs)
-        n_first = first["n_epochs"]
-        return {**second, "epoch": n_first + second["epoch"], "n_epochs": n_first + second["n_epochs"]}
+        return original(amft_, problem, first, **kwargs)
 
-    amft.loss_and_grad, amf._polish = masked_step, second_phase
+    amf._second_phase = second_phase
     try:
         return fit_amf(C, n_modules, polish=True, **options)
     finally:
-        amft.loss_and_grad, amf._polish = original_step, original_polish
+        amf._second_phase = original
 
 
 def fit(C, n_modules, seed, max_epochs, config):

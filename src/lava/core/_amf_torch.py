@@ -201,6 +201,13 @@ class Problem:
         self.n_pairs_total = int(n_pairs_total)  # the MAE's denominator: dropped all-zero pairs count (exactly 0)
         self.chunk = chunk or default_chunk(C.device)
         self.spans = _chunks(self.n_pairs, self.chunk)
+        # (M', P') float mask of the module entries that train (1) or stay where they are (0); None: all train
+        self.module_mask: torch.Tensor | None = None
+
+    def use_paper_loss(self, nu: float) -> None:
+        """Switch to the paper's loss at ``nu`` (no squared error, no l1): the second phase of ``refine=True``."""
+        self.loss, self.nu, self.nu2 = "paper", float(nu), float(nu) ** 2
+        self.cos_weight, self.sq_weight, self.l1 = 1.0, 0.0, 0.0
 
     def rows(self, rows: torch.Tensor | None, j0: int, j1: int) -> torch.Tensor:
         if rows is not None and not isinstance(self.C, torch.Tensor):  # streamed: read the minibatch's rows once
@@ -428,6 +435,8 @@ def run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers)
     for start in range(0, problem.n_loc, batch_size):
         rows = order[start : start + batch_size]
         loss, d_pres_b, d_mod = loss_and_grad(problem, rows, presence.detach()[rows], modules.detach(), buffers)
+        if problem.module_mask is not None:  # frozen entries get no gradient: a fresh Adam leaves them in place
+            d_mod.mul_(problem.module_mask)
         presence.grad.zero_()
         presence.grad.index_copy_(0, rows, d_pres_b)
         modules.grad = d_mod

@@ -48,6 +48,8 @@ LOSSES = ("paper", "expectile", "cosine_expectile")
 #: The default loss (evidence in docs/amf_loss.md): better than the paper's on planted co-located modules on every
 #: criterion, in ~8x fewer epochs, and no worse on MNIST. A C stored on disk (streamed) defaults to "paper".
 DEFAULT_LOSS = "expectile"
+#: ``nu`` of the paper's loss in the second phase of ``refine=True`` (docs/amf_loss.md).
+REFINE_NU = 5.0
 #: The starts: "random" (the paper: uniform [0, 1]) and "localities" (modules from representative localities).
 INITS = ("random", "localities")
 #: The stopping rules: "paper" (1% in ``patience`` epochs) and "learned" (the same, not on the initial plateau).
@@ -241,6 +243,8 @@ def fit_amf(
     background: bool | None = None,
     nu_background: float = 9.0,
     polish: bool = False,
+    refine: bool | None = None,
+    refine_nu: float = REFINE_NU,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -319,6 +323,18 @@ def fit_amf(
         module or the floor is the maximum; the others lose the penalty's shrinkage). ``history``, ``n_epochs``
         and ``best_epoch`` cover both phases; ``loss`` is the second phase's (without the penalty). The second
         phase stops by the paper's rule (it starts converged, not on a plateau).
+    refine
+        With a variant loss: once its fit has converged, continue from its best matrices with the paper's loss at
+        ``refine_nu``, every module entry that is 0 frozen at 0 (the modules keep their pairs and cannot spread;
+        their values and the presences move). The variant finds the structure (which pairs belong to which module,
+        the floor), the paper's cosine then scales the values on those pairs, which covers noisy modules more fully
+        than the variant alone without its overestimation at a low ``nu`` (``docs/amf_loss.md``). The second phase
+        starts converged, so it stops by the paper's rule with a patience of ``0.3 * patience``. ``history``,
+        ``n_epochs`` and ``best_epoch`` cover both phases (the loss switches at the first phase's last epoch);
+        ``loss`` is the paper's loss of the returned matrices at ``refine_nu``. Default (None): the loss's
+        (:data:`LOSS_DEFAULTS`).
+    refine_nu
+        ``nu`` of the paper's loss in the ``refine`` phase (5).
     nu_background
         With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (9:
         the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
@@ -342,13 +358,14 @@ def fit_amf(
     C = _check_C(C)
     if loss is None:  # the localities start and the floor need C in memory: a store defaults to the paper's loss
         loss = "paper" if _streamed.is_store(C) else DEFAULT_LOSS
-    opts = resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background)
+    opts = resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background, refine=refine)
     if _streamed.is_store(C):  # an explicit variant on a store: its in-memory defaults fall back
         if init is None and opts["init"] == "localities":
             opts["init"] = "random"
         if background is None:
             opts["background"] = False
     nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
+    refine = opts["refine"]
     _check_fit_args(
         n_modules=n_modules,
         n_localities=C.shape[0],
@@ -362,6 +379,9 @@ def fit_amf(
         loss=loss,
         init=init,
         stop=stop,
+        refine=refine,
+        refine_nu=refine_nu,
+        polish=polish,
     )
     if not isinstance(l1, int | float | np.integer | np.floating) or not np.isfinite(l1) or l1 < 0:
         msg = f"l1 must be a non-negative number, got {l1!r}."
@@ -392,8 +412,8 @@ def fit_amf(
     elif init is not None and not isinstance(init, str):
         modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
 
-    device = amft.torch.device(_resolve(device))
     torch = amft.torch
+    device = torch.device(_resolve(device))
     if _streamed.is_store(C):  # C stays on disk; minibatches and evaluation blocks are read as they are needed
         C_t = _streamed.StreamedC(C, kept, device)
         weights = locality_weights(C_t.numpy_rows())
@@ -432,9 +452,15 @@ def fit_amf(
         progress=progress,
         stop=stop,
     )
-    if polish and l1 > 0 and not out["interrupted"]:
-        out = _polish(amft, problem, out, lr=lr, batch_size=batch_size, patience=patience, tol=tol,
-                      max_epochs=max_epochs, generator=generator, progress=progress, stop=stop)  # fmt: skip
+    phase = {"lr": lr, "batch_size": batch_size, "tol": tol, "max_epochs": max_epochs, "generator": generator,
+             "progress": progress, "stop": "paper"}  # fmt: skip
+    if polish and l1 > 0 and not out["interrupted"]:  # the same loss without the l1 penalty
+        problem.l1 = 0.0
+        out = _second_phase(amft, problem, out, patience=patience, **phase)
+    if refine and not out["interrupted"]:  # the paper's loss on the modules' support
+        problem.use_paper_loss(refine_nu)
+        problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
+        out = _second_phase(amft, problem, out, patience=refine_patience(patience), **phase)
     del C_t
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     modules[:, kept] = out["modules"][:n_modules]
@@ -460,14 +486,19 @@ def fit_amf(
     )
 
 
-def _polish(amft, problem, first, **kwargs):
-    """Second phase of ``polish=True``: the same fit without the l1 penalty, histories joined.
+def refine_patience(patience: int) -> int:
+    """Patience of the ``refine`` phase: 30% of the first phase's (it starts from converged matrices)."""
+    return max(1, round(0.3 * patience))
 
-    The second phase stops by the paper's rule: it starts from converged matrices, so "learned" (which waits for a
-    first improvement by more than ``tol``, up to ``10 * patience`` epochs) would only add epochs there.
+
+def _second_phase(amft, problem, first, **kwargs):
+    """Train on from ``first``'s best matrices (``polish``, ``refine``); histories joined, epochs counted on.
+
+    A second phase stops by the paper's rule (``kwargs["stop"]``): it starts from converged matrices, so "learned"
+    (which waits for a first improvement by more than ``tol``, up to ``10 * patience`` epochs) would only add
+    epochs there. Adam starts afresh.
     """
-    problem.l1 = 0.0
-    second = amft.train(problem, first["presence"], first["modules"], **{**kwargs, "stop": "paper"})
+    second = amft.train(problem, first["presence"], first["modules"], **kwargs)
     n_first = first["n_epochs"]
     h1, h2 = first["history"], second["history"]
     history = {k: np.concatenate([h1[k], h2[k][1:] + (h1[k][-1] if k == "seconds" else 0)]) for k in h1}
@@ -522,14 +553,30 @@ def _check_init(init, n_modules, n_loc, n_pairs):
 
 #: Defaults of the options that depend on the loss (``None`` in :func:`fit_amf` and ``lava.tl.amf`` means these).
 LOSS_DEFAULTS = {
-    "paper": {"nu": 9.0, "lr": DEFAULT_LR, "init": "random", "stop": "paper", "l1": 0.0, "background": False},
-    "expectile": {"nu": 12.0, "lr": 1e-2, "init": "localities", "stop": "learned", "l1": 0.003, "background": True},
+    "paper": {
+        "nu": 9.0,
+        "lr": DEFAULT_LR,
+        "init": "random",
+        "stop": "paper",
+        "l1": 0.0,
+        "background": False,
+        "refine": False,
+    },
+    "expectile": {
+        "nu": 12.0,
+        "lr": 1e-2,
+        "init": "localities",
+        "stop": "learned",
+        "l1": 0.003,
+        "background": True,
+        "refine": False,
+    },
 }
 LOSS_DEFAULTS["cosine_expectile"] = LOSS_DEFAULTS["expectile"]
 
 
 def resolve_options(loss, **options) -> dict:
-    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``) from :data:`LOSS_DEFAULTS`."""
+    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ``refine``)."""
     if not isinstance(loss, str) or loss not in LOSSES:
         msg = f"loss must be one of {LOSSES}, got {loss!r}."
         raise ValueError(msg)
@@ -550,6 +597,9 @@ def _check_fit_args(
     loss="paper",
     init=None,
     stop="paper",
+    refine=False,
+    refine_nu=REFINE_NU,
+    polish=False,
 ):
     """Validate AMF's options (shared by :func:`fit_amf` and ``lava.tl.amf``); raise naming the fix."""
 
@@ -586,6 +636,18 @@ def _check_fit_args(
         raise ValueError(msg)
     if not isinstance(stop, str) or stop not in STOPS:
         msg = f"stop must be one of {STOPS}, got {stop!r}."
+        raise ValueError(msg)
+    if not isinstance(refine, bool | np.bool_):
+        msg = f"refine must be True or False (None: the loss's default), got {refine!r}."
+        raise TypeError(msg)
+    if not _is_real(refine_nu) or refine_nu <= 0:
+        msg = f"refine_nu must be a positive number ({REFINE_NU} by default), got {refine_nu!r}."
+        raise ValueError(msg)
+    if refine and loss == "paper":
+        msg = "refine=True continues a variant's fit with the paper's loss; with loss='paper' pass refine=False."
+        raise ValueError(msg)
+    if refine and polish:
+        msg = "refine and polish are alternative second phases; pass at most one of them."
         raise ValueError(msg)
 
 

@@ -35,6 +35,7 @@ def amf(
     stop: str | None = None,
     l1: float | None = None,
     background: bool | None = None,
+    refine: bool | None = None,
     rng: RngLike = 0,
     device: Device = "auto",
     from_selection: int | None = None,
@@ -93,6 +94,10 @@ def amf(
     background
         Also fit a per-locality background floor (stored as ``background``, l float32); default
         (None) True for the variants, False for ``"paper"``.
+    refine
+        With a variant loss: once it has converged, continue with the paper's loss (``nu`` 5) on the modules'
+        pairs only (entries that are 0 stay 0), which covers noisy modules more fully; see
+        :func:`lava.core.fit_amf`. Default (None): the loss's (False for ``"paper"``).
     {rng}
     {device}
     from_selection
@@ -139,8 +144,11 @@ def amf(
         return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
 
     loss = core_amf.DEFAULT_LOSS if loss is None else loss
-    opts = core_amf.resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background)
+    opts = core_amf.resolve_options(
+        loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background, refine=refine
+    )
     nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
+    refine = opts["refine"]
     core_amf._check_fit_args(
         n_modules=n_modules,
         n_localities=n_loc,
@@ -154,6 +162,7 @@ def amf(
         loss=loss,
         init=init,
         stop=stop,
+        refine=refine,
     )
     if not isinstance(init, str):
         msg = f"init must be one of {core_amf.INITS}, got {init!r}."
@@ -182,6 +191,7 @@ def amf(
         stop=stop,
         l1=l1,
         background=background,
+        refine=refine,
         rng=seed,
         device=device,
         progress=progress,
@@ -207,6 +217,7 @@ def amf(
         "stop": stop,
         "l1": float(l1),
         "background": bool(background),
+        "refine": bool(refine),
         "rng": seed,
         "device": str(device),
         "from_selection": None,

@@ -30,6 +30,8 @@ AMF_KWARGS = (
     "background",
     "nu_background",
     "polish",
+    "refine",
+    "refine_nu",
     "device",
 )
 
@@ -137,7 +139,7 @@ def select_n_modules(
     **amf_kwargs
         AMF options for every run, as in :func:`lava.tl.amf`: ``loss``, ``nu``, ``gamma``, ``lr``, ``batch_size``,
         ``patience``, ``tol``, ``max_epochs``, ``stop``, ``l1``, ``background``, ``nu_background``, ``polish``,
-        ``device``. The start is the loss's default: with the default loss (``"expectile"``) every run starts from
+        ``refine``, ``refine_nu``, ``device``. The start is the loss's default: with the default loss (``"expectile"``) every run starts from
         representative localities with seeded jitter and its own minibatch order, so the silhouette measures
         stability against those; ``loss="paper"`` gives the paper's independent random starts.
 
