@@ -44,6 +44,7 @@ _VARIANT = {
     "background": True,
     "nu_background": 9.0,
     "l1": 0.003,
+    "refine": False,
 }
 #: name -> fit_amf options. "paper" is the paper's setting with lava's previous defaults.
 CONFIGS = {
@@ -77,13 +78,16 @@ CONFIGS = {
         "nu": 9.0,
         "phase2": {"nu": 5.0, "loss": "paper", "freeze": "support", "patience": 30},
     },
-    # the library's refine=True (the option that the _p30 experiment became): must reproduce it
-    "nu9_refine": {**_VARIANT, "nu": 9.0, "refine": True},
-    "nu9_l1_01_refine": {**_VARIANT, "nu": 9.0, "l1": 0.01, "refine": True},
-    "nu9_l1_03_refine": {**_VARIANT, "nu": 9.0, "l1": 0.03, "refine": True},
-    "nu12_l1_01_refine": {**_VARIANT, "nu": 12.0, "l1": 0.01, "refine": True},
+    # the default's second phase with a patience of 20 epochs (the library's refine_patience(100)) as an experiment
+    "nu12_refine_p20": {
+        **_VARIANT,
+        "nu": 12.0,
+        "phase2": {"nu": 5.0, "loss": "paper", "freeze": "support", "patience": 20},
+    },
     "expectile_loc_nu12": {**_VARIANT, "nu": 12.0},
     "expectile_loc_nu9_polish": {**_VARIANT, "nu": 9.0, "polish": True},
+    # lava's defaults (fit_amf with no options: expectile at nu 12, then refine=True); the same fit as nu12_refine_p20
+    "default": {},
 }
 
 
@@ -112,6 +116,7 @@ def two_phase_fit(C, n_modules, *, phase2, **options):
         elif phase2["freeze"] == "presence":
             problem.module_mask = torch.zeros_like(modules)
         kwargs["patience"] = phase2.get("patience", kwargs["patience"])
+        kwargs["lr"] = phase2.get("lr", kwargs["lr"])
         return original(amft_, problem, first, **kwargs)
 
     amf._second_phase = second_phase
@@ -229,7 +234,7 @@ def run_planted(args):
     results = []
     path = OUT / f"amf_variants_planted_{args.tag}.json"
     for data in args.data:
-        C, truth, region, layout = planted_data(data)
+        C, truth, region, layout = planted_data(data, args.data_seed)
         n_modules = truth.shape[0] + 1
         for name in args.configs:
             for seed in range(args.seeds):
@@ -243,6 +248,7 @@ def run_planted(args):
                     ratio_bg = overestimation_ratio(C, chat)
                 row = {
                     "data": data,
+                    "data_seed": args.data_seed,
                     "config": name,
                     "seed": seed,
                     "coverage": cov,
@@ -365,6 +371,12 @@ def main(argv=None):
         default=["default-dense", "default-sparse", "colocated-dense", "colocated-sparse"],
     )
     parser.add_argument("--max-epochs", type=int, default=5000)
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the planted data (the table's figures: 0; --seeds are the fits')",
+    )
     parser.add_argument("--tag", default="all", help="suffix of the planted JSON file (to run parts in parallel)")
     args = parser.parse_args(argv)
     {"planted": run_planted, "mnist": run_mnist, "table": table}[args.what](args)

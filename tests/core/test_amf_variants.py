@@ -153,22 +153,33 @@ def test_variant_fit_recovers_the_colocated_module_without_overestimating(loss):
     C, modules, _ = colocated()
     res = fit_amf(
         C, 3, loss=loss, nu=3.0, init="localities", stop="learned", lr=1e-2, rng=0, max_epochs=400, background=True,
-        l1=0.003,
+        l1=0.003, refine=False,
     )  # fmt: skip
     unit = modules / np.linalg.norm(modules, axis=1, keepdims=True)
-    fitted = res.modules / np.maximum(np.linalg.norm(res.modules, axis=1, keepdims=True), 1e-12)
-    assert (unit @ fitted.T).max(1).min() >= 0.95
+
+    def recovery(res):
+        fitted = res.modules / np.maximum(np.linalg.norm(res.modules, axis=1, keepdims=True), 1e-12)
+        return (unit @ fitted.T).max(1).min()
+
+    assert recovery(res) >= 0.95
     assert res.overestimation_ratio <= 0.15
     assert res.background.shape == (C.shape[0],)
     assert res.background.dtype == np.float32
     assert res.modules.shape == modules.shape
     assert res.presence.shape == (C.shape[0], 3)
+    # the second phase (refine=True, the default) keeps the modules' pairs: the co-located module stays recovered
+    # (the paper's loss alone: 0.22 here). Its ratio is higher on this C (0.21: C's noise only adds correlation,
+    # and the paper's cosine at nu 5 reaches into it), a trade the planted benchmark measures (docs/amf_loss.md)
+    refined = fit_amf(C, 3, loss=loss, rng=0, max_epochs=400, refine=True)
+    assert recovery(refined) >= 0.95
+    assert recovery(fit_amf(C, 3, loss="paper", rng=0, max_epochs=400)) < 0.5
 
 
 def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     C, _, _ = colocated()
     assert (C != 0).any(0).all()  # no dropped pairs, so the background covers every pair
     kwargs = {"loss": "expectile", "lr": 1e-2, "rng": 0, "max_epochs": 30, "background": True, "l1": 0.0}
+    kwargs["refine"] = False  # the variant's own loss (refine=True would report the paper's)
     res = fit_amf(C, 3, nu=9.0, nu_background=9.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
     modules = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
@@ -184,7 +195,9 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     ref = (a * (w * (h - c) ** 2).sum(1) / (c * c).sum(1)).sum() + 1e-4 * np.abs(h - c).mean()
     assert res.loss == pytest.approx(ref, rel=1e-4)
     # the l1 term adds l1 * sum(modules) / mean_i ||C_i||^2 (the background row excluded)
-    res_l1 = fit_amf(C, 3, loss="expectile", nu=9.0, lr=1e-2, rng=0, max_epochs=30, l1=0.01, background=False)
+    res_l1 = fit_amf(
+        C, 3, loss="expectile", nu=9.0, lr=1e-2, rng=0, max_epochs=30, l1=0.01, background=False, refine=False
+    )
     penalty = 0.01 * res_l1.modules.astype(np.float64).sum() / (C.astype(np.float64) ** 2).sum(1).mean()
     ref = amf_loss(C, res_l1.presence, res_l1.modules, loss="expectile") + penalty
     assert res_l1.loss == pytest.approx(ref, rel=1e-4)
@@ -193,7 +206,7 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
 def test_learned_stop_does_not_fire_on_the_initial_plateau():
     C, _, _ = colocated()
     # a learning rate so small that nothing is learned: the paper's rule stops after `patience` epochs
-    kwargs = {"lr": 1e-9, "patience": 5, "max_epochs": 80, "rng": 0}
+    kwargs = {"lr": 1e-9, "patience": 5, "max_epochs": 80, "rng": 0, "refine": False}
     paper = fit_amf(C, 3, stop="paper", **kwargs)
     learned = fit_amf(C, 3, stop="learned", **kwargs)
     assert paper.converged
@@ -202,7 +215,7 @@ def test_learned_stop_does_not_fire_on_the_initial_plateau():
     assert learned.converged
     assert learned.n_epochs == 50
     # once something was learned the rule fires as the paper's does
-    fast = fit_amf(C, 3, stop="learned", lr=1e-2, patience=5, max_epochs=2000, rng=0)
+    fast = fit_amf(C, 3, stop="learned", lr=1e-2, patience=5, max_epochs=2000, rng=0, refine=False)
     assert fast.converged
     assert fast.n_epochs < 2000
 
@@ -319,7 +332,7 @@ def test_nu_trades_coverage_of_noisy_modules_against_overestimation():
     C = np.clip(C + planted * rng.normal(0, 0.1, C.shape), 0, 1).astype(np.float32)
 
     def figures(nu):
-        res = fit_amf(C, 3, nu=nu, rng=0, max_epochs=400)
+        res = fit_amf(C, 3, nu=nu, rng=0, max_epochs=400, refine=False)
         chat = reconstruct(res.presence, res.modules)
         return np.minimum(chat, C)[planted].sum() / C[planted].sum(), res.overestimation_ratio
 
@@ -354,17 +367,18 @@ def test_refine_keeps_the_support_and_ends_with_the_paper_loss():
     kwargs = {"loss": "expectile", "nu": 9.0, "rng": 0, "max_epochs": 300, "patience": 20}
     first = fit_amf(C, 3, refine=False, **kwargs)
     res = fit_amf(C, 3, refine=True, refine_nu=4.0, **kwargs)
-    assert first.converged and res.converged
+    assert first.converged
+    assert res.converged
     # the first phase is the plain fit; its zero entries stay exactly 0, the others move
     zero = first.modules == 0
     assert 0.3 < zero.mean() < 1
     assert np.all(res.modules[zero] == 0)
     assert not np.allclose(res.modules[~zero], first.modules[~zero], atol=1e-3)
-    # the second phase stops by the paper's rule with 30% of the patience (6 epochs here)
+    # the second phase stops by the paper's rule with 20% of the patience (4 epochs here)
     from lava.core.amf import refine_patience
 
-    assert refine_patience(20) == 6
-    assert 6 <= res.n_epochs - first.n_epochs <= res.best_epoch - first.n_epochs + 6
+    assert refine_patience(20) == 4
+    assert 4 <= res.n_epochs - first.n_epochs <= res.best_epoch - first.n_epochs + 4
     # the reported loss is the paper's at refine_nu (the floor as a fixed all-ones module), of the best epoch
     presence = np.hstack([res.presence, res.background[:, None]])
     full = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
