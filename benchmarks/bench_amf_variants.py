@@ -318,14 +318,21 @@ def run_mnist(args):
 
 
 def table(_args):
+    def unique(rows, *keys):  # a fit measured in two files (the same seeds again) counts once
+        return list({tuple(r.get(k, 0) for k in keys): r for r in rows}.values())
+
     rows = []
     for path in sorted(OUT.glob("amf_variants_planted_*.json")):
         rows += json.loads(path.read_text())
+    rows = unique(rows, "data", "data_seed", "config", "seed")
     lines = [
         "| data | config | fits | succeed | coverage min (median) | recovery min (median) | ratio max (median) "
         "| ratio with floor max | epochs median | s / fit median |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for r in rows:  # other draws of the planted data than the table's (seed 0) are rows of their own
+        if r.get("data_seed", 0):
+            r["data"] = f"{r['data']} (data seed {r['data_seed']})"
     keys = sorted({(r["data"], r["config"]) for r in rows}, key=lambda k: (k[0], list(CONFIGS).index(k[1])))
     for data, config in keys:
         sel = [r for r in rows if r["data"] == data and r["config"] == config]
@@ -342,6 +349,7 @@ def table(_args):
     mrows = []
     for mpath in sorted(OUT.glob("amf_variants_mnist*.json")):
         mrows += json.loads(mpath.read_text())
+    mrows = unique(mrows, "config", "seed")
     if mrows:
         lines += [
             "",

@@ -432,3 +432,49 @@ def test_invalid_refine_arguments():
         fit_amf(C, 3, refine=True, refine_nu=0.0)
     with pytest.raises(TypeError, match="refine must be True or False"):
         fit_amf(C, 3, refine="yes")
+
+
+def test_prune_nested_modules_removes_copies_of_the_enclosing_modules_pairs():
+    from lava.core import prune_nested_modules
+
+    n_pairs = 30
+    modules = np.zeros((4, n_pairs), np.float32)
+    modules[0, :10] = 0.8  # k: present in localities 0-9
+    modules[1, 10:20] = 0.6  # m: present only in 5-9 (nested in 0), holds a copy of two of k's pairs
+    modules[1, [2, 3]] = 0.7
+    modules[2, 20:25] = 0.5  # present in 5-14: overlaps k but is not nested in it
+    modules[2, [4, 5]] = 0.5
+    modules[3, 25:30] = 0.6  # present in exactly k's localities: not nested (same set), keeps its copy
+    modules[3, [6]] = 0.8
+    presence = np.zeros((20, 4), np.float32)
+    presence[:10, 0] = 0.9
+    presence[5:10, 1] = 1.0
+    presence[[0, 1], 1] = 0.1  # below half its maximum: not "present" there
+    presence[5:15, 2] = 0.8
+    presence[:10, 3] = 0.7
+    pruned = prune_nested_modules(modules, presence)
+    expected = modules.copy()
+    expected[1, [2, 3]] = 0  # (1 is nested in 2 and 3 as well, but holds none of their pairs)
+    np.testing.assert_array_equal(pruned, expected)
+    # a module nested in one that holds all its pairs gives nothing beyond it: it is emptied
+    modules[3, 10:20] = 0.6
+    assert not prune_nested_modules(modules, presence)[1].any()
+    assert modules[1, 2] == 0.7  # a copy is returned
+    with pytest.raises(ValueError, match="presence must be"):
+        prune_nested_modules(modules, presence[:, :3])
+
+
+def test_refine_starts_from_the_pruned_modules():
+    # a copy of module 0's pairs planted in module 2 (present only where module 0 is) is gone after refine=True
+    C, _, _ = colocated()
+    res = fit_amf(C, 3, rng=0, max_epochs=400, refine=False)
+    leaky = res.modules.copy()
+    k, m = 0, 2
+    on_k = res.presence[:, k] >= 0.5 * res.presence[:, k].max()
+    on_m = res.presence[:, m] >= 0.5 * res.presence[:, m].max()
+    if not ((on_m & on_k).sum() >= 0.9 * on_m.sum() and on_k.sum() > on_m.sum()):
+        k, m = m, k  # the fit may order the modules the other way
+    pairs = np.flatnonzero(leaky[k] >= 0.7 * np.quantile(leaky[k][leaky[k] > 0], 0.9))[:3]
+    leaky[m, pairs] = 0.9
+    refined = fit_amf(C, 3, rng=0, max_epochs=400, init=(leaky, res.presence), refine=True)
+    assert np.all(refined.modules[m, pairs] == 0)

@@ -3,7 +3,7 @@
 Usable on its own for plain arrays: embeddings of any model, images, expression matrices.
 """
 
-from .amf import AMFResult, amf_loss, fit_amf, reconstruct
+from .amf import AMFResult, amf_loss, fit_amf, prune_nested_modules, reconstruct
 from .correlations import locality_correlations, n_pairs, pair_indices
 from .metrics import (
     copresence_entropy,
@@ -47,6 +47,7 @@ __all__ = [
     "place_localities",
     "placement_stability",
     "presence_weighted_average",
+    "prune_nested_modules",
     "reconstruct",
     "reconstruction_similarity",
     "refine_presence",

@@ -68,7 +68,8 @@ class AMFResult:
     presence
         (l, M) float32 in [0, 1]: each module's presence in each locality.
     loss
-        The minimised loss (the paper's, see the module docstring, or the variant's) of the best epoch.
+        The minimised loss (the paper's, see the module docstring, or the variant's) of the best epoch; after a
+        ``refine`` phase, the paper's loss at ``refine_nu``.
     similarity
         Reconstruction similarity: the a-weighted mean cosine between ``C_i`` and ``Chat_i`` (no ``nu``).
     overestimation_ratio
@@ -276,7 +277,7 @@ def fit_amf(
         M, the number of modules (1 <= M <= l).
     nu
         Weight of overestimated entries (``Chat > C``): in the cosine term for ``"paper"`` (9 in the paper), in the
-        squared error for the variants (9 by default; 2-3 cover noisy modules more fully but overestimate more).
+        squared error for the variants (12 by default; 2-3 cover noisy modules more fully but overestimate more).
     gamma
         Weight of the mean absolute error term; 1e-4 by default (the paper used 10 on sparse single-cell data).
     lr
@@ -305,9 +306,9 @@ def fit_amf(
         presence)`` to start from, shapes (M, P) and (l, M); values are clipped to [0, 1].
     loss
         ``"expectile"`` (default; ``"paper"`` for a ``C`` on disk: an asymmetric squared error normalised per
-        locality, overestimates weighted ``nu``), ``"paper"`` (the module docstring's loss, the paper's) or
-        ``"cosine_expectile"`` (an unweighted cosine plus that
-        term). See ``docs/amf_loss.md`` for why and the evidence.
+        locality, overestimates weighted ``nu``, followed by the ``refine`` phase), ``"paper"`` (the module
+        docstring's loss, the paper's) or ``"cosine_expectile"`` (an unweighted cosine plus that term). See
+        ``docs/amf_loss.md`` for why and the evidence.
     stop
         ``"paper"``: the patience rule above; ``"learned"``: the same rule, but it may fire only once the loss
         has improved by more than ``tol`` at least once (or after ``10 * patience`` epochs), so that it cannot stop
@@ -329,7 +330,8 @@ def fit_amf(
     refine
         With a variant loss: once its fit has converged, continue from its best matrices with the paper's loss at
         ``refine_nu``, every module entry that is 0 frozen at 0 (the modules keep their pairs and cannot spread;
-        their values and the presences move). The variant finds the structure (which pairs belong to which module,
+        their values and the presences move). Before, a module nested in another (present only where the other
+        is) loses its entries on the other's pairs (:func:`~lava.core.prune_nested_modules`). The variant finds the structure (which pairs belong to which module,
         the floor), the paper's cosine then scales the values on those pairs, which covers noisy modules more fully
         than the variant alone without its overestimation at a low ``nu`` (``docs/amf_loss.md``). The second phase
         starts converged, so it stops by the paper's rule with a patience of ``0.2 * patience``. ``history``,
@@ -464,7 +466,9 @@ def fit_amf(
         if polish and l1 > 0:  # the same loss without the l1 penalty
             problem.l1 = 0.0
             out = _second_phase(amft, problem, out, patience=patience, **phase)
-        elif refine:  # the paper's loss on the modules' support
+        elif refine:  # the paper's loss on the modules' support, nested copies pruned (not the floor's row)
+            pruned = prune_nested_modules(out["modules"][:n_modules], out["presence"][:, :n_modules])
+            out = {**out, "modules": np.vstack([pruned, out["modules"][n_modules:]])}
             problem.use_paper_loss(refine_nu)
             problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
             out = _second_phase(amft, problem, out, patience=refine_patience(patience), **phase)
@@ -723,11 +727,7 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
     # a module picked from a locality that holds several: remove the pairs of the smaller modules it contains;
     # a duplicate (same pairs as an earlier module) is picked again. "Pairs" are a module's strong entries (at
     # least 0.7 x its 90th percentile), so that background entries above the threshold do not count.
-    support = np.zeros_like(modules, dtype=bool)
-    for m in range(n_modules):
-        nonzero = modules[m][modules[m] > 0]
-        if nonzero.size:
-            support[m] = modules[m] >= 0.7 * np.quantile(nonzero, 0.9)
+    support = strong_pairs(modules)
     sizes = support.sum(1)
     redo = set()
     for a in np.argsort(-sizes, kind="stable"):
@@ -755,3 +755,50 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
     modules += gen.uniform(0, _INIT_JITTER, modules.shape).astype(np.float32)
     presence += gen.uniform(0, _INIT_JITTER, presence.shape).astype(np.float32)
     return np.clip(modules, 0, 1), np.clip(presence, 0, 1)
+
+
+def strong_pairs(modules: np.ndarray) -> np.ndarray:
+    """Boolean (M, P): a module's strong entries, at least 0.7 x the 90th percentile of its non-zero entries.
+
+    A module's "pairs" without the low entries that background correlation leaves on it.
+    """
+    modules = np.asarray(modules)
+    strong = np.zeros(modules.shape, dtype=bool)
+    for m in range(modules.shape[0]):
+        nonzero = modules[m][modules[m] > 0]
+        if nonzero.size:
+            strong[m] = modules[m] >= 0.7 * np.quantile(nonzero, 0.9)
+    return strong
+
+
+#: prune_nested_modules: a module is "on" in a locality where its presence is at least this share of its largest
+#: presence, and nested in another when at least ``_NESTED`` of its "on" localities are the other's.
+_ON_SHARE = 0.5
+_NESTED = 0.9
+
+
+def prune_nested_modules(modules: np.ndarray, presence: np.ndarray) -> np.ndarray:
+    """Remove from each module nested in another the entries on the other module's strong pairs.
+
+    Module ``m`` is nested in ``k`` when ``m`` is present (presence >= half its maximum) only where ``k`` is too
+    (in at least 90% of ``m``'s localities) and ``k`` is present in more localities than ``m``. Then ``m``'s
+    entries on ``k``'s strong pairs (``strong_pairs``) only adjust ``k``'s pattern where both occur, a copy
+    that the fit is slow to give up once it has grown (a local optimum: on planted data, refitting without it
+    reaches a lower loss, docs/amf_loss.md); they are set to 0. Modules present in the same localities, or
+    overlapping without nesting, keep their shared pairs. ``modules`` (M, P) and ``presence`` (l, M); returns
+    a pruned copy of ``modules``.
+    """
+    modules = np.array(modules, dtype=np.float32)
+    presence = np.asarray(presence)
+    if presence.ndim != 2 or presence.shape[1] != modules.shape[0]:
+        msg = f"presence must be (l, M) with M = {modules.shape[0]}, got shape {presence.shape}."
+        raise ValueError(msg)
+    on = presence >= _ON_SHARE * np.maximum(presence.max(0, keepdims=True), _EPS)
+    on &= presence > 0
+    n_on = on.sum(0)
+    strong = strong_pairs(modules)
+    for m in range(modules.shape[0]):
+        for k in range(modules.shape[0]):
+            if k != m and n_on[m] and n_on[k] > n_on[m] and (on[:, m] & on[:, k]).sum() >= _NESTED * n_on[m]:
+                modules[m, strong[k]] = 0
+    return modules

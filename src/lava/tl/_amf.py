@@ -61,8 +61,8 @@ def amf(
         Number of modules M (1 <= M <= number of localities); ignored with ``from_selection``.
         Choose it with :func:`lava.tl.select_n_modules`.
     nu
-        Weight of overestimated entries (``Chat > C``), 9 by default: in the cosine term for ``"paper"`` (as in the
-        paper), in the squared error for the variants.
+        Weight of overestimated entries (``Chat > C``): in the cosine term for ``"paper"`` (9, as in the paper), in
+        the squared error for the variants (12). Default (None): the loss's.
     gamma
         Weight of the mean absolute error term (1e-4; the paper used 10 on sparse single-cell data, whose
         correlations are low).
@@ -79,9 +79,9 @@ def amf(
         Cap on epochs (5000).
     loss
         ``"expectile"`` (default: an asymmetric squared error normalised per locality, with a background floor
-        and the localities start; it does not lose modules that only occur together with another and converges
-        in several times fewer epochs), ``"paper"`` (the paper's nu-weighted cosine) or ``"cosine_expectile"``;
-        see the AMF loss docs page and :func:`lava.core.fit_amf`.
+        and the localities start, then the ``refine`` phase; it does not lose modules that only occur together
+        with another and converges in several times fewer epochs), ``"paper"`` (the paper's nu-weighted cosine)
+        or ``"cosine_expectile"``; see the AMF loss docs page and :func:`lava.core.fit_amf`.
     init
         ``"random"`` (the paper) or ``"localities"`` (modules started from representative localities). Default
         (None): ``"random"`` for ``"paper"``, ``"localities"`` for the variants.
