@@ -19,6 +19,7 @@ MNIST (reduced to fit the 2-core machine): 5000 digits, pixels mean-pooled 2 x 2
     python benchmarks/bench_amf_variants.py planted [--seeds 10] [--configs ...] [--data default-dense ...]
     python benchmarks/bench_amf_variants.py mnist [--seeds 3]
     python benchmarks/bench_amf_variants.py table        # merge the JSON files into the markdown table
+    python benchmarks/bench_amf_variants.py copies       # is a co-located module's copy a local optimum?
 
 Writes benchmarks/out/amf_variants_<what>.json and .md. One torch thread per process.
 """
@@ -317,6 +318,44 @@ def run_mnist(args):
             (OUT / f"amf_variants_mnist_{args.tag}.json").write_text(json.dumps(results, indent=1))
 
 
+def copies(args):
+    """Is a co-located module's copy of the other module's pairs what the loss prefers? (docs/amf_loss.md)
+
+    For fits (the default's first phase, ``refine=False``) on ``colocated-sparse`` where the module matched to
+    module 3 holds entries on module 2's pairs: fit on from the matrices as they are, and from the same matrices
+    with those entries set to 0; compare the losses and the module's cosine with module 3.
+    """
+    import torch
+    from scipy.optimize import linear_sum_assignment
+
+    from lava.core import fit_amf
+    from lava.core.amf import LOSS_DEFAULTS
+
+    torch.set_num_threads(1)
+    C, truth, region, layout = planted_data("colocated-sparse", args.data_seed)
+    options = {**{k: v for k, v in LOSS_DEFAULTS["expectile"].items() if k != "init"}, "refine": False}
+    targets = np.stack([truth[g].max(0) for g in units(layout)])
+    unit = targets / np.linalg.norm(targets, axis=1, keepdims=True)
+    rows = []
+    for seed in args.fit_seeds:
+        first = fit_amf(C, truth.shape[0] + 1, rng=seed, **{**options, "init": "localities"})
+        norms = np.maximum(np.linalg.norm(first.modules, axis=1, keepdims=True), 1e-12)
+        ri, ci = linear_sum_assignment(-(unit @ (first.modules / norms).T))
+        m3 = ci[list(ri).index(3)]  # units: [0], [1], [2], [3], [4, 5]
+        cleaned = first.modules.copy()
+        cleaned[m3, truth[2] > 0] = 0
+        row = {"seed": seed, "copied_mass": float(first.modules[m3, truth[2] > 0].sum())}
+        for name, start in (("as_fitted", first.modules), ("cleaned", cleaned)):
+            res = fit_amf(C, truth.shape[0] + 1, rng=seed, init=(start, first.presence), **options)
+            _, _, unit_cos, _ = score(C, truth, region, layout, res.modules, res.presence)
+            row[name] = {"loss": res.loss, "module3_cosine": unit_cos[3],
+                         "copied_mass": float(res.modules[m3, truth[2] > 0].sum())}  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "amf_variants_copies.json").write_text(json.dumps(rows, indent=1))
+
+
 def table(_args):
     def unique(rows, *keys):  # a fit measured in two files (the same seeds again) counts once
         return list({tuple(r.get(k, 0) for k in keys): r for r in rows}.values())
@@ -370,7 +409,7 @@ def table(_args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["planted", "mnist", "table"])
+    parser.add_argument("what", choices=["planted", "mnist", "table", "copies"])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument(
@@ -386,8 +425,9 @@ def main(argv=None):
         help="seed of the planted data (the table's figures: 0; --seeds are the fits')",
     )
     parser.add_argument("--tag", default="all", help="suffix of the planted JSON file (to run parts in parallel)")
+    parser.add_argument("--fit-seeds", type=int, nargs="+", default=[3, 8, 0], help="fits examined by 'copies'")
     args = parser.parse_args(argv)
-    {"planted": run_planted, "mnist": run_mnist, "table": table}[args.what](args)
+    {"planted": run_planted, "mnist": run_mnist, "table": table, "copies": copies}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ _ROW_CHUNK = 64
 #: The losses :func:`fit_amf` can minimise (docs/amf_loss.md).
 LOSSES = ("paper", "expectile", "cosine_expectile")
 #: The default loss (evidence in docs/amf_loss.md; with ``refine=True``, its default): better than the paper's on
-#: planted co-located modules on every criterion, in 3-8x fewer epochs, and no worse on MNIST. A C stored on disk
+#: planted co-located modules on every criterion, in 3.5-9x fewer epochs, and no worse on MNIST. A C stored on disk
 #: (streamed) defaults to "paper".
 DEFAULT_LOSS = "expectile"
 #: ``nu`` of the paper's loss in the second phase of ``refine=True`` (docs/amf_loss.md).
@@ -331,10 +331,11 @@ def fit_amf(
         With a variant loss: once its fit has converged, continue from its best matrices with the paper's loss at
         ``refine_nu``, every module entry that is 0 frozen at 0 (the modules keep their pairs and cannot spread;
         their values and the presences move). Before, a module nested in another (present only where the other
-        is) loses its entries on the other's pairs (:func:`~lava.core.prune_nested_modules`). The variant finds the structure (which pairs belong to which module,
-        the floor), the paper's cosine then scales the values on those pairs, which covers noisy modules more fully
-        than the variant alone without its overestimation at a low ``nu`` (``docs/amf_loss.md``). The second phase
-        starts converged, so it stops by the paper's rule with a patience of ``0.2 * patience``. ``history``,
+        is) loses its entries on the other's pairs (:func:`~lava.core.prune_nested_modules`). The variant finds
+        the structure (which pairs belong to which module, the floor), the paper's cosine then scales the values on
+        those pairs, which covers noisy modules more fully than the variant alone without its overestimation at a
+        low ``nu`` (``docs/amf_loss.md``). The second phase starts converged, so it stops by the paper's rule with
+        a patience of ``0.2 * patience``. ``history``,
         ``n_epochs`` and ``best_epoch`` cover both phases (the loss switches at the first phase's last epoch);
         ``loss`` is the paper's loss of the returned matrices at ``refine_nu``. Default (None): the loss's
         (:data:`LOSS_DEFAULTS`: True for the variants), False with ``polish=True``.
