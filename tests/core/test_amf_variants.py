@@ -478,3 +478,62 @@ def test_refine_starts_from_the_pruned_modules():
     leaky[m, pairs] = 0.9
     refined = fit_amf(C, 3, rng=0, max_epochs=400, init=(leaky, res.presence), refine=True)
     assert np.all(refined.modules[m, pairs] == 0)
+
+
+def test_complete_modules_gives_a_module_the_pairs_that_behave_like_its_own():
+    from lava.core import complete_modules
+
+    rng = np.random.default_rng(0)
+    n_loc, n_pairs = 40, 30
+    C = rng.uniform(0.02, 0.08, (n_loc, n_pairs)).astype(np.float32)  # background
+    C[:20, :10] = rng.uniform(0.55, 0.65, (20, 10))  # module 0's pairs, in localities 0-19
+    C[:20, 12] = rng.uniform(0.5, 0.6, 20)  # like module 0's own: high where it is present, low elsewhere
+    C[10:20, 13] = 0.6  # high in only half of its localities (a module that occurs only together with it)
+    C[:, 14] = 0.6  # high everywhere
+    C[:20, 15] = 0.6  # like its own, but module 0 already holds it
+    modules = np.zeros((2, n_pairs), np.float32)
+    modules[0, :10] = 0.6
+    modules[0, 15] = 0.3
+    modules[1, 20:25] = 0.5
+    presence = np.zeros((n_loc, 2), np.float32)
+    presence[:20, 0] = 1.0
+    presence[20:, 1] = 1.0
+    completed = complete_modules(C, modules, presence)
+    changed = np.flatnonzero((completed != modules).any(0))
+    np.testing.assert_array_equal(changed, [12])
+    assert completed[0, 12] == pytest.approx(np.median(C[:20, 12]), rel=1e-6)
+    assert modules[0, 12] == 0  # a copy is returned
+    with pytest.raises(ValueError, match="do not fit"):
+        complete_modules(C[:, :5], modules, presence)
+
+
+def test_refine_completes_then_prunes_before_freezing_the_support(monkeypatch):
+    # the wiring: refine=True completes the modules on C in memory (without the all-zero pairs), prunes the
+    # result (pruning sees the completed modules); refine=False does neither
+    from lava.core import amf
+
+    C, _, _ = colocated()
+    C[:, 0] = 0  # an all-zero pair, dropped before fitting
+    calls = []
+    real_complete, real_prune = amf.complete_modules, amf.prune_nested_modules
+
+    def complete(C_kept, modules, presence):
+        calls.append(("complete", C_kept.shape, modules.shape))
+        out = real_complete(C_kept, modules, presence)
+        out[:, 5] = np.where(out[:, 5] == 0, 0.5, out[:, 5])  # (pair 6 of C): every module takes it
+        return out
+
+    def prune(modules, presence):
+        calls.append(("prune", modules.shape, presence.shape))
+        assert np.all(modules[:, 5] > 0)  # pruning sees the completed modules
+        return real_prune(modules, presence)
+
+    monkeypatch.setattr(amf, "complete_modules", complete)
+    monkeypatch.setattr(amf, "prune_nested_modules", prune)
+    n_kept = C.shape[1] - 1
+    res = fit_amf(C, 3, rng=0, max_epochs=400, refine=True)
+    assert calls == [("complete", (C.shape[0], n_kept), (3, n_kept)), ("prune", (3, n_kept), (C.shape[0], 3))]
+    assert res.modules[:, 0].max() == 0  # the dropped pair
+    calls.clear()
+    fit_amf(C, 3, rng=0, max_epochs=400, refine=False)
+    assert calls == []

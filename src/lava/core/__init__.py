@@ -3,7 +3,7 @@
 Usable on its own for plain arrays: embeddings of any model, images, expression matrices.
 """
 
-from .amf import AMFResult, amf_loss, fit_amf, prune_nested_modules, reconstruct
+from .amf import AMFResult, amf_loss, complete_modules, fit_amf, prune_nested_modules, reconstruct
 from .correlations import locality_correlations, n_pairs, pair_indices
 from .metrics import (
     copresence_entropy,
@@ -31,6 +31,7 @@ __all__ = [
     "amf_loss",
     "association_test",
     "benjamini_hochberg",
+    "complete_modules",
     "copresence_entropy",
     "feature_scores",
     "fit_amf",

@@ -46,7 +46,7 @@ _ROW_CHUNK = 64
 #: The losses :func:`fit_amf` can minimise (docs/amf_loss.md).
 LOSSES = ("paper", "expectile", "cosine_expectile")
 #: The default loss (evidence in docs/amf_loss.md; with ``refine=True``, its default): better than the paper's on
-#: planted co-located modules on every criterion, in 3.5-9x fewer epochs, and no worse on MNIST. A C stored on disk
+#: planted co-located modules on every criterion, in 3.4-9x fewer epochs, and no worse on MNIST. A C stored on disk
 #: (streamed) defaults to "paper".
 DEFAULT_LOSS = "expectile"
 #: ``nu`` of the paper's loss in the second phase of ``refine=True`` (docs/amf_loss.md).
@@ -330,8 +330,10 @@ def fit_amf(
     refine
         With a variant loss: once its fit has converged, continue from its best matrices with the paper's loss at
         ``refine_nu``, every module entry that is 0 frozen at 0 (the modules keep their pairs and cannot spread;
-        their values and the presences move). Before, a module nested in another (present only where the other
-        is) loses its entries on the other's pairs (:func:`~lava.core.prune_nested_modules`). The variant finds
+        their values and the presences move). Before, each module takes the pairs that behave like its own but on
+        which it is 0 (:func:`~lava.core.complete_modules`; not for a ``C`` on disk), and a module nested in
+        another (present only where the other is) loses its entries on the other's pairs
+        (:func:`~lava.core.prune_nested_modules`). The variant finds
         the structure (which pairs belong to which module, the floor), the paper's cosine then scales the values on
         those pairs, which covers noisy modules more fully than the variant alone without its overestimation at a
         low ``nu`` (``docs/amf_loss.md``). The second phase starts converged, so it stops by the paper's rule with
@@ -467,8 +469,11 @@ def fit_amf(
         if polish and l1 > 0:  # the same loss without the l1 penalty
             problem.l1 = 0.0
             out = _second_phase(amft, problem, out, patience=patience, **phase)
-        elif refine:  # the paper's loss on the modules' support, nested copies pruned (not the floor's row)
-            pruned = prune_nested_modules(out["modules"][:n_modules], out["presence"][:, :n_modules])
+        elif refine:  # the paper's loss on the modules' support, completed and pruned (not the floor's row)
+            pruned, presence = out["modules"][:n_modules], out["presence"][:, :n_modules]
+            if not _streamed.is_store(C):  # (completing reads C by columns: not for a store on disk)
+                pruned = complete_modules(Ck, pruned, presence)
+            pruned = prune_nested_modules(pruned, presence)
             out = {**out, "modules": np.vstack([pruned, out["modules"][n_modules:]])}
             problem.use_paper_loss(refine_nu)
             problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
@@ -772,10 +777,21 @@ def strong_pairs(modules: np.ndarray) -> np.ndarray:
     return strong
 
 
-#: prune_nested_modules: a module is "on" in a locality where its presence is at least this share of its largest
-#: presence, and nested in another when at least ``_NESTED`` of its "on" localities are the other's.
+#: A module is "present" in a locality where its presence is at least this share of its largest presence.
 _ON_SHARE = 0.5
+#: prune_nested_modules: nested in another when at least this share of a module's localities are the other's.
 _NESTED = 0.9
+#: complete_modules: a pair behaves like a module's own pairs when, in 80% of the module's localities, it correlates
+#: at least ``_COMPLETE_ON`` times the median of the module's strong pairs there, and in 80% of the others at most
+#: ``_COMPLETE_OFF`` times that level.
+_COMPLETE_ON = 0.6
+_COMPLETE_OFF = 0.3
+
+
+def _present(presence: np.ndarray) -> np.ndarray:
+    """Boolean (l, M): where each module is present (presence > 0 and at least half its largest presence)."""
+    presence = np.asarray(presence)
+    return (presence >= _ON_SHARE * np.maximum(presence.max(0, keepdims=True), _EPS)) & (presence > 0)
 
 
 def prune_nested_modules(modules: np.ndarray, presence: np.ndarray) -> np.ndarray:
@@ -794,12 +810,57 @@ def prune_nested_modules(modules: np.ndarray, presence: np.ndarray) -> np.ndarra
     if presence.ndim != 2 or presence.shape[1] != modules.shape[0]:
         msg = f"presence must be (l, M) with M = {modules.shape[0]}, got shape {presence.shape}."
         raise ValueError(msg)
-    on = presence >= _ON_SHARE * np.maximum(presence.max(0, keepdims=True), _EPS)
-    on &= presence > 0
+    on = _present(presence)
     n_on = on.sum(0)
     strong = strong_pairs(modules)
     for m in range(modules.shape[0]):
         for k in range(modules.shape[0]):
             if k != m and n_on[m] and n_on[k] > n_on[m] and (on[:, m] & on[:, k]).sum() >= _NESTED * n_on[m]:
                 modules[m, strong[k]] = 0
+    return modules
+
+
+def complete_modules(C: np.ndarray, modules: np.ndarray, presence: np.ndarray) -> np.ndarray:
+    """Give each module the pairs that behave like its own but on which it is 0.
+
+    A pair behaves like module ``k``'s own pairs when ``C`` on it is high wherever ``k`` is present (in 80% of
+    those localities at least 0.6 times the median of ``C`` on ``k``'s strong pairs there) and low elsewhere (in
+    80% of the other localities at most 0.3 times the median level of ``k``'s pairs). Such a pair is often held by a
+    fragment (a second module present where ``k`` is, with a few of ``k``'s pairs) or by no module, while ``k``'s
+    own entry decayed to 0: under the maximum only the largest product gets a gradient. ``k``'s entry is set to
+    the median of ``C / presence`` over its localities (the fragment then loses the pair to
+    :func:`prune_nested_modules`). A pair high in only some of ``k``'s localities (the pairs of a module that
+    occurs only together with ``k``) or also high elsewhere is left alone. ``C`` (l, P) in memory, ``modules``
+    (M, P), ``presence`` (l, M); returns a completed copy of ``modules``.
+    """
+    C = np.asarray(C)
+    modules = np.array(modules, dtype=np.float32)
+    presence = np.asarray(presence, dtype=np.float32)
+    if C.ndim != 2 or presence.shape != (C.shape[0], modules.shape[0]) or modules.shape[1] != C.shape[1]:
+        msg = f"C (l, P), modules (M, P) and presence (l, M) do not fit: {C.shape}, {modules.shape}, {presence.shape}."
+        raise ValueError(msg)
+    on = _present(presence)
+    strong = strong_pairs(modules)
+    for k in range(modules.shape[0]):
+        rows, others = np.flatnonzero(on[:, k]), np.flatnonzero(~on[:, k])
+        if rows.size == 0 or others.size == 0 or not strong[k].any():
+            continue
+        level = np.maximum(np.median(C[np.ix_(rows, np.flatnonzero(strong[k]))], axis=1), _EPS)  # (n_on,)
+        # candidates: 0 in module k, and a mean ratio to the level that the 20% quantile test can pass (at least
+        # 80% of the ratios >= _COMPLETE_ON implies a mean >= 0.8 * _COMPLETE_ON); a block of rows at a time
+        mean_ratio = np.zeros(C.shape[1], dtype=np.float64)
+        for r0 in range(0, rows.size, _ROW_CHUNK):
+            block = rows[r0 : r0 + _ROW_CHUNK]
+            mean_ratio += (1.0 / level[r0 : r0 + _ROW_CHUNK]) @ np.asarray(C[block], dtype=np.float64)
+        mean_ratio /= rows.size
+        candidates = np.flatnonzero((modules[k] == 0) & (mean_ratio >= 0.7 * _COMPLETE_ON))
+        if candidates.size == 0:
+            continue
+        ratio = C[np.ix_(rows, candidates)] / level[:, None]
+        high = np.quantile(ratio, 0.2, axis=0) >= _COMPLETE_ON
+        low = np.quantile(C[np.ix_(others, candidates)], 0.8, axis=0) <= _COMPLETE_OFF * np.median(level)
+        take = candidates[high & low]
+        if take.size:
+            values = np.median(C[np.ix_(rows, take)] / np.maximum(presence[rows, k], _EPS)[:, None], axis=0)
+            modules[k, take] = np.clip(values, 0, 1)
     return modules
