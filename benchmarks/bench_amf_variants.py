@@ -96,7 +96,8 @@ def two_phase_fit(C, n_modules, *, phase2, **options):
     """``fit_amf`` with ``options``, then a second phase at ``phase2["nu"]`` from the first phase's best matrices.
 
     An experiment beyond the library's options (``refine=True`` is the case ``{"loss": "paper", "freeze":
-    "support"}`` with a patience of 30): the second phase runs through ``polish=True``'s hook
+    "support"}`` with a patience of 20, after completing and pruning the modules, which this function does not):
+    the second phase runs through ``polish=True``'s hook
     (``lava.core.amf._second_phase`` is replaced for the call) and freezes entries through the training step's
     module mask (``Problem.module_mask``). A frozen entry gets no gradient, so Adam leaves it where it is.
     ``n_epochs`` counts both phases; the returned figures are the second phase's.

@@ -369,7 +369,8 @@ def test_refine_keeps_the_support_and_ends_with_the_paper_loss():
     res = fit_amf(C, 3, refine=True, refine_nu=4.0, **kwargs)
     assert first.converged
     assert res.converged
-    # the first phase is the plain fit; its zero entries stay exactly 0, the others move
+    # the first phase is the plain fit; its zero entries stay exactly 0 (completion adds no pair on this C: each
+    # module already holds its own), the others move
     zero = first.modules == 0
     assert 0.3 < zero.mean() < 1
     assert np.all(res.modules[zero] == 0)

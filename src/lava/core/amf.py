@@ -470,11 +470,11 @@ def fit_amf(
             problem.l1 = 0.0
             out = _second_phase(amft, problem, out, patience=patience, **phase)
         elif refine:  # the paper's loss on the modules' support, completed and pruned (not the floor's row)
-            pruned, presence = out["modules"][:n_modules], out["presence"][:, :n_modules]
-            if not _streamed.is_store(C):  # (completing reads C by columns: not for a store on disk)
-                pruned = complete_modules(Ck, pruned, presence)
-            pruned = prune_nested_modules(pruned, presence)
-            out = {**out, "modules": np.vstack([pruned, out["modules"][n_modules:]])}
+            settled, presence = out["modules"][:n_modules], out["presence"][:, :n_modules]
+            if not _streamed.is_store(C):  # completion indexes C by rows and columns: C in memory only
+                settled = complete_modules(Ck, settled, presence)
+            settled = prune_nested_modules(settled, presence)
+            out = {**out, "modules": np.vstack([settled, out["modules"][n_modules:]])}
             problem.use_paper_loss(refine_nu)
             problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
             out = _second_phase(amft, problem, out, patience=refine_patience(patience), **phase)

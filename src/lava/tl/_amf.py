@@ -95,9 +95,10 @@ def amf(
         Also fit a per-locality background floor (stored as ``background``, l float32); default
         (None) True for the variants, False for ``"paper"``.
     refine
-        With a variant loss: once it has converged, continue with the paper's loss (``nu`` 5) on the modules'
-        pairs only (entries that are 0 stay 0), which covers noisy modules more fully; see
-        :func:`lava.core.fit_amf`. Default (None): the loss's (False for ``"paper"``).
+        With a variant loss: once it has converged, settle which pairs each module holds (completion, pruning of
+        copies) and continue with the paper's loss (``nu`` 5) on those pairs only (entries that are 0 stay 0),
+        which covers noisy modules more fully; see :func:`lava.core.fit_amf`. Default (None): the loss's (True for
+        the variants, False for ``"paper"``).
     {rng}
     {device}
     from_selection
