@@ -344,12 +344,12 @@ def copies(args):
 
     torch.set_num_threads(1)
     C, truth, region, layout = planted_data("colocated-sparse", args.data_seed)
-    options = {**{k: v for k, v in LOSS_DEFAULTS["expectile"].items() if k != "init"}, "refine": False}
+    options = {**LOSS_DEFAULTS["expectile"], "refine": False}
     targets = np.stack([truth[g].max(0) for g in units(layout)])
     unit = targets / np.linalg.norm(targets, axis=1, keepdims=True)
     rows = []
     for seed in args.fit_seeds:
-        first = fit_amf(C, truth.shape[0] + 1, rng=seed, **{**options, "init": "localities"})
+        first = fit_amf(C, truth.shape[0] + 1, rng=seed, **options)
         norms = np.maximum(np.linalg.norm(first.modules, axis=1, keepdims=True), 1e-12)
         ri, ci = linear_sum_assignment(-(unit @ (first.modules / norms).T))
         m3 = ci[list(ri).index(3)]  # units: [0], [1], [2], [3], [4, 5]
@@ -357,7 +357,7 @@ def copies(args):
         cleaned[m3, truth[2] > 0] = 0
         row = {"seed": seed, "copied_mass": float(first.modules[m3, truth[2] > 0].sum())}
         for name, start in (("as_fitted", first.modules), ("cleaned", cleaned)):
-            res = fit_amf(C, truth.shape[0] + 1, rng=seed, init=(start, first.presence), **options)
+            res = fit_amf(C, truth.shape[0] + 1, rng=seed, **{**options, "init": (start, first.presence)})
             _, _, unit_cos, _ = score(C, truth, region, layout, res.modules, res.presence)
             row[name] = {"loss": res.loss, "module3_cosine": unit_cos[3],
                          "copied_mass": float(res.modules[m3, truth[2] > 0].sum())}  # fmt: skip

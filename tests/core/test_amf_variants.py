@@ -168,7 +168,7 @@ def test_variant_fit_recovers_the_colocated_module_without_overestimating(loss):
     assert res.modules.shape == modules.shape
     assert res.presence.shape == (C.shape[0], 3)
     # the second phase (refine=True, the default) keeps the modules' pairs: the co-located module stays recovered
-    # (the paper's loss alone: 0.22 here). Its ratio is higher on this C (0.21: C's noise only adds correlation,
+    # (the paper's loss alone: 0.22 here). Its ratio can be higher on this C (0.21 for the expectile: C's noise only adds correlation,
     # and the paper's cosine at nu 5 reaches into it), a trade the planted benchmark measures (docs/amf_loss.md)
     refined = fit_amf(C, 3, loss=loss, rng=0, max_epochs=400, refine=True)
     assert recovery(refined) >= 0.95
@@ -398,7 +398,7 @@ def test_refine_covers_noisy_modules_more_than_the_variant_alone():
         chat = reconstruct(res.presence, res.modules)
         return np.minimum(chat, C)[planted].sum() / C[planted].sum(), res.overestimation_ratio
 
-    # (measured: 0.868 -> 0.890 coverage, ratio 0.06 -> 0.16; this C's noise is independent per entry, so no
+    # (measured: 0.868 -> 0.889 coverage, ratio 0.06 -> 0.16; this C's noise is independent per entry, so no
     # module can follow it and any gain in coverage costs overestimation: the ratio stays below 0.2)
     coverage, _ = figures(False)
     coverage_refined, ratio_refined = figures(True)
