@@ -1,0 +1,798 @@
+"""Real-data benchmark: do lava's defaults explain every population, with distinct, enriched, stable modules?
+
+Data sets, each run through the pipeline a user follows from the docs (``lava.tl.localities`` ->
+``lava.tl.correlations`` -> ``lava.tl.amf`` -> ``lava.tl.module_genes`` -> ``lava.tl.enrich``), lava's defaults
+unless an option below overrides a step:
+
+- ``kidney``: ``lava.datasets.kidney_immune()`` (1,000 cells; ``obs["celltype"]``), the kidney tutorial's recipe:
+  ``lava.pp.filter_mito_ribo``, genes detected in >= 20% of the cells, ``lava.pp.select_features(n_top=300)``,
+  localities of n = 100 at overlap 5 over ``X_umap``, M = 6.
+- ``pbmc``: scanpy's ``pbmc68k_reduced`` (700 cells; ``obs["bulk_labels"]``), the README's recipe: its
+  ``highly_variable`` genes, n = 100, overlap 5, M = 5.
+- ``mnist``: the reduced MNIST of ``bench_amf_variants.py mnist`` (5,000 digits, seed 0, pixels mean-pooled 2 x 2,
+  UMAP ``random_state=0``; ``obs["label"]`` the digit), localities of n = 250 (default overlap), M = 9, no GO.
+
+Metrics per data set and fit (every threshold is a module-level constant; ``benchmarks/RESULTS.md`` explains them):
+
+- ``coverage``: the share of cells in at least one locality whose largest module presence is >= 0.5; cells in no
+  locality count as not covered. ``locality_coverage``: the share of localities with a module at >= 0.5.
+- Per population (the label column; populations with >= 5% of the cells): ``cell_coverage`` (the share of its cells
+  covered, as above), its localities (those where it is the most frequent label), ``has_module``: some module has
+  presence >= 0.5 in at least one of its localities (False when it is the most frequent label of none), and
+  ``locality_coverage`` (the share of its localities with a module at >= 0.5).
+- Distinct modules: the modules' gene sets (``lava.tl.module_genes``), visited in decreasing total presence; a module
+  is kept when its gene-set Jaccard with every kept one is < 0.5. ``max_jaccard``: the largest pairwise Jaccard.
+- GO: ORA with ``lava.tl.enrich`` against GO BP (``lava.datasets.go_bp_human``), background = the features that are
+  non-zero in at least one locality of C (the only ones that can become module genes); a module is GO-significant
+  with at least one term at BH-adjusted p < 0.05; ``distinct_go``: the distinct rule over the GO-significant ones.
+- Stability over AMF seeds (the same C): for every pair of seeds, modules are matched one-to-one by the Hungarian
+  algorithm on the cosine of their pair vectors (rows of ``modules``); ``amf_matched_share``: the share of modules
+  whose matched cosine is >= 0.9 (mean over seed pairs; the minimum is kept too).
+- Stability over placement seeds (another C of the same features and pairs): the fits of the same AMF seed on two
+  placements are matched the same way, on the module pair vectors (they live on the same feature pairs; when the
+  feature lists differ, on the feature scores ``varm["lava_modules"]`` over the shared features).
+- Wall time of every step (placement and correlations are cached: their time is the time they took when computed).
+- MNIST: the paper's findings, judged as the MNIST tutorial does: a locality's digit is its majority digit; a module
+  belongs to the digits where its mean presence (over their localities) is >= half its largest; a module shared by
+  3/5/8 (4/7/9) belongs to all three and to at most 5 digits; and the overestimation ratio < 0.15.
+
+Reference rows (``--hotspot``, on by default; skipped with a message when ``hotspot`` (``pip install hotspotsc``) is
+not importable): Hotspot on the same features, log-normalised values (``model="normal"``), its kNN graph on the same
+embedding (``X_umap``, Hotspot's default 30 neighbours), genes with autocorrelation FDR < 0.05, modules of >= 10
+genes; GO and the distinct rule as for lava with the same background. Its per-population figures use its per-cell
+module scores, z-scored over cells: a cell is covered when some module scores >= 1, and a population has a module
+when some module's median z over its cells is >= 1. The z threshold is a convention (Hotspot's scores have no
+presence scale), so compare those figures with lava's as an indication only.
+
+    python benchmarks/bench_real.py                                    # kidney, pbmc, mnist; AMF seeds 0 1 2
+    python benchmarks/bench_real.py --data kidney pbmc --tag default
+    python benchmarks/bench_real.py --data kidney --amf '{"loss": "paper", "gamma": 10}' --tag paper
+    python benchmarks/bench_real.py --data kidney --n-modules 9 --placement-seeds 0 1
+    python benchmarks/bench_real.py --data pbmc --select-n-modules --select-range 2 10 --select-runs 3
+    python benchmarks/bench_real.py --data kidney --localities '{"n_neighbors": 50}' --correlations '{"tie_fraction": 0.9}'
+
+Placement and correlations are cached per (data set, placement seed, options, lava's placement/correlation source) in
+``--cache`` (default ``/tmp/bench_real_cache``), so rerunning AMF variants costs only the fits. Writes
+``benchmarks/out/bench_real_<tag>.json`` and ``.md``. Needs the data in the lava data cache: when ``LAVA_DATA_DIR`` is
+not set, ``<cache>/data`` is seeded with links to ``../shared/data`` (as ``tests/conftest.py`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+#: a module is "present" in a locality at this presence
+PRESENCE_THRESHOLD = 0.5
+#: populations with at least this share of the cells are scored
+MIN_POPULATION_SHARE = 0.05
+#: two modules are duplicates at this gene-set Jaccard or above
+MAX_JACCARD = 0.5
+#: matched module cosine counted as "the same module"
+MATCH_COSINE = 0.9
+#: BH-adjusted p-value of a GO-significant term
+GO_P_ADJUSTED = 0.05
+#: Hotspot: a cell is covered by a module scoring this many SDs above the mean over cells
+HOTSPOT_Z = 1.0
+
+DATASETS = {
+    "kidney": {
+        "label": "celltype",
+        "localities": {"basis": "X_umap", "n_neighbors": 100, "overlap": 5},
+        "correlations": {"features": "highly_variable"},
+        "n_modules": 6,
+        "go": True,
+    },
+    "pbmc": {
+        "label": "bulk_labels",
+        "localities": {"basis": "X_umap", "n_neighbors": 100, "overlap": 5},
+        "correlations": {"features": "highly_variable"},
+        "n_modules": 5,
+        "go": True,
+    },
+    "mnist": {
+        "label": "label",
+        "localities": {"basis": "X_umap", "n_neighbors": 250},
+        "correlations": {},
+        "n_modules": 9,
+        "go": False,
+    },
+}
+#: the kidney tutorial's feature recipe
+KIDNEY_MIN_DETECTED = 0.2
+KIDNEY_N_TOP = 300
+#: the reduced MNIST of bench_amf_variants.py (same digits, pooling and UMAP, so the same C)
+MNIST_N_OBS = 5000
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# metrics (plain arrays; tests/test_bench_real.py checks them on hand-made inputs)
+
+
+def covered_cells(indices: np.ndarray, presence: np.ndarray, n_obs: int, threshold: float = PRESENCE_THRESHOLD):
+    """(n_obs,) bool: the cell is in at least one locality whose largest presence is >= ``threshold``.
+
+    ``indices`` (l, n) are the localities' cells, ``presence`` (l, M) the modules' presence per locality.
+    """
+    good = np.asarray(presence).max(axis=1) >= threshold if np.size(presence) else np.zeros(len(indices), bool)
+    covered = np.zeros(n_obs, dtype=bool)
+    covered[np.unique(np.asarray(indices)[good])] = True
+    return covered
+
+
+def majority_labels(indices: np.ndarray, codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """(l,) int: the most frequent label code of each locality's cells (ties: the lower code)."""
+    return np.array([np.bincount(codes[row], minlength=n_labels).argmax() for row in np.asarray(indices)], dtype=int)
+
+
+def population_coverage(
+    indices: np.ndarray,
+    presence: np.ndarray,
+    labels,
+    *,
+    threshold: float = PRESENCE_THRESHOLD,
+    min_share: float = MIN_POPULATION_SHARE,
+) -> list[dict]:
+    """Per population with >= ``min_share`` of the cells: cell coverage and whether it has a module.
+
+    A population's localities are those where it is the most frequent label; it ``has_module`` when some module's
+    presence is >= ``threshold`` in at least one of them (False when it is the most frequent label of none).
+    ``modules``: the modules reaching ``threshold`` in its localities.
+    """
+    labels = np.asarray(labels).astype(str)
+    names, codes = np.unique(labels, return_inverse=True)
+    presence = np.asarray(presence)
+    covered = covered_cells(indices, presence, labels.size, threshold)
+    majority = majority_labels(indices, codes, names.size)
+    rows = []
+    for k, name in enumerate(names):
+        cells = codes == k
+        share = float(cells.mean())
+        if share < min_share:
+            continue
+        own = presence[majority == k]
+        hits = own >= threshold
+        rows.append(
+            {
+                "population": str(name),
+                "share_of_cells": share,
+                "cell_coverage": float(covered[cells].mean()),
+                "n_localities": int(own.shape[0]),
+                "locality_coverage": float(hits.any(axis=1).mean()) if own.shape[0] else 0.0,
+                "has_module": bool(hits.any()),
+                "modules": [int(m) for m in np.flatnonzero(hits.any(axis=0))],
+            }
+        )
+    return rows
+
+
+def jaccard(a, b) -> float:
+    """Jaccard index of two sets (0 when both are empty)."""
+    a, b = set(a), set(b)
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def distinct_modules(gene_sets: list, order=None, max_jaccard: float = MAX_JACCARD) -> tuple[list[int], float]:
+    """Greedy distinct modules and the largest pairwise Jaccard.
+
+    Modules are visited in ``order`` (default: as given); one is kept when its gene set has a Jaccard < ``max_jaccard``
+    with every kept one. Empty gene sets are never kept. Returns the kept module numbers (in visiting order) and the
+    largest Jaccard over all pairs of non-empty sets (0 with fewer than two).
+    """
+    order = list(range(len(gene_sets))) if order is None else [int(m) for m in order]
+    kept: list[int] = []
+    for m in order:
+        if gene_sets[m] and all(jaccard(gene_sets[m], gene_sets[k]) < max_jaccard for k in kept):
+            kept.append(m)
+    nonempty = [m for m in range(len(gene_sets)) if gene_sets[m]]
+    pairs = [jaccard(gene_sets[a], gene_sets[b]) for i, a in enumerate(nonempty) for b in nonempty[i + 1 :]]
+    return kept, float(max(pairs)) if pairs else 0.0
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+
+
+def matched_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosines of the optimal one-to-one matching of the rows of A with those of B (Hungarian, maximal total).
+
+    Returns min(len(A), len(B)) cosines, in the order of A's matched rows; an all-zero row has cosine 0 with any row.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cos = _unit_rows(A) @ _unit_rows(B).T
+    rows, cols = linear_sum_assignment(-cos)
+    return cos[rows, cols]
+
+
+def matched_share(A: np.ndarray, B: np.ndarray, threshold: float = MATCH_COSINE) -> float:
+    """Share of modules (of the larger of the two fits) whose matched cosine is >= ``threshold``."""
+    n = max(len(A), len(B))
+    return float(np.count_nonzero(matched_cosines(A, B) >= threshold) / n) if n else 0.0
+
+
+def background_features(C: np.ndarray, features) -> list[str]:
+    """The features in at least one pair that is non-zero in at least one locality (pair order: upper triangle)."""
+    features = np.asarray(features).astype(str)
+    i, j = np.triu_indices(features.size, k=1)
+    nonzero = np.asarray(C != 0).any(axis=0)
+    keep = np.zeros(features.size, dtype=bool)
+    keep[i[nonzero]] = True
+    keep[j[nonzero]] = True
+    return features[keep].tolist()
+
+
+def mnist_findings(indices: np.ndarray, presence: np.ndarray, digits) -> dict:
+    """The MNIST tutorial's reading of the paper's findings: which digits share a module.
+
+    A locality's digit is its majority digit; a module belongs to the digits whose localities' mean presence is >= half
+    of its largest such mean; a module "shared by 3/5/8" belongs to all of 3, 5, 8 and to at most 5 digits.
+    """
+    codes = np.asarray(digits).astype(int)
+    majority = majority_labels(indices, codes, 10)
+    presence = np.asarray(presence)
+    by_digit = np.full((presence.shape[1], 10), np.nan)
+    for d in range(10):
+        if np.any(majority == d):
+            by_digit[:, d] = presence[majority == d].mean(axis=0)
+    module_digits = {}
+    for m in range(presence.shape[1]):
+        top = np.nanmax(by_digit[m]) if np.isfinite(by_digit[m]).any() else 0.0
+        module_digits[m] = [int(d) for d in range(10) if top > 0 and by_digit[m, d] >= 0.5 * top]
+
+    def shared(ds):
+        return [m for m, own in module_digits.items() if set(ds) <= set(own) and len(own) <= 5]
+
+    return {"module_digits": module_digits, "shared_358": shared({3, 5, 8}), "shared_479": shared({4, 7, 9})}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# data and the cached placement + correlations
+
+
+def seed_data_cache(cache: Path) -> None:
+    """Point lava's data cache at links to ../shared/data unless LAVA_DATA_DIR is set (as tests/conftest.py does)."""
+    if "LAVA_DATA_DIR" in os.environ or not SHARED_DATA.is_dir():
+        return
+    data = cache / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for f in SHARED_DATA.iterdir():
+        if f.suffix in {".npz", ".h5ad", ".gmt"} and not (data / f.name).exists():
+            (data / f.name).symlink_to(f)
+    os.environ["LAVA_DATA_DIR"] = str(data)
+
+
+def _source_hash() -> str:
+    """Fingerprint of lava's placement and correlation code: a cached C is recomputed when it changes."""
+    digest = hashlib.sha256()
+    for rel in ("core/placement.py", "core/_placement_numba.py", "core/_neighbors.py", "core/correlations.py",
+                "tl/_localities.py", "tl/_correlations.py"):  # fmt: skip
+        path = ROOT / "src" / "lava" / rel
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_prepared(name: str, cache: Path):
+    """The data set as the recipe prepares it (features marked), before any lava step."""
+    import anndata as ad
+    import scanpy as sc
+
+    import lava
+
+    if name == "kidney":
+        adata = lava.datasets.kidney_immune()
+        lava.pp.filter_mito_ribo(adata)
+        sc.pp.filter_genes(adata, min_cells=int(KIDNEY_MIN_DETECTED * adata.n_obs))
+        lava.pp.select_features(adata, n_top=KIDNEY_N_TOP)
+        return adata
+    if name == "pbmc":
+        return lava.datasets.pbmc68k_reduced()
+    if name == "mnist":
+        path = cache / f"mnist_{MNIST_N_OBS}_pooled.h5ad"
+        if path.exists():
+            return ad.read_h5ad(path)
+        import umap
+
+        full = lava.datasets.mnist(n_obs=MNIST_N_OBS, rng=0)
+        X = np.asarray(full.X, dtype=np.float32).reshape(-1, 14, 2, 14, 2).mean((2, 4)).reshape(-1, 196)
+        adata = ad.AnnData(X, obs=full.obs[["label"]].copy())
+        adata.obsm["X_umap"] = umap.UMAP(random_state=0, n_jobs=1).fit_transform(X).astype(np.float32)
+        cache.mkdir(parents=True, exist_ok=True)
+        adata.write_h5ad(path)
+        return adata
+    msg = f"unknown data set {name!r}; choose from {sorted(DATASETS)}"
+    raise ValueError(msg)
+
+
+def placed(name: str, seed: int, loc_kwargs: dict, corr_kwargs: dict, cache: Path, refresh: bool):
+    """The prepared AnnData with localities and correlations, from the cache or computed (and cached)."""
+    import anndata as ad
+
+    import lava
+
+    spec = {"data": name, "placement_seed": seed, "localities": loc_kwargs, "correlations": corr_kwargs}
+    spec |= {"kidney": [KIDNEY_MIN_DETECTED, KIDNEY_N_TOP], "mnist": MNIST_N_OBS, "source": _source_hash()}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path, meta_path = cache / f"{name}_p{seed}_{digest}.h5ad", cache / f"{name}_p{seed}_{digest}.json"
+    if path.exists() and meta_path.exists() and not refresh:
+        return ad.read_h5ad(path), json.loads(meta_path.read_text()) | {"cached": True, "cache_key": digest}
+    adata = load_prepared(name, cache)
+    t0 = time.perf_counter()
+    lava.tl.localities(adata, rng=seed, progress=False, **loc_kwargs)
+    t1 = time.perf_counter()
+    lava.tl.correlations(adata, progress=False, **corr_kwargs)
+    t2 = time.perf_counter()
+    C = np.asarray(adata.uns["lava"]["correlations"]["values"])
+    meta = {
+        "spec": spec,
+        "cache_key": digest,
+        "localities_s": t1 - t0,
+        "correlations_s": t2 - t1,
+        "n_localities": int(C.shape[0]),
+        "n_features": len(adata.uns["lava"]["correlations"]["features"]),
+        "n_pairs": int(C.shape[1]),
+        "nonzero_pairs": int(np.count_nonzero(C.any(axis=0))),
+        "nonzero_share_of_C": float(np.count_nonzero(C) / C.size),
+    }
+    cache.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(path)
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return adata, meta | {"cached": False}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# one fit and its figures
+
+
+def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: int, args, go_sets, background):
+    """AMF (+ module genes, + GO) on a copy of ``adata``; returns the run's row and its arrays (modules, scores)."""
+    import lava
+
+    spec = DATASETS[name]
+    work = adata.copy()
+    t0 = time.perf_counter()
+    lava.tl.amf(work, n_modules, rng=seed, progress=False, **args.amf)
+    t1 = time.perf_counter()
+    lava.tl.module_genes(work, **args.module_genes)
+    t2 = time.perf_counter()
+    fit = work.uns["lava"]["amf"]
+    indices = np.asarray(work.uns["lava"]["localities"]["indices"])
+    presence = np.asarray(fit["presence"])
+    modules = np.asarray(fit["modules"])
+    table = lava.get.module_genes(work)
+    gene_sets = [table.loc[table["module"] == m, "feature"].astype(str).tolist() for m in range(modules.shape[0])]
+    order = np.argsort(-presence.sum(axis=0), kind="stable")
+    kept, max_jac = distinct_modules(gene_sets, order)
+    labels = work.obs[spec["label"]].to_numpy()
+    populations = population_coverage(indices, presence, labels)
+    row = {
+        "data": name,
+        "placement_seed": int(placement_seed),
+        "seed": int(seed),
+        "n_modules": int(n_modules),
+        "amf_s": t1 - t0,
+        "module_genes_s": t2 - t1,
+        "loss": float(fit["loss"]),
+        "similarity": float(fit["similarity"]),
+        "overestimation_ratio": float(fit["overestimation_ratio"]),
+        "n_epochs": int(fit["n_epochs"]),
+        "converged": bool(fit["converged"]),
+        "coverage": float(covered_cells(indices, presence, work.n_obs).mean()),
+        "locality_coverage": float((presence.max(axis=1) >= PRESENCE_THRESHOLD).mean()),
+        "populations": populations,
+        "populations_with_module": int(sum(p["has_module"] for p in populations)),
+        "n_populations": len(populations),
+        "module_sizes": [len(g) for g in gene_sets],
+        "distinct_modules": len(kept),
+        "max_jaccard": max_jac,
+    }
+    if spec["go"] and go_sets is not None:
+        testable = [m for m in range(modules.shape[0]) if gene_sets[m]]
+        t3 = time.perf_counter()
+        lava.tl.enrich(work, go_sets, modules=testable, background=background)
+        row["enrich_s"] = time.perf_counter() - t3
+        enr = lava.get.enrichment(work)
+        significant = sorted({int(m) for m in enr.loc[enr["p_adjusted"] < GO_P_ADJUSTED, "module"]})
+        go_kept, _ = distinct_modules(gene_sets, [m for m in order if m in significant])
+        row |= {
+            "go_background": len(background),
+            "go_significant": len(significant),
+            "go_significant_modules": significant,
+            "distinct_go": len(go_kept),
+            "go_top_terms": {
+                int(m): enr.loc[enr["module"] == m].nsmallest(3, "p_adjusted")["term"].tolist() for m in significant
+            },
+        }
+    if name == "mnist":
+        found = mnist_findings(indices, presence, labels)
+        ratio = row["overestimation_ratio"]
+        row["mnist"] = found | {
+            "ratio_below_0.15": ratio < 0.15,
+            "paper_findings": bool(found["shared_358"] and found["shared_479"] and ratio < 0.15),
+        }
+    features = np.asarray(work.uns["lava"]["correlations"]["features"]).astype(str)
+    scores = np.asarray(work.varm["lava_modules"])
+    return row, {"modules": modules, "features": features, "scores": scores, "var_names": np.asarray(work.var_names)}
+
+
+def compare_fits(a: dict, b: dict) -> tuple[float, str]:
+    """Matched share between two fits: on module pair vectors when they share the features, else feature scores."""
+    if a["features"].size == b["features"].size and np.array_equal(a["features"], b["features"]):
+        return matched_share(a["modules"], b["modules"]), "pairs"
+    _, ia, ib = np.intersect1d(a["var_names"], b["var_names"], return_indices=True)
+    return matched_share(a["scores"][ia].T, b["scores"][ib].T), "feature scores"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the Hotspot reference row
+
+
+def run_hotspot(adata, name: str, options: dict, go_sets, background) -> dict:
+    """Hotspot on lava's features and embedding: modules -> GO with the same background and distinct rule."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # Hotspot's progress bars, one per step
+    try:
+        import hotspot
+    except ImportError:
+        return {"skipped": "hotspot is not importable (pip install hotspotsc)"}
+    import anndata as ad
+    from scipy import sparse
+
+    from lava.core import ora
+
+    spec = DATASETS[name]
+    features = np.asarray(adata.uns["lava"]["correlations"]["features"]).astype(str)
+    source = adata.raw.to_adata() if adata.raw is not None else adata  # log-normalised values (pbmc's X is scaled)
+    X = source[:, features].X
+    X = sparse.csc_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
+    hs_data = ad.AnnData(X, obs=adata.obs[[spec["label"]]].copy())
+    hs_data.var_names = features
+    hs_data.obsm["X_umap"] = np.asarray(adata.obsm[DATASETS[name]["localities"]["basis"]], dtype=np.float64)
+    opts = {"n_neighbors": 30, "min_gene_threshold": 10, "fdr": 0.05} | options
+    t0 = time.perf_counter()
+    hs = hotspot.Hotspot(hs_data, model="normal", latent_obsm_key="X_umap")
+    hs.create_knn_graph(weighted_graph=False, n_neighbors=opts["n_neighbors"])
+    auto = hs.compute_autocorrelations(jobs=1)
+    genes = auto.index[auto["FDR"] < opts["fdr"]]
+    hs.compute_local_correlations(genes, jobs=1)
+    assignment = hs.create_modules(min_gene_threshold=opts["min_gene_threshold"], core_only=True, fdr_threshold=0.05)
+    scores = hs.calculate_module_scores()
+    seconds = time.perf_counter() - t0
+    ids = sorted(int(m) for m in assignment.unique() if m != -1)
+    gene_sets = [assignment.index[assignment == m].astype(str).tolist() for m in ids]
+    order = np.argsort([-len(g) for g in gene_sets], kind="stable")
+    kept, max_jac = distinct_modules(gene_sets, order)
+    z = np.asarray(scores[ids], dtype=np.float64) if ids else np.zeros((hs_data.n_obs, 0))
+    z = (z - z.mean(axis=0)) / np.where(z.std(axis=0) > 0, z.std(axis=0), 1.0)
+    labels = hs_data.obs[spec["label"]].astype(str).to_numpy()
+    names, codes = np.unique(labels, return_inverse=True)
+    populations = []
+    for k, pop in enumerate(names):
+        cells = codes == k
+        if cells.mean() < MIN_POPULATION_SHARE:
+            continue
+        med = np.median(z[cells], axis=0) if ids else np.zeros(0)
+        populations.append(
+            {
+                "population": str(pop),
+                "share_of_cells": float(cells.mean()),
+                "cell_coverage": float((z[cells] >= HOTSPOT_Z).any(axis=1).mean()) if ids else 0.0,
+                "has_module": bool((med >= HOTSPOT_Z).any()),
+                "modules": [int(i) for i, v in zip(ids, med, strict=True) if v >= HOTSPOT_Z],
+            }
+        )
+    row = {
+        "method": "hotspot",
+        "options": opts,
+        "seconds": seconds,
+        "n_autocorrelated_genes": len(genes),
+        "n_modules": len(ids),
+        "module_sizes": [len(g) for g in gene_sets],
+        "distinct_modules": len(kept),
+        "max_jaccard": max_jac,
+        "coverage": float((z >= HOTSPOT_Z).any(axis=1).mean()) if ids else 0.0,
+        "populations": populations,
+        "populations_with_module": int(sum(p["has_module"] for p in populations)),
+        "n_populations": len(populations),
+    }
+    if spec["go"] and go_sets is not None and ids:
+        bg = {g.upper() for g in background}
+        queries = [[g.upper() for g in genes_ if g.upper() in bg] for genes_ in gene_sets]
+        sets = {t: [g.upper() for g in gs] for t, gs in go_sets.items()}
+        res = ora(queries, sets, sorted(bg), min_size=5)
+        significant = [i for i in range(len(ids)) if queries[i] and (res.p_adjusted[i] < GO_P_ADJUSTED).any()]
+        go_kept, _ = distinct_modules(gene_sets, [m for m in order if m in significant])
+        row |= {
+            "go_background": len(bg),
+            "genes_outside_background": int(sum(len(g) for g in gene_sets) - sum(len(q) for q in queries)),
+            "go_significant": len(significant),
+            "distinct_go": len(go_kept),
+            "go_top_terms": {
+                int(ids[i]): res.terms[np.argsort(res.p_adjusted[i], kind="stable")[:3]].astype(str).tolist()
+                for i in significant
+            },
+        }
+    return row
+
+
+def cached_hotspot(adata, name: str, cache_key: str, args, go_sets, background) -> dict:
+    """:func:`run_hotspot`, cached beside the placement it shares its features and background with."""
+    digest = hashlib.sha256(json.dumps(args.hotspot_options, sort_keys=True).encode()).hexdigest()[:8]
+    path = args.cache / f"{name}_hotspot_{cache_key}_{digest}.json"
+    if path.exists() and not args.refresh_cache:
+        return json.loads(path.read_text()) | {"cached": True}
+    row = run_hotspot(adata, name, args.hotspot_options, go_sets, background)
+    if "skipped" not in row:
+        path.write_text(json.dumps(row, indent=1))
+    return row
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def _json_arg(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        msg = f"expected a JSON object of keyword arguments, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _n_modules_arg(tokens: list[str] | None, name: str) -> int:
+    """``--n-modules 9`` for every data set, or ``--n-modules kidney=8 pbmc=6``; default: the recipe's."""
+    for token in tokens or []:
+        if "=" not in token:
+            return int(token)
+        data, value = token.split("=", 1)
+        if data == name:
+            return int(value)
+    return DATASETS[name]["n_modules"]
+
+
+def select_m(adata, args) -> tuple[int, dict]:
+    """``lava.tl.select_n_modules`` over ``--select-range`` with ``--select-runs`` runs: the suggested M."""
+    import lava
+
+    work = adata.copy()
+    lo, hi = args.select_range
+    t0 = time.perf_counter()
+    lava.tl.select_n_modules(work, range(lo, hi + 1), n_runs=args.select_runs, progress=False, **args.amf)
+    sel = work.uns["lava"]["selection"]
+    summary = sel["summary"]
+    info = {
+        "seconds": time.perf_counter() - t0,
+        "range": [lo, hi],
+        "n_runs": args.select_runs,
+        "suggested": int(sel["suggested_n_modules"]),
+        "summary": json.loads(summary.reset_index().to_json(orient="records")),
+    }
+    return info["suggested"], info
+
+
+def run_dataset(name: str, args, go_sets) -> dict:
+    spec = DATASETS[name]
+    loc_kwargs = spec["localities"] | args.localities
+    corr_kwargs = spec["correlations"] | args.correlations
+    placements, fits, runs = {}, {}, []
+    for p in args.placement_seeds:
+        adata, meta = placed(name, p, loc_kwargs, corr_kwargs, args.cache, args.refresh_cache)
+        C = np.asarray(adata.uns["lava"]["correlations"]["values"])
+        background = background_features(C, adata.uns["lava"]["correlations"]["features"])
+        meta["background_features"] = len(background)
+        n_modules = _n_modules_arg(args.n_modules, name)
+        if args.select_n_modules:
+            n_modules, meta["selection"] = select_m(adata, args)
+        meta["n_modules"] = n_modules
+        placements[p] = meta
+        print(f"[{name}] placement {p}: {json.dumps({k: v for k, v in meta.items() if k != 'spec'})}", flush=True)
+        for s in args.seeds:
+            row, arrays = fit_and_score(adata, name, n_modules, s, p, args, go_sets, background)
+            runs.append(row)
+            fits[p, s] = arrays
+            brief = {k: v for k, v in row.items() if k not in ("populations", "go_top_terms", "module_sizes")}
+            print(f"[{name}] {json.dumps(brief)}", flush=True)
+        if p == args.placement_seeds[0] and args.hotspot and name != "mnist":
+            ref = cached_hotspot(adata, name, meta["cache_key"], args, go_sets, background)
+            placements[p]["hotspot"] = ref
+            print(f"[{name}] hotspot: {json.dumps({k: v for k, v in ref.items() if k != 'populations'})}", flush=True)
+    stability = {"amf_seed_pairs": [], "placement_pairs": []}
+    for p in args.placement_seeds:
+        for i, a in enumerate(args.seeds):
+            for b in args.seeds[i + 1 :]:
+                share, basis = compare_fits(fits[p, a], fits[p, b])
+                stability["amf_seed_pairs"].append({"placement_seed": p, "seeds": [a, b], "share": share})
+    for i, p in enumerate(args.placement_seeds):
+        for q in args.placement_seeds[i + 1 :]:
+            for s in args.seeds:
+                share, basis = compare_fits(fits[p, s], fits[q, s])
+                stability["placement_pairs"].append({"placement_seeds": [p, q], "seed": s, "share": share, "on": basis})
+    for part in ("amf_seed_pairs", "placement_pairs"):
+        shares = [r["share"] for r in stability[part]]
+        stability[part.replace("pairs", "share_mean")] = float(np.mean(shares)) if shares else None
+        stability[part.replace("pairs", "share_min")] = float(np.min(shares)) if shares else None
+    return {
+        "localities": loc_kwargs,
+        "correlations": corr_kwargs,
+        "placements": {str(p): m for p, m in placements.items()},
+        "runs": runs,
+        "stability": stability,
+    }
+
+
+def _fmt(x, spec=".2f"):
+    return "-" if x is None else format(x, spec)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# bench_real ({results['tag']})",
+        "",
+        f"amf options: `{json.dumps(results['options']['amf'])}`; AMF seeds {results['options']['seeds']}, "
+        f"placement seeds {results['options']['placement_seeds']}; {results['machine']['platform']}",
+        "",
+        "| data | method | M | coverage | populations with a module | distinct modules | max Jaccard "
+        "| GO-significant | distinct GO-significant | matched >= 0.9 over AMF seeds (min) | over placements "
+        "| ratio | s / fit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    pops, notes = [], []
+    for name, res in results["datasets"].items():
+        runs = res["runs"]
+
+        def med(key, runs=runs):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            return float(np.median(vals)) if vals else None
+
+        def span(key, runs=runs, spec=".2f"):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            if not vals:
+                return "-"
+            lo, hi = min(vals), max(vals)
+            return format(lo, spec) if lo == hi else f"{format(lo, spec)}-{format(hi, spec)}"
+
+        st = res["stability"]
+        lines.append(
+            f"| {name} | lava | {span('n_modules', spec='d')} | {span('coverage')} "
+            f"| {span('populations_with_module', spec='d')} of {runs[0]['n_populations']} "
+            f"| {span('distinct_modules', spec='d')} | {span('max_jaccard')} | {span('go_significant', spec='d')} "
+            f"| {span('distinct_go', spec='d')} | {_fmt(st['amf_seed_share_mean'])} ({_fmt(st['amf_seed_share_min'])}) "
+            f"| {_fmt(st['placement_share_mean'])} | {span('overestimation_ratio')} | {_fmt(med('amf_s'), '.1f')} |"
+        )
+        first = res["placements"][str(results["options"]["placement_seeds"][0])]
+        hs = first.get("hotspot")
+        if hs and "skipped" not in hs:
+            lines.append(
+                f"| {name} | hotspot | {hs['n_modules']} | {hs['coverage']:.2f} (z >= {HOTSPOT_Z:g}) "
+                f"| {hs['populations_with_module']} of {hs['n_populations']} | {hs['distinct_modules']} "
+                f"| {hs['max_jaccard']:.2f} | {hs.get('go_significant', '-')} | {hs.get('distinct_go', '-')} | - | - | - "
+                f"| {hs['seconds']:.1f} |"
+            )
+        elif hs:
+            lines.append(f"| {name} | hotspot | skipped: {hs['skipped']} |" + " |" * 10)
+        for r in runs:
+            for p in r["populations"]:
+                pops.append(
+                    f"| {name} | {r['placement_seed']} | {r['seed']} | {p['population']} | {p['share_of_cells']:.2f} "
+                    f"| {p['n_localities']} | {p['cell_coverage']:.2f} | {p['locality_coverage']:.2f} "
+                    f"| {'yes' if p['has_module'] else 'no'} | {p['modules']} |"
+                )
+        if hs and "populations" in hs:
+            for p in hs["populations"]:
+                pops.append(
+                    f"| {name} | hotspot | - | {p['population']} | {p['share_of_cells']:.2f} | - "
+                    f"| {p['cell_coverage']:.2f} | - | {'yes' if p['has_module'] else 'no'} | {p['modules']} |"
+                )
+        for r in runs:
+            if "mnist" in r:
+                found = r["mnist"]
+                notes.append(
+                    f"- MNIST placement {r['placement_seed']} seed {r['seed']}: modules shared by 3/5/8 "
+                    f"{found['shared_358']}, by 4/7/9 {found['shared_479']}, ratio {r['overestimation_ratio']:.3f}: "
+                    + ("the paper's findings" if found["paper_findings"] else "not all of the paper's findings")
+                )
+    times = [
+        "",
+        "| data | placement seed | localities s | correlations s | l | features | non-zero pairs | background |",
+    ]
+    times.append("|---|---|---|---|---|---|---|---|")
+    for name, res in results["datasets"].items():
+        for p, m in res["placements"].items():
+            times.append(
+                f"| {name} | {p} | {m['localities_s']:.1f} | {m['correlations_s']:.1f} | {m['n_localities']} "
+                f"| {m['n_features']} | {m['nonzero_pairs']} of {m['n_pairs']} | {m['background_features']} |"
+            )
+    head = [
+        "",
+        "Per population (populations with >= 5% of the cells; lava: presence >= 0.5; Hotspot: module score z >= 1):",
+        "",
+        "| data | placement seed | AMF seed | population | share | localities (majority) | cells covered "
+        "| its localities covered | has a module | modules |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(lines + (["", *notes] if notes else []) + times + head + pops) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="AMF seeds (rng of lava.tl.amf)")
+    parser.add_argument("--placement-seeds", type=int, nargs="+", default=[0], help="rng of lava.tl.localities")
+    parser.add_argument("--n-modules", nargs="+", help="M for every data set, or per data set: kidney=8 pbmc=6")
+    parser.add_argument("--select-n-modules", action="store_true", help="M from lava.tl.select_n_modules instead")
+    parser.add_argument("--select-range", type=int, nargs=2, default=[2, 12], metavar=("LO", "HI"))
+    parser.add_argument("--select-runs", type=int, default=3, help="n_runs of select_n_modules (default 3, not 10)")
+    parser.add_argument("--localities", type=_json_arg, default={}, help="JSON kwargs of lava.tl.localities")
+    parser.add_argument("--correlations", type=_json_arg, default={}, help="JSON kwargs of lava.tl.correlations")
+    parser.add_argument(
+        "--amf", type=_json_arg, default={}, help='JSON kwargs of lava.tl.amf, e.g. \'{"loss": "paper"}\''
+    )
+    parser.add_argument("--module-genes", type=_json_arg, default={}, help="JSON kwargs of lava.tl.module_genes")
+    parser.add_argument("--no-hotspot", dest="hotspot", action="store_false", help="skip the Hotspot reference row")
+    parser.add_argument("--hotspot-options", type=_json_arg, default={},
+                        help='JSON: n_neighbors (30), min_gene_threshold (10), fdr (0.05)')  # fmt: skip
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_real_cache"))
+    parser.add_argument("--refresh-cache", action="store_true", help="recompute placement and correlations")
+    parser.add_argument("--threads", type=int, default=1, help="torch and numba threads")
+    parser.add_argument("--tag", default="run", help="suffix of the output files")
+    args = parser.parse_args(argv)
+
+    import numba
+    import torch
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+    seed_data_cache(args.cache)
+
+    import lava
+
+    go_sets = lava.datasets.go_bp_human() if any(DATASETS[d]["go"] for d in args.data) else None
+    results = {
+        "tag": args.tag,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "threads": args.threads},
+        "lava": lava.__version__,
+        "options": {
+            "data": args.data,
+            "seeds": args.seeds,
+            "placement_seeds": args.placement_seeds,
+            "n_modules": args.n_modules,
+            "select_n_modules": args.select_n_modules,
+            "amf": args.amf,
+            "localities": args.localities,
+            "correlations": args.correlations,
+            "module_genes": args.module_genes,
+        },
+        "datasets": {},
+    }
+    OUT.mkdir(exist_ok=True)
+    for name in args.data:
+        results["datasets"][name] = run_dataset(name, args, go_sets)
+        results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        (OUT / f"bench_real_{args.tag}.json").write_text(json.dumps(results, indent=1, default=str))
+        text = markdown(results)
+        (OUT / f"bench_real_{args.tag}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The metrics of benchmarks/bench_real.py on hand-made inputs (the benchmark's own runs are not part of the suite)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_real", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_covered_cells_needs_one_locality_with_a_module_at_the_threshold(bench):
+    indices = np.array([[0, 1], [1, 2], [3, 4]])
+    presence = np.array([[0.6, 0.1], [0.2, 0.49], [0.0, 0.5]])  # max 0.6, 0.49, 0.5 (the threshold counts)
+    covered = bench.covered_cells(indices, presence, n_obs=6)
+    # cell 1 is in a covered and an uncovered locality; cell 2 only in the uncovered one; cell 5 in none
+    np.testing.assert_array_equal(covered, [True, True, False, True, True, False])
+
+
+def test_population_coverage(bench):
+    labels = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 2 + ["rare"])  # rare: 1 of 11 cells, above 5%
+    indices = np.array([[0, 1, 2], [4, 5, 8], [5, 6, 7], [9, 0, 1]])  # majorities: a, b (2 of 3), b, a (2 of 3)
+    presence = np.array([[0.9, 0.0], [0.0, 0.3], [0.0, 0.7], [0.2, 0.1]])
+    rows = {r["population"]: r for r in bench.population_coverage(indices, presence, labels)}
+    assert set(rows) == {"a", "b", "c", "rare"}
+    keys = ("n_localities", "has_module", "modules", "locality_coverage", "cell_coverage")
+
+    def pick(row):
+        return {k: row[k] for k in keys}
+
+    # a: localities 0 and 3, only 0 covered; cells 0, 1, 2 covered (locality 0), cell 3 is in no locality
+    assert pick(rows["a"]) == {"n_localities": 2, "has_module": True, "modules": [0],
+                               "locality_coverage": 0.5, "cell_coverage": 0.75}  # fmt: skip
+    # b: localities 1 (max 0.3) and 2; cells 5, 6, 7 covered, 4 not
+    assert pick(rows["b"]) == {"n_localities": 2, "has_module": True, "modules": [1],
+                               "locality_coverage": 0.5, "cell_coverage": 0.75}  # fmt: skip
+    # c is the most frequent label of no locality: no module (and its cells 8, 9 are in uncovered ones)
+    assert pick(rows["c"]) == {"n_localities": 0, "has_module": False, "modules": [],
+                               "locality_coverage": 0.0, "cell_coverage": 0.0}  # fmt: skip
+    assert rows["rare"]["share_of_cells"] == pytest.approx(1 / 11)
+    assert rows["rare"]["cell_coverage"] == 0.0
+    # below the minimum share a population is not scored
+    rows = bench.population_coverage(indices, presence, labels, min_share=0.2)  # c: 2 of 11 cells
+    assert {r["population"] for r in rows} == {"a", "b"}
+
+
+def test_jaccard(bench):
+    assert bench.jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)
+    assert bench.jaccard([], []) == 0.0
+
+
+def test_distinct_modules_greedy_in_the_given_order(bench):
+    sets = [
+        ["a", "b", "c", "d"],  # 0
+        ["a", "b", "c", "e"],  # 1: Jaccard 3/5 = 0.6 with 0: a duplicate
+        ["x", "y"],  # 2
+        [],  # 3: empty, never kept
+        ["x", "z"],  # 4: Jaccard 1/3 with 2: distinct
+        ["a", "b", "f", "g"],  # 5: Jaccard 2/6 with 0 and with 1: distinct
+        ["x", "y", "z", "w"],  # 6: Jaccard 2/4 = 0.5 with 2 (and 4): at the threshold, a duplicate
+    ]
+    kept, max_jac = bench.distinct_modules(sets)
+    assert kept == [0, 2, 4, 5]
+    assert max_jac == pytest.approx(0.6)
+    kept, _ = bench.distinct_modules(sets, order=[1, 6, 0, 2, 3, 4, 5])
+    assert kept == [1, 6, 5]  # 6 first swallows 2 and 4 (Jaccard 0.5 each)
+    assert bench.distinct_modules([["a"], []]) == ([0], 0.0)
+
+
+def test_matched_cosines_is_the_optimal_matching_not_the_greedy_one(bench):
+    # cosines A x B = [[0.6, 0.5], [0.55, 0.0]]: greedy takes 0.6 then 0.0; the optimum 0.5 + 0.55
+    A = np.eye(3)[:2]
+    B = np.array([[0.6, 0.55, np.sqrt(1 - 0.6**2 - 0.55**2)], [0.5, 0.0, np.sqrt(0.75)]])
+    np.testing.assert_allclose(bench.matched_cosines(A, B), [0.5, 0.55])
+    # scale does not matter; a permutation is undone
+    rng = np.random.default_rng(0)
+    M = rng.uniform(size=(5, 40))
+    perm = rng.permutation(5)
+    np.testing.assert_allclose(bench.matched_cosines(M, 3 * M[perm]), np.ones(5))
+
+
+def test_matched_share(bench):
+    M = np.eye(4)
+    other = M.copy()
+    other[3] = [0.8, 0, 0, 0.6]  # cosine 0.6 with its match
+    assert bench.matched_share(M, other) == 0.75
+    assert bench.matched_share(M, np.zeros((4, 4))) == 0.0  # all-zero modules match nothing
+    assert bench.matched_share(M[:2], M) == 0.5  # of the larger fit: 2 of 4 have a match
+
+
+def test_background_features_are_those_in_a_nonzero_pair(bench):
+    features = ["f0", "f1", "f2", "f3"]  # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    C = np.zeros((2, 6), dtype=np.float32)
+    C[1, 4] = 0.3  # (1, 3)
+    assert bench.background_features(C, features) == ["f1", "f3"]
+    C[0, 2] = 0.1  # (0, 3)
+    assert bench.background_features(C, features) == ["f0", "f1", "f3"]
+
+
+def test_mnist_findings(bench):
+    digits = np.repeat(np.arange(10), 10)  # 100 digits, 10 of each
+    indices = np.arange(100).reshape(10, 10)  # locality d holds the digits d
+    presence = np.zeros((10, 3))
+    presence[[3, 5, 8], 0] = [1.0, 0.6, 0.5]  # module 0: digits 3, 5, 8 (0.5 = half of its largest)
+    presence[[4, 7, 9, 1], 1] = [0.8, 0.8, 0.8, 0.39]  # module 1: 4, 7, 9 (1 is below half)
+    presence[:, 2] = 0.5  # module 2: every digit (more than 5): shared by nothing in particular
+    found = bench.mnist_findings(indices, presence, digits)
+    assert found["module_digits"][0] == [3, 5, 8]
+    assert found["module_digits"][1] == [4, 7, 9]
+    assert (found["shared_358"], found["shared_479"]) == ([0], [1])
+    presence[8, 0] = 0.49
+    assert bench.mnist_findings(indices, presence, digits)["shared_358"] == []
