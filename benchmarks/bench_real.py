@@ -446,9 +446,8 @@ def compare_fits(a: dict, b: dict) -> tuple[float, str]:
 # the Hotspot reference row
 
 
-def run_hotspot(adata, name: str, options: dict, go_sets, background) -> dict:
+def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background) -> dict:
     """Hotspot on lava's features and embedding: modules -> GO with the same background and distinct rule."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # Hotspot's progress bars, one per step
     try:
         import hotspot
     except ImportError:
@@ -465,7 +464,8 @@ def run_hotspot(adata, name: str, options: dict, go_sets, background) -> dict:
     X = sparse.csc_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
     hs_data = ad.AnnData(X, obs=adata.obs[[spec["label"]]].copy())
     hs_data.var_names = features
-    hs_data.obsm["X_umap"] = np.asarray(adata.obsm[DATASETS[name]["localities"]["basis"]], dtype=np.float64)
+    basis = basis if basis in adata.obsm else f"X_{basis}"  # "umap" or "X_umap", as lava.tl.localities takes it
+    hs_data.obsm["X_umap"] = np.asarray(adata.obsm[basis], dtype=np.float64)
     opts = {"n_neighbors": 30, "min_gene_threshold": 10, "fdr": 0.05} | options
     t0 = time.perf_counter()
     hs = hotspot.Hotspot(hs_data, model="normal", latent_obsm_key="X_umap")
@@ -533,13 +533,13 @@ def run_hotspot(adata, name: str, options: dict, go_sets, background) -> dict:
     return row
 
 
-def cached_hotspot(adata, name: str, cache_key: str, args, go_sets, background) -> dict:
+def cached_hotspot(adata, name: str, basis: str, cache_key: str, args, go_sets, background) -> dict:
     """:func:`run_hotspot`, cached beside the placement it shares its features and background with."""
     digest = hashlib.sha256(json.dumps(args.hotspot_options, sort_keys=True).encode()).hexdigest()[:8]
     path = args.cache / f"{name}_hotspot_{cache_key}_{digest}.json"
     if path.exists() and not args.refresh_cache:
         return json.loads(path.read_text()) | {"cached": True}
-    row = run_hotspot(adata, name, args.hotspot_options, go_sets, background)
+    row = run_hotspot(adata, name, basis, args.hotspot_options, go_sets, background)
     if "skipped" not in row:
         path.write_text(json.dumps(row, indent=1))
     return row
@@ -611,7 +611,7 @@ def run_dataset(name: str, args, go_sets) -> dict:
             brief = {k: v for k, v in row.items() if k not in ("populations", "go_top_terms", "module_sizes")}
             print(f"[{name}] {json.dumps(brief)}", flush=True)
         if p == args.placement_seeds[0] and args.hotspot and name != "mnist":
-            ref = cached_hotspot(adata, name, meta["cache_key"], args, go_sets, background)
+            ref = cached_hotspot(adata, name, loc_kwargs["basis"], meta["cache_key"], args, go_sets, background)
             placements[p]["hotspot"] = ref
             print(f"[{name}] hotspot: {json.dumps({k: v for k, v in ref.items() if k != 'populations'})}", flush=True)
     stability = {"amf_seed_pairs": [], "placement_pairs": []}
@@ -755,6 +755,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="run", help="suffix of the output files")
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # Hotspot's progress bars (read when tqdm is imported)
     import numba
     import torch
 
