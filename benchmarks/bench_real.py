@@ -26,23 +26,27 @@ Metrics per data set and fit (every threshold is a module-level constant; ``benc
   non-zero in at least one locality of C (the only ones that can become module genes); a module is GO-significant
   with at least one term at BH-adjusted p < 0.05; ``distinct_go``: the distinct rule over the GO-significant ones.
 - Stability over AMF seeds (the same C): for every pair of seeds, modules are matched one-to-one by the Hungarian
-  algorithm on the cosine of their pair vectors (rows of ``modules``); ``amf_matched_share``: the share of modules
-  whose matched cosine is >= 0.9 (mean over seed pairs; the minimum is kept too).
+  algorithm on the cosine of their pair vectors (rows of ``modules``); ``amf_seed_share_mean``: the share of modules
+  whose matched cosine is >= 0.9, the mean over seed pairs (``_min``: the smallest; ``amf_seed_median_cosine``: the
+  median over seed pairs of the median matched cosine, for a finer view than the 0.9 cut).
 - Stability over placement seeds (another C of the same features and pairs): the fits of the same AMF seed on two
   placements are matched the same way, on the module pair vectors (they live on the same feature pairs; when the
-  feature lists differ, on the feature scores ``varm["lava_modules"]`` over the shared features).
-- Wall time of every step (placement and correlations are cached: their time is the time they took when computed).
+  feature lists differ, on the feature scores ``varm["lava_modules"]`` over the shared features): ``placement_*``.
+- Wall time of every step (placement and correlations are cached: their time is the time they took when computed;
+  the first call in a process includes numba's compilation unless its on-disk cache is warm).
 - MNIST: the paper's findings, judged as the MNIST tutorial does: a locality's digit is its majority digit; a module
   belongs to the digits where its mean presence (over their localities) is >= half its largest; a module shared by
   3/5/8 (4/7/9) belongs to all three and to at most 5 digits; and the overestimation ratio < 0.15.
 
-Reference rows (``--hotspot``, on by default; skipped with a message when ``hotspot`` (``pip install hotspotsc``) is
-not importable): Hotspot on the same features, log-normalised values (``model="normal"``), its kNN graph on the same
+Reference row for kidney and pbmc (``--no-hotspot`` leaves it out; skipped with a message when ``hotspot``, from
+``pip install hotspotsc``, is not importable; never a test dependency): Hotspot on the same features, log-normalised values (``model="normal"``), its kNN graph on the same
 embedding (``X_umap``, Hotspot's default 30 neighbours), genes with autocorrelation FDR < 0.05, modules of >= 10
 genes; GO and the distinct rule as for lava with the same background. Its per-population figures use its per-cell
 module scores, z-scored over cells: a cell is covered when some module scores >= 1, and a population has a module
 when some module's median z over its cells is >= 1. The z threshold is a convention (Hotspot's scores have no
-presence scale), so compare those figures with lava's as an indication only.
+presence scale), so compare those figures with lava's as an indication only. cNMF is not a row: it factorises raw
+counts, and neither data set ships them (kidney: log-normalised ``X`` and ``logcounts``; pbmc68k_reduced: scaled
+``X``, log-normalised ``raw``).
 
     python benchmarks/bench_real.py                                    # kidney, pbmc, mnist; AMF seeds 0 1 2
     python benchmarks/bench_real.py --data kidney pbmc --tag default
@@ -434,12 +438,18 @@ def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: i
     return row, {"modules": modules, "features": features, "scores": scores, "var_names": np.asarray(work.var_names)}
 
 
-def compare_fits(a: dict, b: dict) -> tuple[float, str]:
-    """Matched share between two fits: on module pair vectors when they share the features, else feature scores."""
+def compare_fits(a: dict, b: dict) -> dict:
+    """Two fits matched: on module pair vectors when they share the features, else on feature scores (shared vars).
+
+    Returns the share of modules matched at cosine >= 0.9, the median matched cosine and what was compared.
+    """
     if a["features"].size == b["features"].size and np.array_equal(a["features"], b["features"]):
-        return matched_share(a["modules"], b["modules"]), "pairs"
-    _, ia, ib = np.intersect1d(a["var_names"], b["var_names"], return_indices=True)
-    return matched_share(a["scores"][ia].T, b["scores"][ib].T), "feature scores"
+        A, B, on = a["modules"], b["modules"], "pairs"
+    else:
+        _, ia, ib = np.intersect1d(a["var_names"], b["var_names"], return_indices=True)
+        A, B, on = a["scores"][ia].T, b["scores"][ib].T, "feature scores"
+    cos = matched_cosines(A, B)
+    return {"share": matched_share(A, B), "median_cosine": float(np.median(cos)) if cos.size else 0.0, "on": on}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -517,8 +527,9 @@ def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background
         bg = {g.upper() for g in background}
         queries = [[g.upper() for g in genes_ if g.upper() in bg] for genes_ in gene_sets]
         sets = {t: [g.upper() for g in gs] for t, gs in go_sets.items()}
-        res = ora(queries, sets, sorted(bg), min_size=5)
-        significant = [i for i in range(len(ids)) if queries[i] and (res.p_adjusted[i] < GO_P_ADJUSTED).any()]
+        tested = [i for i in range(len(ids)) if queries[i]]  # a module with no background gene cannot be tested
+        res = ora([queries[i] for i in tested], sets, sorted(bg), min_size=5)
+        significant = [i for r, i in enumerate(tested) if (res.p_adjusted[r] < GO_P_ADJUSTED).any()]
         go_kept, _ = distinct_modules(gene_sets, [m for m in order if m in significant])
         row |= {
             "go_background": len(bg),
@@ -526,8 +537,9 @@ def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background
             "go_significant": len(significant),
             "distinct_go": len(go_kept),
             "go_top_terms": {
-                int(ids[i]): res.terms[np.argsort(res.p_adjusted[i], kind="stable")[:3]].astype(str).tolist()
-                for i in significant
+                int(ids[i]): res.terms[np.argsort(res.p_adjusted[r], kind="stable")[:3]].astype(str).tolist()
+                for r, i in enumerate(tested)
+                if i in significant
             },
         }
     return row
@@ -618,17 +630,21 @@ def run_dataset(name: str, args, go_sets) -> dict:
     for p in args.placement_seeds:
         for i, a in enumerate(args.seeds):
             for b in args.seeds[i + 1 :]:
-                share, basis = compare_fits(fits[p, a], fits[p, b])
-                stability["amf_seed_pairs"].append({"placement_seed": p, "seeds": [a, b], "share": share})
+                stability["amf_seed_pairs"].append(
+                    {"placement_seed": p, "seeds": [a, b]} | compare_fits(fits[p, a], fits[p, b])
+                )
     for i, p in enumerate(args.placement_seeds):
         for q in args.placement_seeds[i + 1 :]:
             for s in args.seeds:
-                share, basis = compare_fits(fits[p, s], fits[q, s])
-                stability["placement_pairs"].append({"placement_seeds": [p, q], "seed": s, "share": share, "on": basis})
+                stability["placement_pairs"].append(
+                    {"placement_seeds": [p, q], "seed": s} | compare_fits(fits[p, s], fits[q, s])
+                )
     for part in ("amf_seed_pairs", "placement_pairs"):
         shares = [r["share"] for r in stability[part]]
         stability[part.replace("pairs", "share_mean")] = float(np.mean(shares)) if shares else None
         stability[part.replace("pairs", "share_min")] = float(np.min(shares)) if shares else None
+        cosines = [r["median_cosine"] for r in stability[part]]
+        stability[part.replace("pairs", "median_cosine")] = float(np.median(cosines)) if cosines else None
     return {
         "localities": loc_kwargs,
         "correlations": corr_kwargs,
@@ -650,7 +666,8 @@ def markdown(results: dict) -> str:
         f"placement seeds {results['options']['placement_seeds']}; {results['machine']['platform']}",
         "",
         "| data | method | M | coverage | populations with a module | distinct modules | max Jaccard "
-        "| GO-significant | distinct GO-significant | matched >= 0.9 over AMF seeds (min) | over placements "
+        "| GO-significant | distinct GO-significant | matched >= 0.9 over AMF seeds (min; median cosine) "
+        "| over placements (median cosine) "
         "| ratio | s / fit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -674,8 +691,9 @@ def markdown(results: dict) -> str:
             f"| {name} | lava | {span('n_modules', spec='d')} | {span('coverage')} "
             f"| {span('populations_with_module', spec='d')} of {runs[0]['n_populations']} "
             f"| {span('distinct_modules', spec='d')} | {span('max_jaccard')} | {span('go_significant', spec='d')} "
-            f"| {span('distinct_go', spec='d')} | {_fmt(st['amf_seed_share_mean'])} ({_fmt(st['amf_seed_share_min'])}) "
-            f"| {_fmt(st['placement_share_mean'])} | {span('overestimation_ratio')} | {_fmt(med('amf_s'), '.1f')} |"
+            f"| {span('distinct_go', spec='d')} | {_fmt(st['amf_seed_share_mean'])} ({_fmt(st['amf_seed_share_min'])}; "
+            f"{_fmt(st['amf_seed_median_cosine'])}) | {_fmt(st['placement_share_mean'])} "
+            f"({_fmt(st['placement_median_cosine'])}) | {span('overestimation_ratio')} | {_fmt(med('amf_s'), '.1f')} |"
         )
         first = res["placements"][str(results["options"]["placement_seeds"][0])]
         hs = first.get("hotspot")
