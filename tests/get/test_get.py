@@ -124,7 +124,7 @@ def test_missing_steps_name_the_tool(adata):
 
 
 def test_filters_on_stored_tables(adata):
-    lava.tl.module_genes(adata, threshold=0.0)
+    lava.tl.module_genes(adata, rule="score", threshold=0.0)
     genes = lava.get.module_genes(adata, modules=1)
     assert set(genes["module"]) == {1}
     assert len(genes) == 8  # every var has a positive score here

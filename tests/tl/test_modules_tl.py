@@ -89,7 +89,7 @@ def _snapshot(adata):
 
 @pytest.mark.parametrize("threshold", [0.0, 0.05, 0.5, 1.0])
 def test_module_genes_matches_direct_threshold(adata, threshold):
-    lava.tl.module_genes(adata, threshold=threshold)
+    lava.tl.module_genes(adata, rule="score", threshold=threshold)
     got = lava.get.module_genes(adata)
     scores = adata.varm["lava_modules"].astype(np.float64)
     for m in range(N_MOD):
@@ -117,17 +117,17 @@ def test_module_genes_planted_genes_rank_first(adata):
 
 def test_module_genes_warns_when_most_features_pass(adata, caplog):
     with caplog.at_level("WARNING", logger="lava"):
-        lava.tl.module_genes(adata, threshold=0.5)
+        lava.tl.module_genes(adata, rule="score", threshold=0.5)
     assert "keep most" not in caplog.text
     with caplog.at_level("WARNING", logger="lava"):
-        lava.tl.module_genes(adata, threshold=0.0)
+        lava.tl.module_genes(adata, rule="score", threshold=0.0)
     assert "keep most of their scored features" in caplog.text
     # sparse data: the tie filter leaves few scored features; all of them passing is no noise floor
     caplog.clear()
     scores = adata.varm["lava_modules"]
     scores[scores < 0.5 * scores.max(axis=0)] = 0
     with caplog.at_level("WARNING", logger="lava"):
-        lava.tl.module_genes(adata, threshold=0.0)
+        lava.tl.module_genes(adata, rule="score", threshold=0.0)
     assert "keep most" not in caplog.text
 
 
@@ -579,7 +579,7 @@ def test_enrich_go_bp_offline(tmp_path):
         "correlations": {"features": np.asarray(var_names, dtype=object), "feature_index": tested},
         "amf": {"modules": np.zeros((2, 1), dtype=np.float32)},
     }
-    lava.tl.module_genes(a)
+    lava.tl.module_genes(a, rule="score")
     lava.tl.enrich(a, go, min_size=10)
     res = lava.get.enrichment(a)
     top = res[res["module"] == 0].iloc[0]

@@ -10,7 +10,12 @@ and the loss
 
     L = sum_i a_i (1 - cos(W_i * C_i, W_i * Chat_i)) + gamma * mean_i MAE(C_i, Chat_i),
     W[i, j] = nu if Chat[i, j] > C[i, j] else 1   (a constant in the gradient),
-    a_i = ||C_i|| / sum_{k != i} ||C_k||           (over all localities, precomputed).
+    a_i = ||C_i|| / sum_{k != i} ||C_k||           (over all localities, precomputed; the paper's weights).
+
+``locality_weight="balanced"`` (the default of the variant losses) replaces the paper's weights by weights that do
+not grow with the number of pairs past the tie filter (:func:`locality_weights`): on single-cell data the norm does
+(densely expressing cell types weigh several times more than sparse immune cells), so the paper's weights spend the
+modules on a few dense populations (``docs/amf_loss.md``, "Real data").
 
 Conventions where the method leaves a choice (documented in ``docs/amf.md`` too):
 
@@ -96,6 +101,8 @@ class AMFResult:
     background
         (l,) float32 per-locality background floor when fitted with ``background=True`` (else None); ``loss``
         then includes it (on the pairs that are not 0 everywhere), the quality figures do not.
+    locality_weight
+        The locality weights ``a_i`` of the loss and of ``similarity``: ``"norm"`` (the paper's) or ``"balanced"``.
     """
 
     modules: np.ndarray
@@ -113,6 +120,7 @@ class AMFResult:
     n_pairs_dropped: int = 0
     kernel: str = "eager"
     background: np.ndarray | None = field(default=None, repr=False)
+    locality_weight: str = "norm"
 
 
 def reconstruct(presence: np.ndarray, modules: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -144,13 +152,47 @@ def _check_factor_shapes(presence, modules):
         raise ValueError(msg)
 
 
-def locality_weights(C: np.ndarray) -> np.ndarray:
-    """``a_i = ||C_i|| / sum_{k != i} ||C_k||`` (float64, l); 1 for a lone non-zero locality, 0 if C is all 0."""
+#: The locality weights of the loss: "norm" (the paper's ``||C_i|| / sum_{k != i} ||C_k||``) and "balanced".
+LOCALITY_WEIGHTS = ("norm", "balanced")
+#: ``locality_weight="balanced"``: a locality's strength is this quantile of its non-zero correlations.
+STRENGTH_QUANTILE = 0.99
+
+
+def locality_weights(C: np.ndarray, kind: Literal["norm", "balanced"] = "norm") -> np.ndarray:
+    """Weights ``a_i`` of the localities in the loss (float64, l).
+
+    ``kind="norm"`` (the paper's): ``a_i = ||C_i|| / sum_{k != i} ||C_k||``; 1 for a lone non-zero locality, 0 if C
+    is all 0. ``kind="balanced"``: every locality counts the same, except those whose correlations are weaker than
+    typical: ``a_i ∝ min(1, s_i / median_k s_k)`` with the strength ``s_i`` the 99th percentile of the locality's
+    non-zero correlations (0 for an all-zero locality), scaled to sum 1. The norm grows with the number of pairs a
+    locality has past the tie filter, the strength does not: a sparse population's few strong pairs weigh as much as
+    a dense one's many, while a locality of noise-level correlations (no structure) still weighs little.
+    """
+    if kind not in LOCALITY_WEIGHTS:
+        msg = f"locality_weight must be one of {LOCALITY_WEIGHTS}, got {kind!r}."
+        raise ValueError(msg)
+    if kind == "balanced":
+        strength = locality_strength(C)
+        if not strength.any():
+            return strength
+        a = np.minimum(strength / np.median(strength[strength > 0]), 1.0)
+        return a / a.sum()
     norms = _row_norms(C)
     rest = norms.sum() - norms
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(rest > 0, norms / np.where(rest > 0, rest, 1.0), np.where(norms > 0, 1.0, 0.0))
     return a
+
+
+def locality_strength(C: np.ndarray) -> np.ndarray:
+    """(l,) float64: the 99th percentile of each locality's non-zero correlations (0 where all are 0)."""
+    strength = np.zeros(C.shape[0])
+    for i in range(C.shape[0]):
+        row = np.asarray(C[i])
+        row = row[row > 0]
+        if row.size:
+            strength[i] = np.quantile(row, STRENGTH_QUANTILE)
+    return strength
 
 
 def _row_norms(C) -> np.ndarray:
@@ -174,7 +216,8 @@ def amf_loss(
     """Return the AMF loss of ``presence`` and ``modules`` on ``C`` (numpy, float64 accumulation).
 
     ``loss="paper"``: ``sum_i a_i (1 - cos(W_i C_i, W_i Chat_i)) + gamma * mean_i mean_j |C_ij - Chat_ij|`` with
-    ``W = nu`` where ``Chat > C`` and 1 elsewhere; ``weights`` default to :func:`locality_weights` of ``C``.
+    ``W = nu`` where ``Chat > C`` and 1 elsewhere; ``weights`` default to :func:`locality_weights` of ``C`` (the
+    paper's; pass ``locality_weights(C, "balanced")`` for a fit with balanced weights).
     Norms are floored at 1e-8 (a cosine with a zero vector is 0).
 
     ``loss="expectile"``: ``sum_i a_i sum_j w_ij (Chat_ij - C_ij)^2 / ||C_i||^2 + gamma * MAE`` with ``w = nu``
@@ -247,6 +290,7 @@ def fit_amf(
     polish: bool = False,
     refine: bool | None = None,
     refine_nu: float = REFINE_NU,
+    locality_weight: Literal["norm", "balanced"] | None = None,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -343,6 +387,13 @@ def fit_amf(
         (:data:`LOSS_DEFAULTS`: True for the variants), False with ``polish=True``.
     refine_nu
         ``nu`` of the paper's loss in the ``refine`` phase (5).
+    locality_weight
+        The weights ``a_i`` of the localities in the loss (:func:`locality_weights`): ``"norm"`` (the paper's,
+        ``||C_i|| / sum_{k != i} ||C_k||``) or ``"balanced"`` (every locality the same, those with weaker
+        correlations than typical less). Default (None): the loss's (:data:`LOSS_DEFAULTS`: ``"norm"`` for
+        ``"paper"``, ``"balanced"`` for the variants). With ``"balanced"`` the localities start picks by the
+        weighted *share* of unexplained correlation (``a_i ||max(C_i - Chat_i, 0)|| / ||C_i||``), so that sparse
+        localities get modules too.
     nu_background
         With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (9:
         the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
@@ -368,14 +419,27 @@ def fit_amf(
         loss = "paper" if _streamed.is_store(C) else DEFAULT_LOSS
     if polish and refine is None:  # the alternative second phase
         refine = False
-    opts = resolve_options(loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background, refine=refine)
+    opts = resolve_options(
+        loss,
+        nu=nu,
+        lr=lr,
+        init=init,
+        stop=stop,
+        l1=l1,
+        background=background,
+        refine=refine,
+        locality_weight=locality_weight,
+    )
     if _streamed.is_store(C):  # an explicit variant on a store: its in-memory defaults fall back
         if init is None and opts["init"] == "localities":
             opts["init"] = "random"
         if background is None:
             opts["background"] = False
     nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
-    refine = opts["refine"]
+    refine, locality_weight = opts["refine"], opts["locality_weight"]
+    if not isinstance(locality_weight, str) or locality_weight not in LOCALITY_WEIGHTS:
+        msg = f"locality_weight must be one of {LOCALITY_WEIGHTS}, got {locality_weight!r}."
+        raise ValueError(msg)
     _check_fit_args(
         n_modules=n_modules,
         n_localities=C.shape[0],
@@ -418,7 +482,9 @@ def fit_amf(
         Ck = np.ascontiguousarray(C if kept.all() else C[:, kept], dtype=np.float32)
     if isinstance(init, str) and init == "localities":
         modules0 = np.zeros((n_modules, n_pairs), dtype=np.float32)
-        modules0[:, kept], presence0 = init_from_localities(Ck, n_modules, rng=generator)
+        modules0[:, kept], presence0 = init_from_localities(
+            Ck, n_modules, rng=generator, locality_weight=locality_weight
+        )
     elif init is not None and not isinstance(init, str):
         modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
 
@@ -426,9 +492,9 @@ def fit_amf(
     device = torch.device(_resolve(device))
     if _streamed.is_store(C):  # C stays on disk; minibatches and evaluation blocks are read as they are needed
         C_t = _streamed.StreamedC(C, kept, device)
-        weights = locality_weights(C_t.numpy_rows())
+        weights = locality_weights(C_t.numpy_rows(), locality_weight)
     else:
-        weights = locality_weights(Ck)
+        weights = locality_weights(Ck, locality_weight)
         C_t = torch.from_numpy(Ck).to(device)
     problem = amft.Problem(
         C_t,
@@ -500,6 +566,7 @@ def fit_amf(
         n_pairs_dropped=int(n_pairs - kept.sum()),
         kernel=problem.kernel,
         background=floor,
+        locality_weight=locality_weight,
     )
 
 
@@ -578,6 +645,7 @@ LOSS_DEFAULTS = {
         "l1": 0.0,
         "background": False,
         "refine": False,
+        "locality_weight": "norm",
     },
     "expectile": {
         "nu": 12.0,
@@ -587,13 +655,16 @@ LOSS_DEFAULTS = {
         "l1": 0.003,
         "background": True,
         "refine": True,
+        "locality_weight": "balanced",
     },
 }
 LOSS_DEFAULTS["cosine_expectile"] = LOSS_DEFAULTS["expectile"]
 
 
 def resolve_options(loss, **options) -> dict:
-    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ``refine``)."""
+    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ``refine``,
+    ``locality_weight``).
+    """
     if not isinstance(loss, str) or loss not in LOSSES:
         msg = f"loss must be one of {LOSSES}, got {loss!r}."
         raise ValueError(msg)
@@ -676,7 +747,9 @@ _INIT_JITTER = 1e-3
 _INIT_NEIGHBOURS = 5
 
 
-def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> tuple[np.ndarray, np.ndarray]:
+def init_from_localities(
+    C: np.ndarray, n_modules: int, *, rng: RngLike = 0, locality_weight: Literal["norm", "balanced"] = "norm"
+) -> tuple[np.ndarray, np.ndarray]:
     """Start modules from representative localities: ``(modules (M, P), presence (l, M))`` float32 in [0, 1].
 
     Greedy: pick the locality with the largest unexplained correlation ``max(C_i - Chat_i, 0)`` (uniformly among
@@ -684,7 +757,10 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
     >= 0.8 to it, as a module (entries below half its maximum set to 0: background), give every locality a presence (the 0.2-quantile of ``C / module`` over the module's pairs,
     clipped to [0, 1]) and update ``Chat``. A picked locality can hold several modules; so once all M are picked,
     a module whose pairs mostly (70%) contain a smaller module's loses those pairs, and modules left (nearly)
-    empty are picked again from the residual. ``C`` is (l, P) dense.
+    empty are picked again from the residual. ``C`` is (l, P) dense. With ``locality_weight="balanced"`` the pick
+    goes by the residual's norm relative to ``||C_i||`` (the unexplained share) times the locality's weight
+    (:func:`locality_weights`), so that localities with few features past the tie filter (small norms) are picked as
+    readily as dense ones, and noise-level localities rarely.
     """
     from ._amf_numba import residual_stats
 
@@ -693,6 +769,9 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
     n_loc, n_pairs = C.shape
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     presence = np.zeros((n_loc, n_modules), dtype=np.float32)
+    c_norms = _row_norms(C)
+    relative = locality_weight != "norm"
+    weight = locality_weights(C, locality_weight)
 
     def fit_presence(m):
         support = modules[m] > 0
@@ -718,7 +797,8 @@ def init_from_localities(C: np.ndarray, n_modules: int, *, rng: RngLike = 0) -> 
         # (numba), never an l x P array besides C
         pres, mods = others(m)
         norms, _ = residual_stats(pres, mods, C, np.zeros(n_pairs, np.float32))
-        candidates = np.flatnonzero(norms >= 0.9 * norms.max())
+        score = weight * norms / np.maximum(c_norms, _EPS) if relative else norms
+        candidates = np.flatnonzero(score >= 0.9 * score.max())
         row = residual([gen.choice(candidates)], pres, mods)[0]
         # average with the most similar residuals (up to 5, cosine >= 0.8): less noise than one locality
         cos = residual_stats(pres, mods, C, row)[1] / np.maximum(norms * np.linalg.norm(row), _EPS)

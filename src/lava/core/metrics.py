@@ -175,6 +175,70 @@ def feature_scores(modules: np.ndarray, n_features: int) -> np.ndarray:
     return out
 
 
+#: Near-duplicate modules (:func:`duplicate_modules`): module cosine and presence correlation at least these.
+DUPLICATE_COSINE = 0.5
+DUPLICATE_PRESENCE_R = 0.8
+
+
+def duplicate_modules(
+    modules: np.ndarray,
+    presence: np.ndarray,
+    *,
+    cosine: float = DUPLICATE_COSINE,
+    presence_r: float = DUPLICATE_PRESENCE_R,
+) -> list[tuple[int, int, float, float]]:
+    """Pairs of near-duplicate modules: ``[(a, b, cosine, presence_r), ...]`` with ``a < b``.
+
+    Two modules are near-duplicates when they share their pairs (cosine of the module vectors >= ``cosine``) *and*
+    are present in the same localities (Pearson correlation of their presences over the localities >=
+    ``presence_r``): together they describe one programme that the fit split in two. Modules that share pairs
+    but sit in different localities (one programme in two populations), or that sit in the same localities on other
+    pairs (two programmes of one population), are not duplicates. A module whose presence is constant has no
+    presence correlation and is never a duplicate.
+    """
+    modules = np.asarray(modules, dtype=np.float64)
+    presence = np.asarray(presence, dtype=np.float64)
+    if modules.ndim != 2 or presence.ndim != 2 or presence.shape[1] != modules.shape[0]:
+        msg = f"modules must be (M, P) and presence (l, M) with the same M; got {modules.shape}, {presence.shape}."
+        raise ValueError(msg)
+    norms = np.linalg.norm(modules, axis=1)
+    unit = modules / np.maximum(norms, 1e-12)[:, None]
+    cos = unit @ unit.T
+    centred = presence - presence.mean(0)
+    spread = np.linalg.norm(centred, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (centred.T @ centred) / np.outer(spread, spread)
+    out = []
+    for a in range(modules.shape[0]):
+        for b in range(a + 1, modules.shape[0]):
+            if norms[a] > 0 and norms[b] > 0 and spread[a] > 0 and spread[b] > 0:
+                if cos[a, b] >= cosine and r[a, b] >= presence_r:
+                    out.append((a, b, float(cos[a, b]), float(r[a, b])))
+    return out
+
+
+def core_features(modules: np.ndarray, n_features: int, *, threshold: float = 0.5) -> np.ndarray:
+    """Per feature and module, whether the feature is in one of the module's core pairs: (D, M) bool.
+
+    A module's core pairs are those whose value is at least ``threshold`` times the module's largest value (an
+    all-zero module has none). ``modules`` is (M, P) in upper-triangle row-major order of D = ``n_features``.
+    """
+    modules = np.asarray(modules, dtype=np.float64)
+    n_pairs = n_features * (n_features - 1) // 2
+    if modules.ndim != 2 or modules.shape[1] != n_pairs:
+        msg = f"modules must be (M, P) with P = {n_pairs} for {n_features} features; got shape {modules.shape}."
+        raise ValueError(msg)
+    i, j = np.triu_indices(n_features, k=1)
+    out = np.zeros((n_features, modules.shape[0]), dtype=bool)
+    for m, row in enumerate(modules):
+        top = row.max() if row.size else 0.0
+        if top > 0:
+            core = row >= threshold * top
+            out[i[core], m] = True
+            out[j[core], m] = True
+    return out
+
+
 def _same_shape(C, C_hat):
     C, C_hat = np.asarray(C), np.asarray(C_hat)
     if C.shape != C_hat.shape or C.ndim != 2:

@@ -27,7 +27,7 @@ import numpy as np
 from .._compat import Device, RngLike, as_seed, resolve_device
 from . import amf as _amf
 from .amf import AMFResult, fit_amf
-from .metrics import overestimation_ratio, presence_weighted_average, reconstruction_similarity
+from .metrics import duplicate_modules, overestimation_ratio, presence_weighted_average, reconstruction_similarity
 
 #: Arguments of :func:`~lava.core.fit_amf` that :func:`select_n_modules` sets itself.
 _RESERVED_FIT_KWARGS = ("C", "n_modules", "rng", "progress", "init")
@@ -51,15 +51,19 @@ class ModelSelection:
     #: One row per run: ``n_modules``, ``run`` (0..R-1), ``seed`` (int64), ``loss``, ``similarity``,
     #: ``overestimation_ratio`` (float64), ``n_epochs``, ``best_epoch`` (int64), ``converged`` (bool),
     #: ``pattern_cosine`` (float64: cosine between the run's presence-weighted module average and that of the
-    #: best run with the same M; 1 for the best run itself).
+    #: best run with the same M; 1 for the best run itself), ``n_duplicates`` (int64: pairs of near-duplicate
+    #: modules, :func:`~lava.core.duplicate_modules`).
     runs: dict[str, np.ndarray]
     #: One row per M: ``n_modules``, ``loss_mean``, ``loss_std``, ``similarity_mean``, ``similarity_std``,
     #: ``overestimation_ratio_mean``, ``overestimation_ratio_std`` (std over runs, ddof=1; NaN when R = 1),
     #: ``silhouette`` (cosine silhouette width of the k-medoids clustering of all R*M modules; NaN when M = 1 or
     #: R = 1), ``pattern_cosine`` (mean pairwise cosine between the runs' presence-weighted module averages; NaN
-    #: when R = 1), ``elbow_gap`` (the elbow rule's normalised distance below the chord), ``best_run``.
+    #: when R = 1), ``duplicates_mean`` (mean number of near-duplicate pairs per run), ``elbow_gap`` (the elbow
+    #: rule's normalised distance below the chord), ``best_run``.
     summary: dict[str, np.ndarray]
-    #: The suggested number of modules (elbow of ``loss_mean``, near-ties broken by higher silhouette).
+    #: The suggested number of modules (elbow of ``loss_mean``, near-ties broken by higher silhouette; if the runs
+    #: at the elbow have near-duplicate modules, on average half a pair or more, the largest smaller M whose runs
+    #: have fewer).
     suggested_n_modules: int
     #: M -> the run with the lowest loss among the R runs with M modules.
     best: dict[int, AMFResult]
@@ -462,6 +466,7 @@ def select_n_modules(
             "best_epoch",
             "converged",
             "pattern_cosine",
+            "n_duplicates",
         )
     }
     summary: dict[str, list] = {name: [] for name in ("n_modules", "silhouette", "pattern_cosine", "best_run")}
@@ -535,8 +540,9 @@ def select_n_modules(
                 runs["best_epoch"].append(int(res.best_epoch))
                 runs["converged"].append(bool(res.converged))
                 runs["pattern_cosine"].append(float(cos_to_best[r]))
+                runs["n_duplicates"].append(len(duplicate_modules(res.modules, res.presence)))
 
-    dtypes = {"n_modules": np.int64, "run": np.int64, "seed": np.int64, "n_epochs": np.int64}
+    dtypes = {"n_modules": np.int64, "run": np.int64, "seed": np.int64, "n_epochs": np.int64, "n_duplicates": np.int64}
     dtypes |= {"best_epoch": np.int64, "converged": bool}
     run_cols = {name: np.asarray(values, dtype=dtypes.get(name, np.float64)) for name, values in runs.items()}
 
@@ -547,7 +553,14 @@ def select_n_modules(
         sum_cols[f"{name}_std"] = np.array([_std(row) for row in per_m])
     sum_cols["silhouette"] = np.asarray(summary["silhouette"], dtype=np.float64)
     sum_cols["pattern_cosine"] = np.asarray(summary["pattern_cosine"], dtype=np.float64)
+    # near-duplicate modules (one programme split in two) lower the loss and cluster stably across runs, so neither
+    # the elbow nor the silhouette sees them: an M whose runs have them mostly is not suggested (the largest M below
+    # the elbow without them is), and the table shows how many the runs had
+    sum_cols["duplicates_mean"] = run_cols["n_duplicates"].reshape(len(Ms), n_runs).mean(axis=1)
     suggested, gap = elbow(Ms, sum_cols["loss_mean"], sum_cols["silhouette"], tolerance=elbow_tolerance)
+    clean = Ms[(sum_cols["duplicates_mean"] < 0.5) & (Ms <= suggested)]
+    if clean.size and suggested not in clean:
+        suggested = int(clean.max())
     sum_cols["elbow_gap"] = gap
     sum_cols["best_run"] = np.asarray(summary["best_run"], dtype=np.int64)
 

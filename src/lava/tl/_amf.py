@@ -13,6 +13,7 @@ from .. import _logging as logg
 from .. import _store
 from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
+from .._store import decode_params
 from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.metrics import _fit_figures, feature_scores
@@ -219,6 +220,7 @@ def amf(
         "l1": float(l1),
         "background": bool(background),
         "refine": bool(refine),
+        "locality_weight": result.locality_weight,
         "rng": seed,
         "device": str(device),
         "from_selection": None,
@@ -267,7 +269,10 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
             f"do not match the correlations {C.shape}; rerun lava.tl.select_n_modules."
         )
         raise ValueError(msg)
-    weights = core_amf.locality_weights(C)
+    sel_params = decode_params(adata.uns[key].get("params", {}).get("selection", {}))
+    sel_loss = sel_params.get("loss") or core_amf.DEFAULT_LOSS
+    weight_kind = sel_params.get("locality_weight") or core_amf.resolve_options(sel_loss)["locality_weight"]
+    weights = core_amf.locality_weights(C, weight_kind)
     similarity, over_ratio, loc_sim = _fit_figures(C, presence, modules, weights=weights)
     history = entry.get("history", {})
     if not isinstance(history, Mapping):
@@ -288,8 +293,16 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
         seed=int(entry.get("seed", 0)),
         n_pairs_dropped=int(np.count_nonzero(~np.any(C, axis=0))),
         background=np.asarray(entry["background"], dtype=np.float32) if "background" in entry else None,
+        locality_weight=weight_kind,
     )
-    params = {"n_modules": n_modules, "from_selection": n_modules, "rng": result.seed, "key": key, "copy": copy}
+    params = {
+        "n_modules": n_modules,
+        "from_selection": n_modules,
+        "locality_weight": weight_kind,
+        "rng": result.seed,
+        "key": key,
+        "copy": copy,
+    }
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params)
     logg.logger.info("    adopted the best selection run with %d modules (loss %.4g)", n_modules, result.loss)

@@ -285,7 +285,7 @@ def refine_presence(
     ``adata.uns[key]["params"]["amf"]``
         The AMF parameters, plus ``refine_presence`` (a dict of this call's arguments).
     """
-    from ..core.amf import AMFResult, amf_loss, reconstruct
+    from ..core.amf import AMFResult, amf_loss, locality_weights, reconstruct
     from ..core.metrics import locality_similarity, overestimation_ratio, reconstruction_similarity
     from ..core.selection import refine_presence as core_refine
     from ._amf import check_stored_inputs, store_amf
@@ -301,6 +301,7 @@ def refine_presence(
     amf_params = {name: value for name, value in decode_params(stored).items() if name != "lava_version"}
     nu = float(amf_params.get("nu", 9.0))
     gamma = float(amf_params.get("gamma", 1e-4))
+    weight_kind = str(amf_params.get("locality_weight", "norm"))  # fits stored before the option were "norm"
 
     start = logg.info(f"refining presences (pinball loss, tau = {tau})")
     refined = core_refine(
@@ -321,8 +322,8 @@ def refine_presence(
     result = AMFResult(
         modules=modules,
         presence=refined,
-        loss=float(amf_loss(C, refined, modules, nu=nu, gamma=gamma)),
-        similarity=float(reconstruction_similarity(C, C_hat)),
+        loss=float(amf_loss(C, refined, modules, nu=nu, gamma=gamma, weights=locality_weights(C, weight_kind))),
+        similarity=float(reconstruction_similarity(C, C_hat, weights=locality_weights(C, weight_kind))),
         overestimation_ratio=float(overestimation_ratio(C, C_hat)),
         locality_similarity=np.asarray(locality_similarity(C, C_hat)),
         history=history,
@@ -332,6 +333,7 @@ def refine_presence(
         interrupted=bool(amf.get("interrupted", False)),
         seed=int(amf.get("seed", amf_params.get("rng", 0))),
         n_pairs_dropped=int(amf.get("n_pairs_dropped", 0)),
+        locality_weight=weight_kind,
     )
     params = {
         **amf_params,
