@@ -576,7 +576,11 @@ def test_enrich_go_bp_offline(tmp_path):
     scores[a.var_names.get_indexer(others[:40]), 1] = gen.uniform(0.5, 1.0, size=40)  # a random gene list
     a.varm["lava_modules"] = scores
     a.uns["lava"] = {
-        "correlations": {"features": np.asarray(var_names, dtype=object), "feature_index": tested},
+        "correlations": {
+            "features": np.asarray(var_names, dtype=object),
+            "feature_index": tested,
+            "feature_n_localities": np.ones(len(var_names), dtype=np.int64),  # every gene entered a locality
+        },
         "amf": {"modules": np.zeros((2, 1), dtype=np.float32)},
     }
     lava.tl.module_genes(a)
@@ -652,3 +656,50 @@ def test_end_to_end_synthetic_modules_to_biology():
     assert case.loc[m0, "pearson_p"] < 1e-6
     assert case.loc[m0, "permutation_p"] > 0.1  # 4 donors: about 1 in 4 labellings matches as well
     assert (case["permutation_p"] > case["pearson_p"]).loc[[m0]].all()
+
+
+# ------------------------------------------------------------------------------- ORA background: entered features
+
+NEVER_ENTERED = [f"Gene{i}" for i in range(30, 35)]  # tested features 25..29
+
+
+def _tie_out(adata):
+    """Zero every pair of the last 5 tested features in every locality, as the tie filter would."""
+    i, j = np.triu_indices(N_TESTED, 1)
+    corr = adata.uns["lava"]["correlations"]
+    corr["values"][:, (i >= N_TESTED - 5) | (j >= N_TESTED - 5)] = 0
+
+
+@pytest.mark.parametrize("stored_counts", [True, False])
+def test_enrich_default_background_is_the_features_that_entered(adata, stored_counts):
+    _tie_out(adata)
+    corr = adata.uns["lava"]["correlations"]
+    if stored_counts:  # as lava.tl.correlations stores them; else computed from the values (older results)
+        corr["feature_n_localities"] = np.r_[np.full(N_TESTED - 5, N_LOC), np.zeros(5)].astype(np.int64)
+    lava.tl.module_genes(adata, threshold=0.5)
+    sets = {**_gene_sets(), "never_entered": [*NEVER_ENTERED, "Gene5"]}
+    lava.tl.enrich(adata, sets, min_size=1)
+    params = lava.get.params(adata, "enrichment")
+    assert params["background"] == "entered"
+    assert params["n_background"] == N_TESTED - 5
+    res = lava.get.enrichment(adata)
+    # a feature that never entered a locality is not in the background: the set shrinks to its one entered gene
+    row = res[(res["module"] == 0) & (res["term"] == "never_entered")].iloc[0]
+    assert row["set_size"] == 1
+    genes = set(lava.get.module_genes(adata, modules=0)["feature"])
+    n = len(genes - set(NEVER_ENTERED))
+    assert row["p_value"] == pytest.approx(stats.hypergeom.sf(0, N_TESTED - 5, 1, n), rel=1e-10)
+    # "tested" keeps them (and the set), "all" every gene
+    lava.tl.enrich(adata, sets, min_size=1, background="tested")
+    assert lava.get.params(adata, "enrichment")["n_background"] == N_TESTED
+    tested = lava.get.enrichment(adata)
+    assert tested[(tested["module"] == 0) & (tested["term"] == "never_entered")].iloc[0]["set_size"] == 6
+
+
+def test_enrich_entered_background_empty_is_an_error(adata):
+    lava.tl.module_genes(adata, threshold=0.5)
+    adata.uns["lava"]["correlations"]["values"][:] = 0
+    before = _snapshot(adata)
+    with pytest.raises(ValueError, match=r"'entered' background is empty.*higher tie_fraction"):
+        lava.tl.enrich(adata, _gene_sets(), min_size=1)
+    assert _snapshot(adata) == before

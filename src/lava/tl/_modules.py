@@ -18,6 +18,7 @@ from .._compat import as_generator, as_seed
 from .._docs import doc_params
 from .._store import get_step, modules_key, store_step
 from .._validate import check_not_view, check_positive
+from ..core.correlations import correlation_support
 from ..core.stats import (
     association_test,
     benjamini_hochberg,
@@ -251,25 +252,60 @@ def load_gene_sets(gene_sets, *, organism: str = "Human") -> tuple[dict[str, lis
     raise TypeError(msg)
 
 
+def entered_features(adata, key: str = "lava") -> list[str]:
+    """Return the correlated features that entered at least one locality (have a non-zero pair in ``C``).
+
+    Read from ``uns[key]["correlations"]["feature_n_localities"]``, or computed from the stored values for results
+    written before lava stored the counts.
+    """
+    corr = get_step(adata, key, "correlations")
+    features = np.asarray(corr["features"]).astype(str)
+    if "feature_n_localities" in corr:
+        counts = np.asarray(corr["feature_n_localities"])
+    elif "values" in corr:
+        counts = correlation_support(np.asarray(corr["values"]), features.size).feature_localities
+    else:
+        msg = f"adata.uns[{key!r}]['correlations'] has neither counts nor values; rerun lava.tl.correlations."
+        raise KeyError(msg)
+    if counts.shape != features.shape:
+        msg = (
+            f"adata.uns[{key!r}]['correlations'] holds {counts.size} per-feature counts for {features.size} "
+            "features; rerun lava.tl.correlations."
+        )
+        raise ValueError(msg)
+    return features[counts > 0].tolist()
+
+
 def _resolve_background(adata, background, key: str) -> tuple[list[str], str]:
     if isinstance(background, str):
+        if background == "entered":
+            genes = entered_features(adata, key)
+            if not genes:
+                msg = (
+                    "no feature entered any locality (every stored correlation is 0), so the 'entered' background "
+                    "is empty; rerun lava.tl.correlations with other features or a higher tie_fraction."
+                )
+                raise ValueError(msg)
+            return genes, "entered"
         if background == "tested":
             corr = get_step(adata, key, "correlations")
             return [str(g) for g in np.asarray(corr["features"])], "tested"
         if background == "all":
             return [str(g) for g in adata.var_names], "all"
         msg = (
-            f"background must be 'tested', 'all' or a list of gene names, got the string {background!r} "
+            f"background must be 'entered', 'tested', 'all' or a list of gene names, got the string {background!r} "
             "(lava never downloads a background; pass the genes themselves)."
         )
         raise ValueError(msg)
     if isinstance(background, Iterable):
         genes = [str(g) for g in background]
         if not genes:
-            msg = "background is empty; pass 'tested', 'all' or the genes that could have become module genes."
+            msg = (
+                "background is empty; pass 'entered', 'tested', 'all' or the genes that could have become module genes."
+            )
             raise ValueError(msg)
         return genes, "list"
-    msg = f"background must be 'tested', 'all' or a list of gene names, got {type(background).__name__}."
+    msg = f"background must be 'entered', 'tested', 'all' or a list of gene names, got {type(background).__name__}."
     raise TypeError(msg)
 
 
@@ -279,7 +315,7 @@ def enrich(
     gene_sets,
     *,
     modules: int | Sequence[int] | None = None,
-    background: Literal["tested", "all"] | Sequence[str] = "tested",
+    background: Literal["entered", "tested", "all"] | Sequence[str] = "entered",
     threshold: float = 0.05,
     min_size: int = 5,
     max_size: int | None = None,
@@ -304,11 +340,16 @@ def enrich(
     modules
         Module numbers to test (default: all).
     background
-        The gene universe of the test. ``"tested"`` (default): the features that entered the correlations
-        (``adata.uns[key]["correlations"]["features"]``). Only those genes could have become module genes, so they
-        are the right null: using all measured genes (``"all"``, as the paper did) counts thousands of genes that
-        were never candidates, which inflates the enrichment of whatever sets the tested features (e.g. highly
-        variable genes) happen to favour. Or an explicit list of genes; module genes outside it are dropped (logged).
+        The gene universe of the test. ``"entered"`` (default): the correlated features that entered at least one
+        locality, i.e. have a non-zero correlation somewhere in ``C``
+        (``adata.uns[key]["correlations"]["feature_n_localities"] > 0``). Only those genes could have become module
+        genes: a feature that the tie filter removed from every locality (on sparse data, a gene detected in fewer
+        than ``1 - tie_fraction`` of the cells of every locality) scores 0 in every module. So they are the right
+        null; counting genes that were never candidates inflates the enrichment of whatever sets the candidates
+        happen to favour. ``"tested"``: every feature passed to :func:`lava.tl.correlations`
+        (``adata.uns[key]["correlations"]["features"]``, e.g. the highly variable genes), including those that
+        never entered a locality. ``"all"``: every gene in ``adata.var_names``, as the paper did. Or an explicit list
+        of genes; module genes outside it are dropped (logged).
     threshold
         Adjusted p-value below which a term is flagged ``significant`` (and counted in the log).
     min_size, max_size
@@ -370,7 +411,7 @@ def enrich(
             logg.warning(f"module {m}: {len(outside)} module genes are not in the background and are left out.")
         q = [g for g in q if g in bg_set]
         if not q:
-            msg = f"no gene of module {m} is in the background; pass background='tested', 'all' or a larger list."
+            msg = f"no gene of module {m} is in the background; pass background='entered', 'all' or a larger list."
             raise ValueError(msg)
         upper_queries.append(q)
     upper_sets = {name: [g.upper() for g in genes] for name, genes in sets.items()}
@@ -451,8 +492,8 @@ def enrich(
     n_sig = table.groupby("module")["significant"].sum() if len(table) else pd.Series(dtype=int)
     logg.finished(
         start,
-        f"{res.terms.size} sets tested against {res.n_background} background genes; terms with p_adjusted < "
-        f"{threshold}: " + ", ".join(f"module {m}: {int(n_sig.get(m, 0))}" for m in selected),
+        f"{res.terms.size} sets tested against {res.n_background} background genes ({bg_kind}); terms with "
+        f"p_adjusted < {threshold}: " + ", ".join(f"module {m}: {int(n_sig.get(m, 0))}" for m in selected),
     )
     return adata if copy else None
 
