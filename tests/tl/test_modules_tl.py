@@ -703,3 +703,63 @@ def test_enrich_entered_background_empty_is_an_error(adata):
     with pytest.raises(ValueError, match=r"'entered' background is empty.*higher tie_fraction"):
         lava.tl.enrich(adata, _gene_sets(), min_size=1)
     assert _snapshot(adata) == before
+
+
+# ------------------------------------------------------------------------ association: warnings naming groups=
+
+
+def _without_donor(adata):
+    del adata.obs["donor"]
+    return adata
+
+
+def test_associate_names_a_donor_column_by_its_name(adata, caplog):
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.associate(adata, "disease")
+    assert "adata.obs['donor'] looks like the donor or sample" in caplog.text
+    assert "by its name, 12 groups" in caplog.text
+    assert "groups='donor', permutations=1000" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lava"):  # passed: nothing to say
+        lava.tl.associate(adata, "disease", permutations=9, groups="donor")
+    assert caplog.text == ""
+
+
+def test_associate_names_a_column_whose_groups_nest_the_annotation(adata, caplog):
+    _without_donor(adata)
+    adata.obs["tag"] = pd.Categorical([f"t{i // 20}" for i in range(N_OBS)])  # 12 groups, no telling name
+    status = np.where(np.arange(N_OBS) // 20 == 0, "rare", np.where(np.arange(N_OBS) // 20 % 2, "a", "b"))
+    adata.obs["status"] = pd.Categorical(status)  # one status per tag group: a property of the groups
+    adata.obs["cluster"] = pd.Categorical([f"k{i % 4}" for i in range(N_OBS)])  # does not nest status: not named
+    adata.obs["sample_id"] = pd.Categorical([f"s{i // 2}" for i in range(N_OBS)])  # 120 groups: too many
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.associate(adata, "status")
+    assert "adata.obs['tag'] looks like the donor or sample" in caplog.text
+    assert "12 groups, each holding one value of 'status'" in caplog.text
+    assert "Categories found in a single 'tag' group ('rare')" in caplog.text
+    assert "groups='tag', permutations=1000" in caplog.text
+    assert "'cluster'" not in caplog.text
+    assert "'sample_id'" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lava"):  # a per-cell label: no column nests it, none is named
+        lava.tl.associate(adata, "cluster")
+    assert "looks like the donor" not in caplog.text
+
+
+def test_associate_warns_about_categories_in_few_localities(adata, caplog):
+    _without_donor(adata)
+    state = np.full(N_OBS, "common", dtype=object)
+    state[:6] = "rare"  # in the first 2 localities only (contiguous runs of 24 samples)
+    adata.obs["state"] = pd.Categorical(state)
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.associate(adata, "state")
+    idx = adata.uns["lava"]["localities"]["indices"]
+    n_rare = int(np.sum(np.isin(idx, np.arange(6)).any(axis=1)))
+    assert n_rare < 5
+    assert f"1 categories of adata.obs['state'] have samples in fewer than 5 localities or 10% of the {N_LOC}" in (
+        caplog.text
+    )
+    assert f"'rare' ({n_rare})" in caplog.text
+    assert "'common'" not in caplog.text
+    assert "groups=<the donor column>, permutations=1000" in caplog.text  # no candidate column to name
+    assert "looks like the donor" not in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -562,6 +563,97 @@ def _label_matrix(column: pd.Series, groupby: str) -> tuple[np.ndarray, list[str
     return onehot, [str(c) for c in cat.cat.categories], False
 
 
+#: A category in fewer localities than this, or than this share of all localities, gets a warning (few localities
+#: carry its associations, possibly all from one donor).
+FEW_LOCALITIES = 5
+FEW_LOCALITIES_FRACTION = 0.1
+#: obs column names that usually name the unit cells cluster by in an embedding: candidates for ``groups=``.
+GROUP_COLUMN_NAMES = re.compile(r"donor|sample|patient|individual|subject|batch|project|experiment|orig\.?ident", re.I)
+
+
+def _group_candidates(obs: pd.DataFrame, groupby: str) -> list[tuple[str, int, bool]]:
+    """Return the obs columns that look like a donor or sample column for ``groups=``: ``(name, n_groups, nests)``.
+
+    A candidate has 2 < n_groups < n_obs / 10 groups and either a name such as donor, sample, patient or batch
+    (:data:`GROUP_COLUMN_NAMES`) or groups that nest ``groupby`` (each group holds one value of it, and there are
+    more groups than values: the annotation is a property of the groups, e.g. a disease of donors). Nesting ones
+    come first.
+    """
+    label = obs[groupby]
+    n_values = label.nunique(dropna=True)
+    found = []
+    for name in obs.columns:
+        if name == groupby:
+            continue
+        column = obs[name]
+        named = bool(GROUP_COLUMN_NAMES.search(str(name)))
+        dtype = column.dtype
+        is_label = (
+            isinstance(dtype, pd.CategoricalDtype)
+            or pd.api.types.is_object_dtype(dtype)
+            or pd.api.types.is_string_dtype(dtype)
+        )
+        if not (is_label or (named and pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))):
+            continue
+        n_groups = column.nunique(dropna=True)
+        if not 2 < n_groups < len(obs) / 10:
+            continue
+        nests = n_groups > n_values and bool(
+            pd.DataFrame({"g": column.to_numpy(), "y": label.to_numpy()})
+            .groupby("g", observed=True, dropna=True)["y"]
+            .nunique(dropna=True)
+            .max()
+            <= 1
+        )
+        if named or nests:
+            found.append((str(name), int(n_groups), nests))
+    return sorted(found, key=lambda item: not item[2])
+
+
+def _warn_design(obs: pd.DataFrame, groupby: str, fractions: np.ndarray, categories: list[str], numeric: bool) -> None:
+    """Warn when localities are weak evidence for ``groupby`` without ``groups=``, naming the column to pass.
+
+    Two signs: categories whose samples fall in few localities (:data:`FEW_LOCALITIES`,
+    :data:`FEW_LOCALITIES_FRACTION`), and an obs column that looks like the donor or sample (:func:`_group_candidates`).
+    """
+    candidates = _group_candidates(obs, groupby)
+    name = candidates[0][0] if candidates else None
+    suggestion = f"groups={name!r}, permutations=1000" if name else "groups=<the donor column>, permutations=1000"
+    if not numeric:
+        n_loc = fractions.shape[0]
+        present = np.count_nonzero(fractions > 0, axis=0)
+        few = np.flatnonzero((present < FEW_LOCALITIES) | (present < FEW_LOCALITIES_FRACTION * n_loc))
+        if few.size:
+            listed = ", ".join(f"{categories[k]!r} ({present[k]})" for k in few[:5]) + (", ..." if few.size > 5 else "")
+            logg.warning(
+                f"{few.size} categories of adata.obs[{groupby!r}] have samples in fewer than {FEW_LOCALITIES} "
+                f"localities or {FEW_LOCALITIES_FRACTION:.0%} of the {n_loc}: {listed}. Their associations rest on "
+                "those localities alone, which may hold the cells of a single donor or sample; test at that level "
+                f"with {suggestion}."
+            )
+    if name is None:
+        return
+    _, n_groups, nests = candidates[0]
+    why = f"{n_groups} groups, each holding one value of {groupby!r}" if nests else f"by its name, {n_groups} groups"
+    others = ", ".join(repr(c[0]) for c in candidates[1:4])
+    detail = ""
+    if nests and not numeric:
+        labels = pd.DataFrame({"g": obs[name].to_numpy(), "y": obs[groupby].to_numpy()}).dropna()
+        per_category = labels.groupby(labels["y"].astype(str))["g"].nunique()
+        single = [c for c in categories if per_category.get(c, 0) == 1]
+        if single:
+            detail = (
+                f" Categories found in a single {name!r} group ({', '.join(map(repr, single[:5]))}) cannot be told "
+                "apart from that group's own state."
+            )
+    logg.warning(
+        f"adata.obs[{name!r}] looks like the donor or sample the cells come from ({why})"
+        + (f"; other candidates: {others}" if others else "")
+        + ". Cells of one donor sit together in the embedding, so neighbouring localities are not independent "
+        f"evidence and the parametric p-values are optimistic.{detail} Pass {suggestion} for p-values at that level."
+    )
+
+
 @doc_params()
 def associate(
     adata,
@@ -599,6 +691,12 @@ def associate(
     donors the permutations are few and the smallest reachable p-value is large, which is the honest answer.
     Without ``groups``, single samples are permuted (a plain permutation test, no better than the parametric p when
     donors cluster).
+
+    Without ``groups``, two warnings name what to pass: when a category's samples fall in fewer than 5 localities
+    (or 10% of them), so that its associations rest on those few; and when ``adata.obs`` has a column that looks like
+    the donor or sample of the cells: 2 < n_groups < n_obs / 10 groups and a name such as donor, sample, patient,
+    batch, project or experiment, or groups that each hold one value of ``groupby`` (a property of donors, such as
+    a disease). ``n_localities`` in the table says how many localities entered each module's test.
 
     Parameters
     ----------
@@ -665,6 +763,8 @@ def associate(
     start = logg.info(f"associating {presence.shape[1]} modules with {groupby!r}")
     n_loc = indices.shape[1]
     fractions = locality_means(indices, values)  # (l, K)
+    if groups is None:
+        _warn_design(adata.obs, groupby, fractions, categories, numeric)
     M, K = presence.shape[1], len(categories)
     stats_ = {name: np.full((M, K), np.nan) for name in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
     n_used = np.zeros(M, dtype=np.int64)
