@@ -732,6 +732,7 @@ def test_associate_names_a_column_whose_groups_nest_the_annotation(adata, caplog
     adata.obs["status"] = pd.Categorical(status)  # one status per tag group: a property of the groups
     adata.obs["cluster"] = pd.Categorical([f"k{i % 4}" for i in range(N_OBS)])  # does not nest status: not named
     adata.obs["sample_id"] = pd.Categorical([f"s{i // 2}" for i in range(N_OBS)])  # 120 groups: too many
+    adata.obs["batch_lists"] = pd.Series([[i % 3] for i in range(N_OBS)], index=adata.obs_names)  # not groupable
     with caplog.at_level("WARNING", logger="lava"):
         lava.tl.associate(adata, "status")
     assert "adata.obs['tag'] looks like the donor or sample" in caplog.text
@@ -756,7 +757,7 @@ def test_associate_warns_about_categories_in_few_localities(adata, caplog):
     idx = adata.uns["lava"]["localities"]["indices"]
     n_rare = int(np.sum(np.isin(idx, np.arange(6)).any(axis=1)))
     assert n_rare < 5
-    assert f"1 categories of adata.obs['state'] have samples in fewer than 5 localities or 10% of the {N_LOC}" in (
+    assert f"1 category of adata.obs['state'] has samples in fewer than 5 localities or 10% of the {N_LOC}" in (
         caplog.text
     )
     assert f"'rare' ({n_rare})" in caplog.text

@@ -595,16 +595,19 @@ def _group_candidates(obs: pd.DataFrame, groupby: str) -> list[tuple[str, int, b
         )
         if not (is_label or (named and pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))):
             continue
-        n_groups = column.nunique(dropna=True)
-        if not 2 < n_groups < len(obs) / 10:
+        try:  # a hint only: a column pandas cannot group (e.g. of lists) is no candidate
+            n_groups = column.nunique(dropna=True)
+            if not 2 < n_groups < len(obs) / 10:
+                continue
+            nests = n_groups > n_values and bool(
+                pd.DataFrame({"g": column.to_numpy(), "y": label.to_numpy()})
+                .groupby("g", observed=True, dropna=True)["y"]
+                .nunique(dropna=True)
+                .max()
+                <= 1
+            )
+        except TypeError:
             continue
-        nests = n_groups > n_values and bool(
-            pd.DataFrame({"g": column.to_numpy(), "y": label.to_numpy()})
-            .groupby("g", observed=True, dropna=True)["y"]
-            .nunique(dropna=True)
-            .max()
-            <= 1
-        )
         if named or nests:
             found.append((str(name), int(n_groups), nests))
     return sorted(found, key=lambda item: not item[2])
@@ -626,7 +629,8 @@ def _warn_design(obs: pd.DataFrame, groupby: str, fractions: np.ndarray, categor
         if few.size:
             listed = ", ".join(f"{categories[k]!r} ({present[k]})" for k in few[:5]) + (", ..." if few.size > 5 else "")
             logg.warning(
-                f"{few.size} categories of adata.obs[{groupby!r}] have samples in fewer than {FEW_LOCALITIES} "
+                f"{few.size} {'category' if few.size == 1 else 'categories'} of adata.obs[{groupby!r}] "
+                f"{'has' if few.size == 1 else 'have'} samples in fewer than {FEW_LOCALITIES} "
                 f"localities or {FEW_LOCALITIES_FRACTION:.0%} of the {n_loc}: {listed}. Their associations rest on "
                 "those localities alone, which may hold the cells of a single donor or sample; test at that level "
                 f"with {suggestion}."
