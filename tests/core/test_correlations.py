@@ -5,8 +5,8 @@ import pytest
 import scipy.stats
 from scipy import sparse
 
+from lava.core import correlation_support, locality_correlations, n_pairs, pair_indices
 from lava.core import correlations as corr_module
-from lava.core import locality_correlations, n_pairs, pair_indices
 
 
 def reference(X, indices, tie_fraction=0.75):
@@ -320,3 +320,49 @@ def test_cpu_kernels_match_gpu_code_path(rng, monkeypatch):
     monkeypatch.setattr(corr_module, "_CPU_KERNELS", False)
     np.testing.assert_allclose(C, locality_correlations(X, idx, batch_size=4), atol=2e-6, rtol=0)
     np.testing.assert_allclose(C, reference(X, idx), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("block_rows", [1, 4, 64])
+def test_correlation_support_matches_a_loop(rng, block_rows):
+    X = make_data(rng)
+    idx = make_indices(rng, X.shape[0])
+    C = locality_correlations(X, idx)
+    C[:, 5] = 0  # a pair that is 0 everywhere
+    C[2] = 0  # a locality where nothing entered
+    D = X.shape[1]
+    support = correlation_support(C, D, block_rows=block_rows)
+    i, j = pair_indices(D)
+    entered = np.zeros((C.shape[0], D), dtype=bool)
+    for k in range(C.shape[0]):
+        for p in np.flatnonzero(C[k]):
+            entered[k, i[p]] = entered[k, j[p]] = True
+    np.testing.assert_array_equal(support.entered, entered)
+    np.testing.assert_array_equal(support.pair_localities, np.count_nonzero(C, axis=0))
+    np.testing.assert_array_equal(support.feature_localities, entered.sum(axis=0))
+    np.testing.assert_array_equal(support.locality_features, entered.sum(axis=1))
+    assert support.locality_features[2] == 0
+    assert support.n_nonzero == np.count_nonzero(C)
+    assert support.n_pairs_nonzero == np.count_nonzero(C.any(axis=0)) < C.shape[1]
+    assert support.nonzero_fraction == pytest.approx(np.count_nonzero(C) / C.size)
+    assert support.feature_localities[3] == 0  # the constant feature never enters
+
+
+def test_correlation_support_reads_an_on_disk_store(rng, tmp_path):
+    C = (rng.random((9, n_pairs(12))) < 0.2).astype(np.float32)
+    store = np.lib.format.open_memmap(tmp_path / "C.npy", mode="w+", dtype=np.float32, shape=C.shape)
+    store[:] = C
+    np.testing.assert_array_equal(
+        correlation_support(store, 12, block_rows=2).entered, correlation_support(C, 12).entered
+    )
+
+
+def test_correlation_support_bad_arguments():
+    with pytest.raises(ValueError, match="pass the number of features"):
+        correlation_support(np.zeros((2, 10), np.float32), 4)
+    with pytest.raises(ValueError, match="2-D"):
+        correlation_support(np.zeros(10, np.float32), 5)
+    with pytest.raises(ValueError, match="block_rows"):
+        correlation_support(np.zeros((2, 10), np.float32), 5, block_rows=0)
+    empty = correlation_support(np.zeros((0, 10), np.float32), 5)
+    assert empty.entered.shape == (0, 5)
+    assert empty.nonzero_fraction == 0.0

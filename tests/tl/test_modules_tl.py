@@ -576,7 +576,11 @@ def test_enrich_go_bp_offline(tmp_path):
     scores[a.var_names.get_indexer(others[:40]), 1] = gen.uniform(0.5, 1.0, size=40)  # a random gene list
     a.varm["lava_modules"] = scores
     a.uns["lava"] = {
-        "correlations": {"features": np.asarray(var_names, dtype=object), "feature_index": tested},
+        "correlations": {
+            "features": np.asarray(var_names, dtype=object),
+            "feature_index": tested,
+            "feature_n_localities": np.ones(len(var_names), dtype=np.int64),  # every gene entered a locality
+        },
         "amf": {"modules": np.zeros((2, 1), dtype=np.float32)},
     }
     lava.tl.module_genes(a, rule="score")
@@ -652,3 +656,111 @@ def test_end_to_end_synthetic_modules_to_biology():
     assert case.loc[m0, "pearson_p"] < 1e-6
     assert case.loc[m0, "permutation_p"] > 0.1  # 4 donors: about 1 in 4 labellings matches as well
     assert (case["permutation_p"] > case["pearson_p"]).loc[[m0]].all()
+
+
+# ------------------------------------------------------------------------------- ORA background: entered features
+
+NEVER_ENTERED = [f"Gene{i}" for i in range(30, 35)]  # tested features 25..29
+
+
+def _tie_out(adata):
+    """Zero every pair of the last 5 tested features in every locality, as the tie filter would."""
+    i, j = np.triu_indices(N_TESTED, 1)
+    corr = adata.uns["lava"]["correlations"]
+    corr["values"][:, (i >= N_TESTED - 5) | (j >= N_TESTED - 5)] = 0
+
+
+@pytest.mark.parametrize("stored_counts", [True, False])
+def test_enrich_default_background_is_the_features_that_entered(adata, stored_counts):
+    _tie_out(adata)
+    corr = adata.uns["lava"]["correlations"]
+    if stored_counts:  # as lava.tl.correlations stores them; else computed from the values (older results)
+        corr["feature_n_localities"] = np.r_[np.full(N_TESTED - 5, N_LOC), np.zeros(5)].astype(np.int64)
+    lava.tl.module_genes(adata, threshold=0.5)
+    sets = {**_gene_sets(), "never_entered": [*NEVER_ENTERED, "Gene5"]}
+    lava.tl.enrich(adata, sets, min_size=1)
+    params = lava.get.params(adata, "enrichment")
+    assert params["background"] == "entered"
+    assert params["n_background"] == N_TESTED - 5
+    res = lava.get.enrichment(adata)
+    # a feature that never entered a locality is not in the background: the set shrinks to its one entered gene
+    row = res[(res["module"] == 0) & (res["term"] == "never_entered")].iloc[0]
+    assert row["set_size"] == 1
+    genes = set(lava.get.module_genes(adata, modules=0)["feature"])
+    n = len(genes - set(NEVER_ENTERED))
+    assert row["p_value"] == pytest.approx(stats.hypergeom.sf(0, N_TESTED - 5, 1, n), rel=1e-10)
+    # "tested" keeps them (and the set), "all" every gene
+    lava.tl.enrich(adata, sets, min_size=1, background="tested")
+    assert lava.get.params(adata, "enrichment")["n_background"] == N_TESTED
+    tested = lava.get.enrichment(adata)
+    assert tested[(tested["module"] == 0) & (tested["term"] == "never_entered")].iloc[0]["set_size"] == 6
+
+
+def test_enrich_entered_background_empty_is_an_error(adata):
+    lava.tl.module_genes(adata, threshold=0.5)
+    adata.uns["lava"]["correlations"]["values"][:] = 0
+    before = _snapshot(adata)
+    with pytest.raises(ValueError, match=r"'entered' background is empty.*higher tie_fraction"):
+        lava.tl.enrich(adata, _gene_sets(), min_size=1)
+    assert _snapshot(adata) == before
+
+
+# ------------------------------------------------------------------------ association: warnings naming groups=
+
+
+def _without_donor(adata):
+    del adata.obs["donor"]
+    return adata
+
+
+def test_associate_names_a_donor_column_by_its_name(adata, caplog):
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.associate(adata, "disease")
+    assert "adata.obs['donor'] looks like the donor or sample" in caplog.text
+    assert "by its name, 12 groups" in caplog.text
+    assert "groups='donor', permutations=1000" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lava"):  # passed: nothing to say
+        lava.tl.associate(adata, "disease", permutations=9, groups="donor")
+    assert caplog.text == ""
+
+
+def test_associate_names_a_column_whose_groups_nest_the_annotation(adata, caplog):
+    _without_donor(adata)
+    adata.obs["tag"] = pd.Categorical([f"t{i // 20}" for i in range(N_OBS)])  # 12 groups, no telling name
+    status = np.where(np.arange(N_OBS) // 20 == 0, "rare", np.where(np.arange(N_OBS) // 20 % 2, "a", "b"))
+    adata.obs["status"] = pd.Categorical(status)  # one status per tag group: a property of the groups
+    adata.obs["cluster"] = pd.Categorical([f"k{i % 4}" for i in range(N_OBS)])  # does not nest status: not named
+    adata.obs["sample_id"] = pd.Categorical([f"s{i // 2}" for i in range(N_OBS)])  # 120 groups: too many
+    adata.obs["batch_lists"] = pd.Series([[i % 3] for i in range(N_OBS)], index=adata.obs_names)  # not groupable
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.associate(adata, "status")
+    assert "adata.obs['tag'] looks like the donor or sample" in caplog.text
+    assert "12 groups, each holding one value of 'status'" in caplog.text
+    assert "Categories found in a single 'tag' group ('rare')" in caplog.text
+    assert "groups='tag', permutations=1000" in caplog.text
+    assert "'cluster'" not in caplog.text
+    assert "'sample_id'" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lava"):  # a per-cell label: no column nests it, none is named
+        lava.tl.associate(adata, "cluster")
+    assert "looks like the donor" not in caplog.text
+
+
+def test_associate_warns_about_categories_in_few_localities(adata, caplog):
+    _without_donor(adata)
+    state = np.full(N_OBS, "common", dtype=object)
+    state[:6] = "rare"  # in the first 2 localities only (contiguous runs of 24 samples)
+    adata.obs["state"] = pd.Categorical(state)
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.associate(adata, "state")
+    idx = adata.uns["lava"]["localities"]["indices"]
+    n_rare = int(np.sum(np.isin(idx, np.arange(6)).any(axis=1)))
+    assert n_rare < 5
+    assert f"1 category of adata.obs['state'] has samples in fewer than 5 localities or 10% of the {N_LOC}" in (
+        caplog.text
+    )
+    assert f"'rare' ({n_rare})" in caplog.text
+    assert "'common'" not in caplog.text
+    assert "groups=<the donor column>, permutations=1000" in caplog.text  # no candidate column to name
+    assert "looks like the donor" not in caplog.text

@@ -4,7 +4,7 @@ Usable on its own for plain arrays: embeddings of any model, images, expression 
 """
 
 from .amf import AMFResult, amf_loss, complete_modules, fit_amf, prune_nested_modules, reconstruct
-from .correlations import locality_correlations, n_pairs, pair_indices
+from .correlations import CorrelationSupport, correlation_support, locality_correlations, n_pairs, pair_indices
 from .metrics import (
     copresence_entropy,
     feature_scores,
@@ -26,6 +26,7 @@ from .stats import association_test, benjamini_hochberg, ora
 
 __all__ = [
     "AMFResult",
+    "CorrelationSupport",
     "LocalityPlacement",
     "ModelSelection",
     "amf_loss",
@@ -33,6 +34,7 @@ __all__ = [
     "benjamini_hochberg",
     "complete_modules",
     "copresence_entropy",
+    "correlation_support",
     "feature_scores",
     "fit_amf",
     "fit_nmf",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -191,6 +192,100 @@ def locality_correlations(
         if given is not None:
             given[start:stop] = here.numpy()
     return out if given is None else given
+
+
+@dataclass(frozen=True)
+class CorrelationSupport:
+    """Where the correlations are non-zero: which features entered which localities (see :func:`correlation_support`).
+
+    Attributes
+    ----------
+    entered
+        (l, D) bool: feature ``i`` entered locality ``k``, i.e. at least one of its pairs is non-zero there.
+    pair_localities
+        (P,) int64: in how many localities each pair is non-zero (0: the pair is 0 everywhere).
+    n_nonzero
+        Number of non-zero entries of ``C``.
+    """
+
+    entered: np.ndarray
+    pair_localities: np.ndarray
+    n_nonzero: int
+
+    @property
+    def feature_localities(self) -> np.ndarray:
+        """(D,) int64: in how many localities each feature entered."""
+        return self.entered.sum(axis=0, dtype=np.int64)
+
+    @property
+    def locality_features(self) -> np.ndarray:
+        """(l,) int64: how many features entered each locality."""
+        return self.entered.sum(axis=1, dtype=np.int64)
+
+    @property
+    def n_pairs_nonzero(self) -> int:
+        """Number of pairs non-zero in at least one locality."""
+        return int(np.count_nonzero(self.pair_localities))
+
+    @property
+    def nonzero_fraction(self) -> float:
+        """Share of the entries of ``C`` that are non-zero (0 for an empty ``C``)."""
+        size = self.entered.shape[0] * self.pair_localities.size
+        return self.n_nonzero / size if size else 0.0
+
+
+def correlation_support(C, n_features: int, *, block_rows: int = 64) -> CorrelationSupport:
+    """Which features entered which localities of the correlations ``C``, and which pairs are non-zero anywhere.
+
+    A feature enters a locality when at least one of its pairs is non-zero there: it passed the tie filter of
+    :func:`locality_correlations` (no value in more than ``tie_fraction`` of the locality's samples), and so did at
+    least one other feature. Features that never enter any locality cannot be part of a module (and cannot become
+    module genes); pairs that are 0 in every locality are dropped by :func:`fit_amf`.
+
+    Parameters
+    ----------
+    C
+        (l, P) correlations, as returned by :func:`locality_correlations`: an ndarray or an on-disk array (zarr,
+        h5py, memmap), read ``block_rows`` rows at a time.
+    n_features
+        Number of features ``D`` with ``P = D (D - 1) / 2``.
+    block_rows
+        Rows of ``C`` read at a time.
+
+    Returns
+    -------
+    :class:`CorrelationSupport` with ``entered`` (l, D) bool, ``pair_localities`` (P,) int64 and ``n_nonzero``;
+    its properties give the per-feature and per-locality counts.
+    """
+    shape = tuple(getattr(C, "shape", ()))
+    if len(shape) != 2:
+        msg = f"C must be 2-D (localities x feature pairs), got shape {shape}."
+        raise ValueError(msg)
+    if isinstance(n_features, bool) or not isinstance(n_features, int | np.integer) or n_features < 0:
+        msg = f"n_features must be a non-negative integer, got {n_features!r}."
+        raise TypeError(msg)
+    if shape[1] != n_pairs(int(n_features)):
+        msg = (
+            f"C has {shape[1]} columns but {n_features} features give {n_pairs(int(n_features))} pairs; pass the "
+            "number of features C was computed from."
+        )
+        raise ValueError(msg)
+    if isinstance(block_rows, bool) or not isinstance(block_rows, int | np.integer) or block_rows < 1:
+        msg = f"block_rows must be a positive integer, got {block_rows!r}."
+        raise ValueError(msg)
+    n_loc, P = shape
+    D = int(n_features)
+    entered = np.zeros((n_loc, D), dtype=bool)
+    pair_localities = np.zeros(P, dtype=np.int64)
+    n_nonzero = 0
+    kernel = _support_kernel()
+    for start in range(0, n_loc, block_rows):
+        block = np.asarray(C[start : start + block_rows])
+        nonzero = block != 0
+        pair_localities += np.count_nonzero(nonzero, axis=0)
+        n_nonzero += int(np.count_nonzero(nonzero))
+        kernel(nonzero, D, entered[start : start + block.shape[0]])
+    return CorrelationSupport(entered=entered, pair_localities=pair_localities, n_nonzero=n_nonzero)
 
 
 def _check_out(out, n_loc: int, P: int) -> None:
@@ -673,6 +768,32 @@ def _kernels():
     return jit(_rank_batch_py), jit(_unpack_py)
 
 
+def _support_py(nonzero, D, entered):  # pragma: no cover
+    """``entered[k, i]``: whether feature ``i`` has a pair marked in row ``k`` of ``nonzero`` (b, P) bool."""
+    b = nonzero.shape[0]
+    for k in prange(b):
+        row = nonzero[k]
+        hit = entered[k]
+        col = 0
+        for i in range(D - 1):
+            first = False
+            for j in range(i + 1, D):  # branch-free: the marks are random, a branch would mispredict
+                mark = row[col]
+                first |= mark
+                hit[j] |= mark
+                col += 1
+            hit[i] |= first
+
+
+@functools.cache
+def _support_kernel():
+    """Compile (or load from numba's cache) :func:`_support_py`."""
+    import numba
+
+    globals()["prange"] = numba.prange
+    return numba.njit(parallel=True, cache=True, nogil=True)(_support_py)
+
+
 def _cpu_inputs(X, dtype: np.dtype):
     """Return ``(indptr, indices, data, dense)`` for :func:`_rank_batch_py` from a CSR matrix or a dense ndarray.
 
@@ -836,6 +957,20 @@ def _ranks_numpy(rows: np.ndarray, max_count: int, buffer=None) -> tuple[np.ndar
     norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
     ranks /= np.maximum(norm, np.float32(1e-30))[:, None]
     return ranks, keep
+
+
+def _host_memory(n_loc: int, n: int, D: int, value_bytes: int, batch_size: int | None) -> tuple[int, int]:
+    """Bytes of host memory the CPU path allocates: ``(output, batch)``, the ``(l, P)`` result and one batch's work.
+
+    The batch is ``batch_size`` localities, or what ``batch_size=None`` picks on the CPU (at least one locality,
+    however large); each needs at most ``12 D^2 + n D (s + 40)`` bytes (see :func:`locality_correlations`).
+    """
+    import torch
+
+    if batch_size is None:
+        batch_size = _auto_batch_size(n, D, value_bytes, torch.device("cpu"))
+    per_locality = 12 * D * D + n * D * (value_bytes + 40)
+    return 4 * n_loc * n_pairs(D), min(batch_size, max(n_loc, 1)) * per_locality
 
 
 def _auto_batch_size(n: int, D: int, value_bytes: int, dev) -> int:

@@ -17,6 +17,7 @@ from .._store import decode_params
 from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.metrics import _fit_figures, feature_scores
+from ._correlations import report_dropped_pairs, sparsity_advice, stored_tie_fraction
 
 
 @doc_params()
@@ -171,9 +172,8 @@ def amf(
         raise TypeError(msg)
     if not np.any(C):
         msg = (
-            f"every correlation in adata.uns[{key!r}]['correlations']['values'] is 0, so AMF has nothing to fit; "
-            "use more variable features, larger localities (n_neighbors) or a lower tie_fraction in "
-            "lava.tl.correlations."
+            f"every correlation in adata.uns[{key!r}]['correlations']['values'] is 0, so AMF has nothing to fit. "
+            + sparsity_advice(stored_tie_fraction(adata, key))
         )
         raise ValueError(msg)
     seed = as_seed(rng)
@@ -198,6 +198,7 @@ def amf(
         device=device,
         progress=progress,
     )
+    report_dropped_pairs(result.n_pairs_dropped, C.shape[1], stored_tie_fraction(adata, key))
     if result.interrupted:
         warnings.warn(
             f"the AMF fit was interrupted after {result.n_epochs} epochs; storing the best matrices so far "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,7 @@ from .._compat import as_generator, as_seed
 from .._docs import doc_params
 from .._store import get_step, modules_key, store_step
 from .._validate import check_not_view, check_positive
+from ..core.correlations import correlation_support
 from ..core.stats import (
     association_test,
     benjamini_hochberg,
@@ -290,25 +292,60 @@ def load_gene_sets(gene_sets, *, organism: str = "Human") -> tuple[dict[str, lis
     raise TypeError(msg)
 
 
+def entered_features(adata, key: str = "lava") -> list[str]:
+    """Return the correlated features that entered at least one locality (have a non-zero pair in ``C``).
+
+    Read from ``uns[key]["correlations"]["feature_n_localities"]``, or computed from the stored values for results
+    written before lava stored the counts.
+    """
+    corr = get_step(adata, key, "correlations")
+    features = np.asarray(corr["features"]).astype(str)
+    if "feature_n_localities" in corr:
+        counts = np.asarray(corr["feature_n_localities"])
+    elif "values" in corr:
+        counts = correlation_support(np.asarray(corr["values"]), features.size).feature_localities
+    else:
+        msg = f"adata.uns[{key!r}]['correlations'] has neither counts nor values; rerun lava.tl.correlations."
+        raise KeyError(msg)
+    if counts.shape != features.shape:
+        msg = (
+            f"adata.uns[{key!r}]['correlations'] holds {counts.size} per-feature counts for {features.size} "
+            "features; rerun lava.tl.correlations."
+        )
+        raise ValueError(msg)
+    return features[counts > 0].tolist()
+
+
 def _resolve_background(adata, background, key: str) -> tuple[list[str], str]:
     if isinstance(background, str):
+        if background == "entered":
+            genes = entered_features(adata, key)
+            if not genes:
+                msg = (
+                    "no feature entered any locality (every stored correlation is 0), so the 'entered' background "
+                    "is empty; rerun lava.tl.correlations with other features or a higher tie_fraction."
+                )
+                raise ValueError(msg)
+            return genes, "entered"
         if background == "tested":
             corr = get_step(adata, key, "correlations")
             return [str(g) for g in np.asarray(corr["features"])], "tested"
         if background == "all":
             return [str(g) for g in adata.var_names], "all"
         msg = (
-            f"background must be 'tested', 'all' or a list of gene names, got the string {background!r} "
+            f"background must be 'entered', 'tested', 'all' or a list of gene names, got the string {background!r} "
             "(lava never downloads a background; pass the genes themselves)."
         )
         raise ValueError(msg)
     if isinstance(background, Iterable):
         genes = [str(g) for g in background]
         if not genes:
-            msg = "background is empty; pass 'tested', 'all' or the genes that could have become module genes."
+            msg = (
+                "background is empty; pass 'entered', 'tested', 'all' or the genes that could have become module genes."
+            )
             raise ValueError(msg)
         return genes, "list"
-    msg = f"background must be 'tested', 'all' or a list of gene names, got {type(background).__name__}."
+    msg = f"background must be 'entered', 'tested', 'all' or a list of gene names, got {type(background).__name__}."
     raise TypeError(msg)
 
 
@@ -318,7 +355,7 @@ def enrich(
     gene_sets,
     *,
     modules: int | Sequence[int] | None = None,
-    background: Literal["tested", "all"] | Sequence[str] = "tested",
+    background: Literal["entered", "tested", "all"] | Sequence[str] = "entered",
     threshold: float = 0.05,
     min_size: int = 5,
     max_size: int | None = None,
@@ -343,11 +380,16 @@ def enrich(
     modules
         Module numbers to test (default: all).
     background
-        The gene universe of the test. ``"tested"`` (default): the features that entered the correlations
-        (``adata.uns[key]["correlations"]["features"]``). Only those genes could have become module genes, so they
-        are the right null: using all measured genes (``"all"``, as the paper did) counts thousands of genes that
-        were never candidates, which inflates the enrichment of whatever sets the tested features (e.g. highly
-        variable genes) happen to favour. Or an explicit list of genes; module genes outside it are dropped (logged).
+        The gene universe of the test. ``"entered"`` (default): the correlated features that entered at least one
+        locality, i.e. have a non-zero correlation somewhere in ``C``
+        (``adata.uns[key]["correlations"]["feature_n_localities"] > 0``). Only those genes could have become module
+        genes: a feature that the tie filter removed from every locality (on sparse data, a gene detected in fewer
+        than ``1 - tie_fraction`` of the cells of every locality) scores 0 in every module. So they are the right
+        null; counting genes that were never candidates inflates the enrichment of whatever sets the candidates
+        happen to favour. ``"tested"``: every feature passed to :func:`lava.tl.correlations`
+        (``adata.uns[key]["correlations"]["features"]``, e.g. the highly variable genes), including those that
+        never entered a locality. ``"all"``: every gene in ``adata.var_names``, as the paper did. Or an explicit list
+        of genes; module genes outside it are dropped (logged).
     threshold
         Adjusted p-value below which a term is flagged ``significant`` (and counted in the log).
     min_size, max_size
@@ -409,7 +451,7 @@ def enrich(
             logg.warning(f"module {m}: {len(outside)} module genes are not in the background and are left out.")
         q = [g for g in q if g in bg_set]
         if not q:
-            msg = f"no gene of module {m} is in the background; pass background='tested', 'all' or a larger list."
+            msg = f"no gene of module {m} is in the background; pass background='entered', 'all' or a larger list."
             raise ValueError(msg)
         upper_queries.append(q)
     upper_sets = {name: [g.upper() for g in genes] for name, genes in sets.items()}
@@ -490,8 +532,8 @@ def enrich(
     n_sig = table.groupby("module")["significant"].sum() if len(table) else pd.Series(dtype=int)
     logg.finished(
         start,
-        f"{res.terms.size} sets tested against {res.n_background} background genes; terms with p_adjusted < "
-        f"{threshold}: " + ", ".join(f"module {m}: {int(n_sig.get(m, 0))}" for m in selected),
+        f"{res.terms.size} sets tested against {res.n_background} background genes ({bg_kind}); terms with "
+        f"p_adjusted < {threshold}: " + ", ".join(f"module {m}: {int(n_sig.get(m, 0))}" for m in selected),
     )
     return adata if copy else None
 
@@ -560,6 +602,101 @@ def _label_matrix(column: pd.Series, groupby: str) -> tuple[np.ndarray, list[str
     return onehot, [str(c) for c in cat.cat.categories], False
 
 
+#: A category in fewer localities than this, or than this share of all localities, gets a warning (few localities
+#: carry its associations, possibly all from one donor).
+FEW_LOCALITIES = 5
+FEW_LOCALITIES_FRACTION = 0.1
+#: obs column names that usually name the unit cells cluster by in an embedding: candidates for ``groups=``.
+GROUP_COLUMN_NAMES = re.compile(r"donor|sample|patient|individual|subject|batch|project|experiment|orig\.?ident", re.I)
+
+
+def _group_candidates(obs: pd.DataFrame, groupby: str) -> list[tuple[str, int, bool]]:
+    """Return the obs columns that look like a donor or sample column for ``groups=``: ``(name, n_groups, nests)``.
+
+    A candidate has 2 < n_groups < n_obs / 10 groups and either a name such as donor, sample, patient or batch
+    (:data:`GROUP_COLUMN_NAMES`) or groups that nest ``groupby`` (each group holds one value of it, and there are
+    more groups than values: the annotation is a property of the groups, e.g. a disease of donors). Nesting ones
+    come first.
+    """
+    label = obs[groupby]
+    n_values = label.nunique(dropna=True)
+    found = []
+    for name in obs.columns:
+        if name == groupby:
+            continue
+        column = obs[name]
+        named = bool(GROUP_COLUMN_NAMES.search(str(name)))
+        dtype = column.dtype
+        is_label = (
+            isinstance(dtype, pd.CategoricalDtype)
+            or pd.api.types.is_object_dtype(dtype)
+            or pd.api.types.is_string_dtype(dtype)
+        )
+        if not (is_label or (named and pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))):
+            continue
+        try:  # a hint only: a column pandas cannot group (e.g. of lists) is no candidate
+            n_groups = column.nunique(dropna=True)
+            if not 2 < n_groups < len(obs) / 10:
+                continue
+            nests = n_groups > n_values and bool(
+                pd.DataFrame({"g": column.to_numpy(), "y": label.to_numpy()})
+                .groupby("g", observed=True, dropna=True)["y"]
+                .nunique(dropna=True)
+                .max()
+                <= 1
+            )
+        except TypeError:
+            continue
+        if named or nests:
+            found.append((str(name), int(n_groups), nests))
+    return sorted(found, key=lambda item: not item[2])
+
+
+def _warn_design(obs: pd.DataFrame, groupby: str, fractions: np.ndarray, categories: list[str], numeric: bool) -> None:
+    """Warn when localities are weak evidence for ``groupby`` without ``groups=``, naming the column to pass.
+
+    Two signs: categories whose samples fall in few localities (:data:`FEW_LOCALITIES`,
+    :data:`FEW_LOCALITIES_FRACTION`), and an obs column that looks like the donor or sample (:func:`_group_candidates`).
+    """
+    candidates = _group_candidates(obs, groupby)
+    name = candidates[0][0] if candidates else None
+    suggestion = f"groups={name!r}, permutations=1000" if name else "groups=<the donor column>, permutations=1000"
+    if not numeric:
+        n_loc = fractions.shape[0]
+        present = np.count_nonzero(fractions > 0, axis=0)
+        few = np.flatnonzero((present < FEW_LOCALITIES) | (present < FEW_LOCALITIES_FRACTION * n_loc))
+        if few.size:
+            listed = ", ".join(f"{categories[k]!r} ({present[k]})" for k in few[:5]) + (", ..." if few.size > 5 else "")
+            logg.warning(
+                f"{few.size} {'category' if few.size == 1 else 'categories'} of adata.obs[{groupby!r}] "
+                f"{'has' if few.size == 1 else 'have'} samples in fewer than {FEW_LOCALITIES} "
+                f"localities or {FEW_LOCALITIES_FRACTION:.0%} of the {n_loc}: {listed}. Their associations rest on "
+                "those localities alone, which may hold the cells of a single donor or sample; test at that level "
+                f"with {suggestion}."
+            )
+    if name is None:
+        return
+    _, n_groups, nests = candidates[0]
+    why = f"{n_groups} groups, each holding one value of {groupby!r}" if nests else f"by its name, {n_groups} groups"
+    others = ", ".join(repr(c[0]) for c in candidates[1:4])
+    detail = ""
+    if nests and not numeric:
+        labels = pd.DataFrame({"g": obs[name].to_numpy(), "y": obs[groupby].to_numpy()}).dropna()
+        per_category = labels.groupby(labels["y"].astype(str))["g"].nunique()
+        single = [c for c in categories if per_category.get(c, 0) == 1]
+        if single:
+            detail = (
+                f" Categories found in a single {name!r} group ({', '.join(map(repr, single[:5]))}) cannot be told "
+                "apart from that group's own state."
+            )
+    logg.warning(
+        f"adata.obs[{name!r}] looks like the donor or sample the cells come from ({why})"
+        + (f"; other candidates: {others}" if others else "")
+        + ". Cells of one donor sit together in the embedding, so neighbouring localities are not independent "
+        f"evidence and the parametric p-values are optimistic.{detail} Pass {suggestion} for p-values at that level."
+    )
+
+
 @doc_params()
 def associate(
     adata,
@@ -597,6 +734,12 @@ def associate(
     donors the permutations are few and the smallest reachable p-value is large, which is the honest answer.
     Without ``groups``, single samples are permuted (a plain permutation test, no better than the parametric p when
     donors cluster).
+
+    Without ``groups``, two warnings name what to pass: when a category's samples fall in fewer than 5 localities
+    (or 10% of them), so that its associations rest on those few; and when ``adata.obs`` has a column that looks like
+    the donor or sample of the cells: 2 < n_groups < n_obs / 10 groups and a name such as donor, sample, patient,
+    batch, project or experiment, or groups that each hold one value of ``groupby`` (a property of donors, such as
+    a disease). ``n_localities`` in the table says how many localities entered each module's test.
 
     Parameters
     ----------
@@ -663,6 +806,8 @@ def associate(
     start = logg.info(f"associating {presence.shape[1]} modules with {groupby!r}")
     n_loc = indices.shape[1]
     fractions = locality_means(indices, values)  # (l, K)
+    if groups is None:
+        _warn_design(adata.obs, groupby, fractions, categories, numeric)
     M, K = presence.shape[1], len(categories)
     stats_ = {name: np.full((M, K), np.nan) for name in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
     n_used = np.zeros(M, dtype=np.int64)
