@@ -183,7 +183,9 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     res = fit_amf(C, 3, nu=9.0, nu_background=9.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
     modules = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
-    assert res.loss == pytest.approx(amf_loss(C, presence, modules, loss="expectile"), rel=1e-4)
+    assert res.loss == pytest.approx(
+        amf_loss(C, presence, modules, loss="expectile", weights=locality_weights(C, res.locality_weight)), rel=1e-4
+    )
     # a different weight where the floor is the maximum and overestimates
     res = fit_amf(C, 3, nu=3.0, nu_background=9.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
@@ -191,7 +193,8 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     floor_max = res.background[:, None] > reconstruct(res.presence, res.modules)
     c, h = C.astype(np.float64), chat.astype(np.float64)
     w = np.where(h > c, np.where(floor_max, 9.0, 3.0), 1.0)
-    a = locality_weights(C)
+    a = locality_weights(C, "balanced")  # the variants' default weights
+    assert res.locality_weight == "balanced"
     ref = (a * (w * (h - c) ** 2).sum(1) / (c * c).sum(1)).sum() + 1e-4 * np.abs(h - c).mean()
     assert res.loss == pytest.approx(ref, rel=1e-4)
     # the l1 term adds l1 * sum(modules) / mean_i ||C_i||^2 (the background row excluded)
@@ -199,7 +202,8 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
         C, 3, loss="expectile", nu=9.0, lr=1e-2, rng=0, max_epochs=30, l1=0.01, background=False, refine=False
     )
     penalty = 0.01 * res_l1.modules.astype(np.float64).sum() / (C.astype(np.float64) ** 2).sum(1).mean()
-    ref = amf_loss(C, res_l1.presence, res_l1.modules, loss="expectile") + penalty
+    ref = amf_loss(C, res_l1.presence, res_l1.modules, loss="expectile", weights=locality_weights(C, "balanced"))
+    ref += penalty
     assert res_l1.loss == pytest.approx(ref, rel=1e-4)
 
 
@@ -303,7 +307,9 @@ def test_polish_continues_without_the_penalty():
     # the reported loss is the second phase's: without the l1 term (the floor as a fixed all-ones module)
     presence = np.hstack([res.presence, res.background[:, None]])
     full = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
-    assert res.loss == pytest.approx(amf_loss(C, presence, full, loss="expectile"), rel=1e-4)
+    assert res.loss == pytest.approx(
+        amf_loss(C, presence, full, loss="expectile", weights=locality_weights(C, "balanced")), rel=1e-4
+    )
     assert res.history["loss"].shape == (res.n_epochs + 1,)
     assert res.n_epochs > first.n_epochs
     assert res.loss == res.history["loss"][res.best_epoch]
@@ -383,7 +389,9 @@ def test_refine_keeps_the_support_and_ends_with_the_paper_loss():
     # the reported loss is the paper's at refine_nu (the floor as a fixed all-ones module), of the best epoch
     presence = np.hstack([res.presence, res.background[:, None]])
     full = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
-    assert res.loss == pytest.approx(amf_loss(C, presence, full, nu=4.0, loss="paper"), rel=1e-4)
+    assert res.loss == pytest.approx(
+        amf_loss(C, presence, full, nu=4.0, loss="paper", weights=locality_weights(C, "balanced")), rel=1e-4
+    )
     assert res.history["loss"].shape == (res.n_epochs + 1,)
     assert res.loss == res.history["loss"][res.best_epoch]
 
@@ -470,11 +478,14 @@ def test_refine_starts_from_the_pruned_modules():
     C, _, _ = colocated()
     res = fit_amf(C, 3, rng=0, max_epochs=400, refine=False)
     leaky = res.modules.copy()
-    k, m = 0, 2
-    on_k = res.presence[:, k] >= 0.5 * res.presence[:, k].max()
-    on_m = res.presence[:, m] >= 0.5 * res.presence[:, m].max()
-    if not ((on_m & on_k).sum() >= 0.9 * on_m.sum() and on_k.sum() > on_m.sum()):
-        k, m = m, k  # the fit may order the modules the other way
+    on = res.presence >= 0.5 * res.presence.max(0)
+    # the fit may order the modules any way: m is the module nested in k (present only where k is)
+    k, m = next(
+        (k, m)
+        for k in range(3)
+        for m in range(3)
+        if k != m and (on[:, m] & on[:, k]).sum() >= 0.9 * on[:, m].sum() and on[:, k].sum() > on[:, m].sum()
+    )
     pairs = np.flatnonzero(leaky[k] >= 0.7 * np.quantile(leaky[k][leaky[k] > 0], 0.9))[:3]
     leaky[m, pairs] = 0.9
     refined = fit_amf(C, 3, rng=0, max_epochs=400, init=(leaky, res.presence), refine=True)
@@ -538,3 +549,60 @@ def test_refine_completes_then_prunes_before_freezing_the_support(monkeypatch):
     calls.clear()
     fit_amf(C, 3, rng=0, max_epochs=400, refine=False)
     assert calls == []
+
+
+def sparse_population(seed=0, n_features=40):
+    """A dense population (30 features past the filter: broad low correlations and programme A), a sparse one (6
+    features: programme B on their pairs) and a noise-only region; the dense localities' norms are ~2x the sparse."""
+    rng = np.random.default_rng(seed)
+    P = n_features * (n_features - 1) // 2
+    iu = np.triu_indices(n_features, 1)
+    C = np.zeros((48, P), np.float32)
+    dense_pairs = np.flatnonzero((iu[0] < 30) & (iu[1] < 30))
+    a_pairs = rng.choice(dense_pairs, 20, replace=False)
+    b_pairs = np.flatnonzero((iu[0] >= 30) & (iu[0] < 36) & (iu[1] < 36))
+    for i in range(20):
+        C[i, dense_pairs] = np.abs(rng.normal(0, 0.12, dense_pairs.size))
+        C[i, a_pairs] = rng.uniform(0.6, 0.8, a_pairs.size)
+    for i in range(20, 40):
+        C[i, b_pairs] = rng.uniform(0.5, 0.7, b_pairs.size)
+    for i in range(40, 48):
+        C[i, dense_pairs] = np.abs(rng.normal(0, 0.04, dense_pairs.size)) * (rng.random(dense_pairs.size) < 0.3)
+    return np.clip(C, 0, 1), b_pairs
+
+
+def test_balanced_locality_weights_match_their_definition():
+    C, _ = sparse_population()
+    C[5] = 0  # an all-zero locality weighs 0
+    a = locality_weights(C, "balanced")
+    strength = np.array([np.quantile(row[row > 0], 0.99) if (row > 0).any() else 0.0 for row in C.astype(np.float64)])
+    ref = np.minimum(strength / np.median(strength[strength > 0]), 1)
+    np.testing.assert_allclose(a, ref / ref.sum(), rtol=1e-6)
+    assert a.sum() == pytest.approx(1)
+    assert a[5] == 0
+    # dense and sparse localities with strong pairs weigh the same; noise-only ones far less
+    assert a[25] >= 0.9 * a[0]
+    assert a[45] < 0.3 * a[25]
+    # the paper's weights grow with the norm: dense localities weigh more than sparse ones
+    norm = locality_weights(C)
+    assert norm[0] > 1.4 * norm[25]
+    np.testing.assert_array_equal(locality_weights(np.zeros((3, 4)), "balanced"), np.zeros(3))
+    with pytest.raises(ValueError, match="locality_weight must be one of"):
+        locality_weights(C, "uniform")
+    with pytest.raises(ValueError, match="locality_weight must be one of"):
+        fit_amf(C, 2, locality_weight="uniform")
+
+
+def test_default_fit_gives_the_sparse_population_a_module():
+    # the paper's norm weights let the dense population's broad correlations outweigh the sparse population's
+    # programme (in 2 of these 3 seeds no module holds B's pairs); the balanced weights find it in every seed
+    C, b_pairs = sparse_population()
+    for seed in (0, 1, 2):
+        res = fit_amf(C, 2, rng=seed)
+        assert res.locality_weight == "balanced"
+        assert (res.presence[20:40].max(1) >= 0.5).all(), seed
+        owner = int(np.argmax(res.modules[:, b_pairs].sum(1)))
+        assert res.modules[owner, b_pairs].min() > 0.3
+    norm = [fit_amf(C, 2, rng=seed, locality_weight="norm") for seed in (0, 1, 2)]
+    assert sum((res.presence[20:40].max(1) >= 0.5).all() for res in norm) <= 1
+    assert fit_amf(C, 2, loss="paper", max_epochs=5).locality_weight == "norm"

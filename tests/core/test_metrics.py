@@ -116,3 +116,57 @@ def test_feature_scores_brute_force():
     np.testing.assert_allclose(feature_scores(modules, D), expected, rtol=1e-12)
     with pytest.raises(ValueError, match="n_features"):
         feature_scores(modules, D + 1)
+
+
+def test_core_features_match_a_direct_loop():
+    from lava.core.metrics import core_features
+
+    rng = np.random.default_rng(3)
+    D = 7
+    P = D * (D - 1) // 2
+    modules = rng.uniform(0, 1, (3, P)) * (rng.random((3, P)) < 0.4)
+    modules[2] = 0  # no core pairs
+    for threshold in (0.0, 0.5, 0.9):
+        got = core_features(modules, D, threshold=threshold)
+        ref = np.zeros((D, 3), bool)
+        for m in range(3):
+            top = modules[m].max()
+            k = 0
+            for i in range(D):
+                for j in range(i + 1, D):
+                    if top > 0 and modules[m, k] >= threshold * top:
+                        ref[i, m] = ref[j, m] = True
+                    k += 1
+        np.testing.assert_array_equal(got, ref)
+    assert not core_features(modules, D)[:, 2].any()
+    with pytest.raises(ValueError, match="modules must be"):
+        core_features(modules[:, :-1], D)
+
+
+def test_duplicate_modules_need_shared_pairs_and_shared_localities():
+    from lava.core.metrics import duplicate_modules
+
+    rng = np.random.default_rng(0)
+    P, n_loc = 40, 30
+    base = np.zeros(P)
+    base[:10] = 0.8
+    here = (np.arange(n_loc) < 10).astype(float)
+    there = (np.arange(n_loc) >= 20).astype(float)
+    other = np.zeros(P)
+    other[20:30] = 0.7
+    modules = np.stack([base, base * 0.9 + 0.01 * rng.random(P), base, other])
+    # 0 and 1: same pairs, same localities (a split programme); 2: the same pairs elsewhere (another population);
+    # 3: other pairs in the same localities as 0 (a second programme of that population)
+    presence = np.stack([here, here * 0.8 + 0.05 * rng.random(n_loc), there, here], axis=1)
+    found = duplicate_modules(modules, presence)
+    assert [(a, b) for a, b, _, _ in found] == [(0, 1)]
+    a, b, cos, r = found[0]
+    assert cos == pytest.approx(modules[0] @ modules[1] / np.linalg.norm(modules[0]) / np.linalg.norm(modules[1]))
+    assert r == pytest.approx(np.corrcoef(presence[:, 0], presence[:, 1])[0, 1])
+    # constant presence and all-zero modules never count
+    flat = presence.copy()
+    flat[:, 1] = 0.5
+    assert duplicate_modules(modules, flat) == []
+    assert duplicate_modules(np.zeros((2, P)), presence[:, :2]) == []
+    with pytest.raises(ValueError, match="same M"):
+        duplicate_modules(modules, presence[:, :2])

@@ -424,3 +424,24 @@ def test_interrupted_fit_is_not_kept(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt, match="resume"):
         select_n_modules(C, [2], n_runs=2, checkpoint=tmp_path)
     assert not list(tmp_path.glob("m*_r*.npz"))
+
+
+def test_select_n_modules_does_not_suggest_an_m_with_near_duplicates(monkeypatch):
+    C, _, _ = planted(n_loc=40)
+    clean = select_n_modules(C, [1, 2, 3], n_runs=2, rng=5, **FAST)
+    assert (clean.runs["n_duplicates"] == 0).all()  # planted modules are distinct: nothing to count
+    assert clean.summary["duplicates_mean"].tolist() == [0.0, 0.0, 0.0]
+    # the same fits, with every fit of 3 modules reported to hold a duplicate pair: 3 is never suggested, and the
+    # largest M below the elbow without duplicates is
+    monkeypatch.setattr(
+        sel_mod, "duplicate_modules", lambda modules, presence: [(0, 1, 0.9, 0.9)] if len(modules) == 3 else []
+    )
+    dup = select_n_modules(C, [1, 2, 3], n_runs=2, rng=5, **FAST)
+    np.testing.assert_array_equal(dup.summary["duplicates_mean"], [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(dup.summary["loss_mean"], clean.summary["loss_mean"])
+    if clean.suggested_n_modules == 3:
+        assert dup.suggested_n_modules == 2
+    else:
+        assert dup.suggested_n_modules == clean.suggested_n_modules
+    # a duplicate at M = 3 is the largest M: the elbow is at most 3, the fallback is 2 whenever the elbow is 3
+    assert dup.suggested_n_modules != 3

@@ -247,3 +247,47 @@ def test_store_amf_is_reusable():
         warnings.simplefilter("error")
         store_amf(adata, result, key="lava", params={"n_modules": 2, "refined": True})
     np.testing.assert_array_equal(adata.uns["lava"]["amf"]["modules"], result.modules)
+
+
+def test_stores_and_reports_what_the_fit_leaves_out(caplog):
+    adata = make_adata()
+    lava.tl.amf(adata, 2, max_epochs=20, rng=3, progress=False)
+    res = adata.uns["lava"]["amf"]
+    assert lava.get.params(adata, "amf")["locality_weight"] == "balanced"
+    pres = res["presence"]
+    assert res["n_unexplained"] == int((pres.max(1) < 0.5).sum())
+    assert res["duplicates"].shape[1] == 2
+    assert res["duplicates"].dtype == np.int64
+    # a stored fit with a split programme and most localities unexplained: both are reported
+    fit = adata.uns["lava"]["amf"]
+    fit["duplicates"] = np.array([[0, 1]], dtype=np.int64)
+    fit["n_unexplained"] = N_LOC - 2
+    from lava.tl._amf import report_fit
+
+    with caplog.at_level("WARNING", logger="lava"):
+        report_fit(adata, "lava")
+    assert f"{N_LOC - 2} of {N_LOC} localities have no module with presence >= 0.5" in caplog.text
+    assert "modules 0 and 1 are near-duplicates" in caplog.text
+    caplog.clear()
+    fit["duplicates"] = np.zeros((0, 2), dtype=np.int64)
+    fit["n_unexplained"] = 1
+    with caplog.at_level("WARNING", logger="lava"):
+        report_fit(adata, "lava")
+    assert caplog.text == ""
+
+
+def test_one_module_for_two_programmes_warns_about_unexplained_localities(caplog):
+    adata = make_adata()
+    C = adata.uns["lava"]["correlations"]["values"]
+    C[:] = 0.01
+    C[: N_LOC // 2, :5] = 0.8  # two programmes on other pairs in the two halves of the localities
+    C[N_LOC // 2 :, 10:15] = 0.8
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.amf(adata, 1, max_epochs=200, rng=0, progress=False)
+    assert adata.uns["lava"]["amf"]["n_unexplained"] >= N_LOC // 2 - 1
+    assert "localities have no module with presence >= 0.5" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.amf(adata, 2, max_epochs=200, rng=0, progress=False)
+    assert adata.uns["lava"]["amf"]["n_unexplained"] == 0
+    assert "localities have no module" not in caplog.text

@@ -764,3 +764,29 @@ def test_associate_warns_about_categories_in_few_localities(adata, caplog):
     assert "'common'" not in caplog.text
     assert "groups=<the donor column>, permutations=1000" in caplog.text  # no candidate column to name
     assert "looks like the donor" not in caplog.text
+
+
+def test_module_genes_core_rule_takes_the_features_of_the_strong_pairs(adata):
+    lava.tl.module_genes(adata)  # the default: rule="core", threshold 0.5
+    table = lava.get.module_genes(adata)
+    modules = adata.uns["lava"]["amf"]["modules"]
+    features = [str(f) for f in adata.uns["lava"]["correlations"]["features"]]
+    D = len(features)
+    scores = adata.varm["lava_modules"]
+    for m in range(modules.shape[0]):
+        top = modules[m].max()
+        want, k = set(), 0
+        for i in range(D):
+            for j in range(i + 1, D):
+                if top > 0 and modules[m, k] >= 0.5 * top:
+                    want |= {features[i], features[j]}
+                k += 1
+        got = table[table["module"] == m]
+        assert set(got["feature"]) == want
+        # ranked by the feature score, highest first
+        ranked = scores[adata.var_names.get_indexer(got["feature"]), m]
+        assert np.all(np.diff(ranked) <= 0)
+        np.testing.assert_array_equal(got["rank"], np.arange(1, len(got) + 1))
+    assert lava.get.params(adata, "module_genes")["rule"] == "core"
+    with pytest.raises(ValueError, match="rule must be"):
+        lava.tl.module_genes(adata, rule="top")

@@ -186,13 +186,16 @@ def locality_weights(C: np.ndarray, kind: Literal["norm", "balanced"] = "norm") 
 
 def locality_strength(C: np.ndarray) -> np.ndarray:
     """(l,) float64: the 99th percentile of each locality's non-zero correlations (0 where all are 0)."""
-    strength = np.zeros(C.shape[0])
-    for i in range(C.shape[0]):
-        row = np.asarray(C[i])
+    return np.concatenate([_strengths(np.asarray(C[r0 : r0 + _ROW_CHUNK])) for r0 in range(0, C.shape[0], _ROW_CHUNK)])
+
+
+def _strengths(rows: np.ndarray) -> np.ndarray:
+    out = np.zeros(rows.shape[0])
+    for i, row in enumerate(rows):
         row = row[row > 0]
         if row.size:
-            strength[i] = np.quantile(row, STRENGTH_QUANTILE)
-    return strength
+            out[i] = np.quantile(row, STRENGTH_QUANTILE)
+    return out
 
 
 def _row_norms(C) -> np.ndarray:
@@ -662,9 +665,7 @@ LOSS_DEFAULTS["cosine_expectile"] = LOSS_DEFAULTS["expectile"]
 
 
 def resolve_options(loss, **options) -> dict:
-    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ``refine``,
-    ``locality_weight``).
-    """
+    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ...) by the loss's."""
     if not isinstance(loss, str) or loss not in LOSSES:
         msg = f"loss must be one of {LOSSES}, got {loss!r}."
         raise ValueError(msg)
@@ -772,6 +773,7 @@ def init_from_localities(
     c_norms = _row_norms(C)
     relative = locality_weight != "norm"
     weight = locality_weights(C, locality_weight)
+    strength = locality_strength(C)
 
     def fit_presence(m):
         support = modules[m] > 0
@@ -797,7 +799,14 @@ def init_from_localities(
         # (numba), never an l x P array besides C
         pres, mods = others(m)
         norms, _ = residual_stats(pres, mods, C, np.zeros(n_pairs, np.float32))
-        score = weight * norms / np.maximum(c_norms, _EPS) if relative else norms
+        if relative:  # the strength of what is left unexplained, relative to the locality's own, times its weight
+            left = np.zeros(n_loc)
+            for r0 in range(0, n_loc, _ROW_CHUNK):
+                rows = np.arange(r0, min(n_loc, r0 + _ROW_CHUNK))
+                left[rows] = _strengths(residual(rows, pres, mods))
+            score = weight * left / np.maximum(strength, _EPS)
+        else:
+            score = norms
         candidates = np.flatnonzero(score >= 0.9 * score.max())
         row = residual([gen.choice(candidates)], pres, mods)[0]
         # average with the most similar residuals (up to 5, cosine >= 0.8): less noise than one locality

@@ -16,8 +16,34 @@ from .._docs import doc_params
 from .._store import decode_params
 from .._validate import check_not_view
 from ..core import amf as core_amf
-from ..core.metrics import _fit_figures, feature_scores
+from ..core.metrics import _fit_figures, duplicate_modules, feature_scores
 from ._correlations import report_dropped_pairs, sparsity_advice, stored_tie_fraction
+
+#: A locality is explained by the fit when some module's presence there is at least this.
+EXPLAINED_PRESENCE = 0.5
+#: Warn when more than this share of the localities is not explained.
+UNEXPLAINED_SHARE = 0.25
+
+
+def report_fit(adata: AnnData, key: str) -> None:
+    """Warn about what a stored fit leaves out: localities no module explains, and near-duplicate modules."""
+    fit = adata.uns[key]["amf"]
+    n_loc = int(np.shape(fit["presence"])[0])
+    n_un = int(fit.get("n_unexplained", 0))
+    if n_un > UNEXPLAINED_SHARE * n_loc:
+        logg.warning(
+            f"{n_un} of {n_loc} localities have no module with presence >= {EXPLAINED_PRESENCE}: the fit does not "
+            "explain those parts of the embedding (see lava.pl.modules). Fit more modules (n_modules, or "
+            "lava.tl.select_n_modules), or check whether those localities have strong pairs at all "
+            f"(adata.uns[{key!r}]['correlations'])."
+        )
+    dups = np.asarray(fit.get("duplicates", np.zeros((0, 2), np.int64))).reshape(-1, 2)
+    if dups.size:
+        listed = ", ".join(f"{a} and {b}" for a, b in dups.tolist())
+        logg.warning(
+            f"modules {listed} are near-duplicates (shared pairs, cosine >= 0.5, and presence correlated >= 0.8 over "
+            "the localities): one programme split in two. Read them together, or fit fewer modules."
+        )
 
 
 @doc_params()
@@ -48,10 +74,12 @@ def amf(
     """Find modules of feature-pair correlation that recur across localities (Association Matrix Factorisation).
 
     LAVA step 3. The locality correlations ``C`` (l x P) from :func:`lava.tl.correlations` are approximated by
-    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1]. By default the loss is an
-    a-weighted squared error normalised per locality in which overestimated entries weigh ``nu`` times more, with
-    a fitted per-locality background floor, modules started from representative localities (``loss="paper"``:
-    the paper's a-weighted cosine with the same weighting, from a random start; see :func:`lava.core.fit_amf`
+    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1]. By default the loss is a
+    squared error normalised per locality in which overestimated entries weigh ``nu`` times more, with a fitted
+    per-locality background floor, modules started from representative localities, and *balanced* locality
+    weights: every locality counts the same unless its correlations are weaker than typical, so that sparse
+    populations (few genes past the tie filter) get modules as dense ones do (``loss="paper"``: the paper's cosine
+    weighted by ``||C_i||``, from a random start; see :func:`lava.core.fit_amf`, :func:`lava.core.locality_weights`
     and the AMF loss docs page). Adam over minibatches of localities; the fit stops when the best loss has not
     improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch. Interrupting it
     (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
@@ -120,14 +148,17 @@ def amf(
         ``overestimation_ratio`` (float), ``locality_similarity`` (l float64, cosine per locality),
         ``history`` (dict of 1-D float64 arrays per epoch, index 0 = the initial matrices: ``loss``,
         ``batch_loss``, ``seconds``), ``n_epochs``, ``best_epoch``, ``seed``, ``n_pairs_dropped`` (int),
-        ``converged``, ``interrupted`` (bool); with ``background=True`` also ``background`` (l float32).
+        ``converged``, ``interrupted`` (bool), ``duplicates`` (k x 2 int64: pairs of near-duplicate modules,
+        :func:`lava.core.duplicate_modules`; logged as a warning), ``n_unexplained`` (int: localities where no
+        module's presence reaches 0.5; a warning when more than a quarter); with ``background=True`` also
+        ``background`` (l float32).
     ``adata.varm[key + "_modules"]``
         n_vars x M float32 feature scores: the sum of the module's correlations over the pairs a feature is in
         (0 for features that did not enter the correlations).
     ``adata.obsm[key + "_presence"]``
         n_obs x M float32: a sample's mean presence over the localities that contain it (0 where none does).
     ``adata.uns[key]["params"]["amf"]``
-        Every argument, JSON-encoded, with the seed used as ``rng``.
+        Every argument, JSON-encoded, with the seed used as ``rng`` and the ``locality_weight`` of the loss.
 
     Re-running drops results that depend on the modules (module genes, enrichment, association).
     """
@@ -231,6 +262,7 @@ def amf(
     }
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params)
+    report_fit(adata, key)
     logg.finished(
         start,
         f"loss {result.loss:.4g}, similarity {result.similarity:.3f}, overestimation ratio "
@@ -306,6 +338,7 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
     }
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params)
+    report_fit(adata, key)
     logg.logger.info("    adopted the best selection run with %d modules (loss %.4g)", n_modules, result.loss)
     return adata if copy else None
 
@@ -399,6 +432,10 @@ def store_amf(adata: AnnData, result: core_amf.AMFResult, *, key: str, params: M
         "interrupted": bool(result.interrupted),
         "seed": int(result.seed),
         "n_pairs_dropped": int(result.n_pairs_dropped),
+        "duplicates": np.asarray(
+            [(a, b) for a, b, _, _ in duplicate_modules(modules, presence)], dtype=np.int64
+        ).reshape(-1, 2),
+        "n_unexplained": int(np.count_nonzero(presence.max(axis=1, initial=0) < EXPLAINED_PRESENCE)),
     }
     if getattr(result, "background", None) is not None:  # never store None in uns
         stored["background"] = np.asarray(result.background, dtype=np.float32)
