@@ -80,7 +80,7 @@ def module_genes(
     # the cut-off is named in the axis label, not a legend: bars may reach any part of the Axes (alike top scores),
     # and a legend outside it would run into a neighbouring panel
     ax_.set_xlabel(f"score (sum of correlations)\norange: cut-off {threshold:g} × max")
-    ax_.set_title(f"module {m}: top {len(top)} features" if title is None else title)
+    u.set_titles(fig, [ax_], title, [f"module {m}: top {len(top)} features"])
     return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="module_genes")
 
 
@@ -190,7 +190,7 @@ def enrichment(
     ax_.set_xlim(-0.6, len(chosen) - 0.4)
     ax_.set_ylim(-0.6, max(len(terms), 1) - 0.4)
     ax_.set_xlabel("module")
-    ax_.set_title("enrichment of module genes" if title is None else title)
+    u.set_titles(fig, [ax_], title, ["enrichment of module genes"])
     return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="enrichment")
 
 
@@ -339,5 +339,6 @@ def association(
     ax_.set_yticks(np.arange(r.shape[0]), row_labels)
     ax_.set_ylabel("module (localities where present)")
     default = f"presence vs category fraction\n(* {p_col} < {alpha:g})"
-    ax_.set_title(default if title is None else title, fontsize=10)
+    u.set_titles(fig, [ax_], title, [default])
+    ax_.title.set_fontsize(10)
     return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="association")

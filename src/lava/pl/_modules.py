@@ -299,7 +299,7 @@ def module_network(
         ]
         ax_.set_xlim(-1.25, 1.25)
         ax_.set_ylim(-1.2, 1.25)
-    ax_.set_title(f"module {m}: top {len(order)} pairs" if title is None else title)
+    u.set_titles(fig, [ax_], title, [f"module {m}: top {len(order)} pairs"])
     ax_.set_axis_off()
     if len(order):
         separate_labels(ax_, labels)

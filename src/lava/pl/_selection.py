@@ -145,9 +145,7 @@ def neighborhood_retention(
     Axes, Figure or None
         The Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
-    if title is not None and not isinstance(title, str):
-        msg = f"title must be a str, got {title!r}."
-        raise ValueError(msg)
+    u.check_title(title, 1)
     u.check_save(save)
     table = pd.DataFrame(get_step(adata, key, "neighborhood_retention"))
     missing = [c for c in ("n_neighbors", "jaccard") if c not in table.columns]
@@ -180,7 +178,7 @@ def neighborhood_retention(
     ax_.set_xlabel("neighbourhood size n")
     ax_.set_ylabel("mean Jaccard similarity")
     ax_.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)  # clear of curve and band
-    ax_.set_title("neighbourhood retention" if title is None else title)
+    u.set_titles(fig, [ax_], title, ["neighbourhood retention"])
     return u.finish(
         fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="neighborhood_retention"
     )

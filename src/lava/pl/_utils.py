@@ -88,7 +88,7 @@ def color_limits(vmin, vmax, data: np.ndarray, *, default_vmin: float | None, de
 
 def check_save(save) -> None:
     """Validate ``save`` before anything is drawn."""
-    if save is None or isinstance(save, bool | str | Path):
+    if save is None or isinstance(save, bool | str):
         return
     msg = f"save must be True, a file name suffix (str) or None, got {save!r}."
     raise TypeError(msg)
@@ -127,33 +127,27 @@ def finish(fig, axes, *, show: bool | None, return_fig: bool, ax_given: bool, sa
         show = not ax_given
     if show:
         plt.show()
-        if path is not None and not ax_given:
+        if not ax_given:
             plt.close(fig)  # as scanpy: a saved and shown figure is done with
         return None
     return axes
 
 
-def set_titles(fig, axes, title, defaults: list[str], *, fontsize=None) -> None:
-    """Title the panels: ``defaults`` unless ``title`` is given.
+def set_titles(fig, axes, title, defaults: list[str]) -> None:
+    """Title the panels: ``defaults`` unless ``title`` is given (checked by :func:`check_title` before drawing).
 
     ``title`` is one str (a single panel's title; the figure's title over several panels) or one str per panel.
     """
-    kwargs = {} if fontsize is None else {"fontsize": fontsize}
     if title is None:
         titles = defaults
     elif isinstance(title, str):
-        if len(axes) == 1:
-            titles = [title]
-        else:
-            titles = defaults
+        titles = [title] if len(axes) == 1 else defaults
+        if len(axes) > 1:
             fig.suptitle(title)
     else:
-        titles = [str(t) for t in title]
-        if len(titles) != len(axes):
-            msg = f"title has {len(titles)} entries for {len(axes)} panels; pass one title per panel or one str."
-            raise ValueError(msg)
+        titles = list(title)
     for panel, text in zip(axes, titles, strict=True):
-        panel.set_title(text, **kwargs)
+        panel.set_title(text)
 
 
 def check_title(title, n_panels: int) -> None:
