@@ -56,6 +56,36 @@ def test_toctree_entries_exist():
             assert any((DOCS / f"{entry}{ext}").exists() for ext in (".md", ".ipynb", ".rst")), entry
 
 
+def test_plotting_page_shows_every_plot():
+    text = (DOCS / "plotting.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\((_static/plots/[\w.-]+\.png)\)", text)
+    for path in images:
+        assert (DOCS / path).is_file(), f"{path} is missing: run python docs/make_plot_images.py"
+    shown = {Path(path).stem for path in images}
+    missing = [name for name in _public_names("pl") if name not in shown]
+    assert not missing, f"docs/plotting.md has no figure of lava.pl.{missing}"
+    total = sum(f.stat().st_size for f in (DOCS / "_static" / "plots").glob("*.png"))
+    assert total < 1.5 * 2**20, f"the plot images take {total / 2**20:.2f} MiB; keep them under 1.5 MiB"
+
+
+def test_offline_inventories_cover_every_intersphinx_project():
+    """Each intersphinx project falls back to a committed inventory, so an offline build has no warning."""
+    sphinx = pytest.importorskip("sphinx")
+    from sphinx.util.inventory import InventoryFile
+
+    namespace: dict = {"__file__": str(DOCS / "conf.py")}
+    exec(compile((DOCS / "conf.py").read_text(), str(DOCS / "conf.py"), "exec"), namespace)
+    mapping = namespace["intersphinx_mapping"]
+    assert {"anndata", "scanpy", "numpy", "pandas"} <= set(mapping)
+    for name, (url, locations) in mapping.items():
+        local = [loc for loc in locations if loc is not None]
+        assert local, name
+        inventory = InventoryFile.loads(Path(local[0]).read_bytes(), uri=url)
+        data = getattr(inventory, "data", inventory)
+        names = {obj for role in data.values() for obj in role}
+        assert any(obj.startswith(f"{name}.") for obj in names), (name, sphinx.__version__)
+
+
 @pytest.mark.slow
 def test_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx")
@@ -65,5 +95,20 @@ def test_docs_build_without_warnings(tmp_path):
     cmd += ["-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-10000:]
-    for page in ("index", "api", "method", "storage"):
-        assert (tmp_path / "html" / f"{page}.html").is_file(), page
+    html = tmp_path / "html"
+    for page in ("index", "api", "method", "storage", "plotting"):
+        assert (html / f"{page}.html").is_file(), page
+    # every link and image of every page resolves (the index links each page; the plotting page shows its figures)
+    broken = []
+    for page in html.rglob("*.html"):
+        for target in re.findall(r'(?:href|src)="([^"#?]+)', page.read_text(errors="replace")):
+            if "://" in target or target.startswith(("mailto:", "data:", "javascript:")):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(html)} -> {target}")
+    assert not broken, broken[:20]
+    plotting = (html / "plotting.html").read_text()
+    assert plotting.count("<img") >= len(_public_names("pl"))
+    # intersphinx turns references to the scverse and numpy/pandas docs into links (offline: the committed inventories)
+    assert "scanpy.readthedocs.io" in (html / "generated" / "lava.pl.modules.html").read_text()
+    assert "anndata.readthedocs.io" in (html / "generated" / "lava.tl.amf.html").read_text()

@@ -8,7 +8,7 @@ from inspect import cleandoc
 FRAGMENTS = {
     "adata": """\
 adata
-    Annotated data matrix (samples x features).""",
+    Annotated data matrix (samples x features), an :class:`~anndata.AnnData`.""",
     "key": """\
 key
     Where lava's results live: ``adata.uns[key]``, ``adata.obsm[f"{key}_presence"]``,

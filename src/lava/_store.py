@@ -52,6 +52,17 @@ def presence_key(key: str) -> str:
     return f"{key}_presence"
 
 
+def presence_obs_key(key: str, module: int) -> str:
+    """``obs`` column of one module's per-sample presence, written by ``lava.tl.presence_to_obs``."""
+    return f"{key}_presence_{module}"
+
+
+def presence_obs_columns(adata, key: str) -> list[str]:
+    """List the ``obs`` columns ``lava.tl.presence_to_obs`` wrote under ``key`` (``f"{key}_presence_<int>"``)."""
+    prefix = f"{key}_presence_"
+    return [c for c in adata.obs.columns if isinstance(c, str) and c.startswith(prefix) and c[len(prefix) :].isdigit()]
+
+
 def modules_key(key: str) -> str:
     """``varm`` key of per-feature module scores."""
     return f"{key}_modules"
@@ -156,5 +167,9 @@ def drop_dependents(adata, key: str, step: str) -> None:
     if "amf" in stale or (step == "amf" and step in uns):
         adata.obsm.pop(presence_key(key), None)
         adata.varm.pop(modules_key(key), None)
+        columns = presence_obs_columns(adata, key)  # copies of the old presence (lava.tl.presence_to_obs)
+        if columns:
+            adata.obs.drop(columns=columns, inplace=True)
+            logg.logger.info("    dropped stale %s from adata.obs", ", ".join(map(repr, columns)))
     if stale:
         logg.logger.info("    dropped stale %s under adata.uns[%r] (rerun them)", ", ".join(map(repr, stale)), key)

@@ -88,19 +88,50 @@ def test_modules_long_table_matches_pair_order(adata):
 
 
 def test_presence_and_scores(adata):
-    loc = lava.get.presence(adata)
-    np.testing.assert_array_equal(loc.to_numpy(), adata.uns["lava"]["amf"]["presence"])
-    assert list(loc.columns) == list(range(M))
-    smp = lava.get.presence(adata, level="sample")
+    smp = lava.get.presence(adata)  # per sample by default: aligned with obs
     assert list(smp.index) == list(adata.obs_names)
+    assert list(smp.columns) == list(range(M))
     np.testing.assert_array_equal(smp.to_numpy(), adata.obsm["lava_presence"])
+    loc = lava.get.presence(adata, level="locality")
+    np.testing.assert_array_equal(loc.to_numpy(), adata.uns["lava"]["amf"]["presence"])
+    assert loc.index.name == "locality"
     sc = lava.get.feature_scores(adata)
     np.testing.assert_array_equal(sc.to_numpy(), adata.varm["lava_modules"])
     with pytest.raises(ValueError, match="level"):
         lava.get.presence(adata, level="cell")
     del adata.obsm["lava_presence"]
     with pytest.raises(KeyError, match="lava_presence"):
-        lava.get.presence(adata, level="sample")
+        lava.get.presence(adata)
+
+
+def test_presence_per_sample_lines_up_with_obs(adata):
+    # the tutorial's "presence per cell type": a groupby on obs must align (the locality table aligned nothing)
+    adata.obs["celltype"] = pd.Categorical(["T"] * 8 + ["B"] * 12, categories=["T", "B", "NK"])
+    table = lava.get.presence(adata).groupby(adata.obs["celltype"], observed=True).mean()
+    assert table.notna().all().all()
+    assert list(table.index) == ["T", "B"]
+
+
+@pytest.mark.parametrize("categorical", [True, False])
+def test_presence_groupby_is_the_mean_per_group(adata, categorical):
+    labels = np.array(["T"] * 8 + ["B"] * 12)
+    adata.obs["celltype"] = pd.Categorical(labels, categories=["T", "B", "NK"]) if categorical else labels
+    means = lava.get.presence(adata, groupby="celltype")
+    pres = adata.obsm["lava_presence"]
+    expected = {c: pres[labels == c].mean(axis=0) for c in ("T", "B")}
+    assert means.index.name == "celltype"
+    assert list(means.index) == (["T", "B"] if categorical else ["B", "T"])  # category order, else sorted; no NK
+    assert list(means.columns) == list(range(M))
+    for c, row in expected.items():
+        np.testing.assert_allclose(means.loc[c].to_numpy(), row, rtol=1e-6)
+
+
+def test_presence_groupby_errors(adata):
+    with pytest.raises(KeyError, match=r"available: .*pass|adata\.obs"):
+        lava.get.presence(adata, groupby="celltype")
+    adata.obs["celltype"] = "T"
+    with pytest.raises(ValueError, match="level='sample'"):
+        lava.get.presence(adata, level="locality", groupby="celltype")
 
 
 def test_selection(adata):

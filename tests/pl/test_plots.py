@@ -189,6 +189,14 @@ def fabricate(seed: int = 0) -> ad.AnnData:
         ]
     )
     store_step(adata, "lava", "association", assoc, {"groupby": "disease", "method": "pearson"})
+    # n = n_obs retains everything (Jaccard 1) in any embedding: the peak must leave it out
+    adata.uns["lava"]["neighborhood_retention"] = pd.DataFrame(
+        {
+            "n_neighbors": np.array([10, 20, 40, 80, 160, N_OBS], dtype=np.int64),
+            "jaccard": [0.2, 0.35, 0.5, 0.45, 0.6, 1.0],
+            "jaccard_std": [0.05, 0.05, 0.04, 0.04, 0.03, 0.0],
+        }
+    )
     return adata
 
 
@@ -220,6 +228,7 @@ PLOTS = {
     "locality": lambda a, **kw: lava.pl.locality(a, 3, **kw),
     "enrichment": lambda a, **kw: lava.pl.enrichment(a, **kw),
     "association": lambda a, **kw: lava.pl.association(a, **kw),
+    "neighborhood_retention": lambda a, **kw: lava.pl.neighborhood_retention(a, **kw),
 }
 
 
@@ -236,7 +245,9 @@ def test_show_none_shows_and_returns_none(adata, name, monkeypatch):
     assert shown == [1]
 
 
-@pytest.mark.parametrize("name", ["module_image", "module_network", "module_genes", "enrichment", "association"])
+@pytest.mark.parametrize(
+    "name", ["module_image", "module_network", "module_genes", "enrichment", "association", "neighborhood_retention"]
+)
 def test_single_panel_plots_draw_into_given_ax(adata, name, monkeypatch):
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("must not show when ax is given"))
     _, ax = plt.subplots()
@@ -258,6 +269,7 @@ MISSING = [
     ("selection", "selection", "lava.tl.select_n_modules"),
     ("enrichment", "enrichment", "lava.tl.enrich"),
     ("association", "association", "lava.tl.associate"),
+    ("neighborhood_retention", "neighborhood_retention", "lava.tl.neighborhood_retention"),
 ]
 
 
@@ -273,7 +285,7 @@ def test_missing_key_names_the_tool(adata):
     with pytest.raises(KeyError, match=r"lava\.tl\.amf") as info:
         lava.pl.modules(adata, show=False)
     assert "'other'" in str(info.value)
-    assert len(lava.pl.modules(adata, key="other", show=False)) == M
+    assert len(lava.pl.modules(adata, key="other", level="probe", show=False)) == M  # obsm stays under "lava_"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -284,15 +296,15 @@ def test_missing_key_names_the_tool(adata):
 def test_modules_panels_titles_and_shared_scale(adata, level):
     axes = lava.pl.modules(adata, level=level, ncols=2, show=False)
     assert len(axes) == M
-    assert len(axes[0].figure.axes) == M + 1  # one shared colorbar, unused grid cell removed
+    # probes: one shared colorbar (unused grid cell removed); samples: scanpy's embedding, a colorbar per panel
+    assert len(axes[0].figure.axes) == (M + 1 if level == "probe" else 2 * M)
     presence = adata.uns["lava"]["amf"]["presence"]
     values = presence if level == "probe" else adata.obsm["lava_presence"]
     for m, ax in enumerate(axes):
         assert ax.get_title() == f"module {m} (total presence {presence[:, m].sum():.1f})"
         (colored,) = scatter_arrays(ax)
         drawn = np.sort(np.asarray(colored.get_array()))
-        expected = np.sort(values[:, m] if level == "probe" else values[values[:, m] > 0, m])
-        np.testing.assert_allclose(drawn, expected, rtol=1e-6)
+        np.testing.assert_allclose(drawn, np.sort(values[:, m]), rtol=1e-6)
         assert colored.norm.vmin == 0
         assert colored.norm.vmax == pytest.approx(values.max())
     if level == "probe":
@@ -302,8 +314,42 @@ def test_modules_panels_titles_and_shared_scale(adata, level):
         )
 
 
+def test_modules_samples_are_drawn_by_scanpy_without_touching_adata(adata, monkeypatch):
+    import scanpy as sc
+
+    calls = []
+    embedding = sc.pl.embedding
+    monkeypatch.setattr(sc.pl, "embedding", lambda *a, **kw: calls.append(kw) or embedding(*a, **kw))
+    before = (list(adata.obs.columns), set(adata.obsm))
+    axes = lava.pl.modules(adata, modules=[0, 2], vmax="p99", frameon=False, show=False)
+    assert len(calls) == 1
+    assert calls[0]["color"] == ["module 0", "module 2"]
+    assert calls[0]["vmax"] == pytest.approx(np.percentile(adata.obsm["lava_presence"][:, [0, 2]], 99))
+    assert calls[0]["frameon"] is False
+    assert not axes[0].axison or not axes[0].get_frame_on()
+    assert (list(adata.obs.columns), set(adata.obsm)) == before
+    offsets = scatter_arrays(axes[0])[0].get_offsets()
+    assert sorted(map(tuple, np.round(offsets, 6))) == sorted(map(tuple, np.round(adata.obsm["X_umap"], 6)))
+
+
+@pytest.mark.parametrize("level", ["probe", "sample"])
+def test_presence_colour_map_is_light_where_absent(adata, level):
+    axes = lava.pl.modules(adata, level=level, show=False)
+    colored = scatter_arrays(axes[0])[0]
+
+    def luminance(value):
+        r, g, b, _ = colored.cmap(colored.norm(value))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    top = colored.norm.vmax
+    assert luminance(0.0) > 0.8  # absent reads as the light background, not as viridis' dark purple
+    assert luminance(0.001 * top) > 0.8
+    assert luminance(top) < 0.3
+    assert luminance(0.0) > luminance(0.5 * top) > luminance(top)
+
+
 def test_modules_subset_vmax_and_errors(adata):
-    axes = lava.pl.modules(adata, modules=[2, 0], vmax=2.0, show=False)
+    axes = lava.pl.modules(adata, modules=[2, 0], vmax=2.0, level="probe", show=False)
     assert [ax.get_title().split(" (")[0] for ax in axes] == ["module 2", "module 0"]
     assert scatter_arrays(axes[0])[0].norm.vmax == 2.0
     _, ax = plt.subplots()
@@ -314,13 +360,17 @@ def test_modules_subset_vmax_and_errors(adata):
         lava.pl.modules(adata, modules=[5], show=False)
     with pytest.raises(ValueError, match="level"):
         lava.pl.modules(adata, level="cell", show=False)
+    with pytest.raises(ValueError, match="percentile"):
+        lava.pl.modules(adata, vmax="q99", show=False)
+    with pytest.raises(ValueError, match=r"list of 3 str"):
+        lava.pl.modules(adata, title=["a", "b"], show=False)
     with pytest.raises(KeyError, match="tsne"):
         lava.pl.modules(adata, basis="tsne", show=False)
 
 
 def test_modules_other_basis_puts_probes_at_locality_means(adata):
     adata.obsm["X_pca"] = np.asarray(adata.obsm["X_umap"]) * 10 + 3
-    axes = lava.pl.modules(adata, basis="pca", show=False)
+    axes = lava.pl.modules(adata, basis="pca", level="probe", show=False)
     idx = adata.uns["lava"]["localities"]["indices"]
     expected = adata.obsm["X_pca"][idx].mean(axis=1)
     got = scatter_arrays(axes[0])[0].get_offsets()
@@ -623,3 +673,169 @@ def test_every_plot_on_the_real_pipeline():
     assert len(dots.get_offsets()) == len(a.uns["lava"]["enrichment"])
     heat = lava.pl.association(a, show=False).images[0].get_array()
     assert heat.shape == (2, a.obs["condition"].nunique())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# scanpy's arguments: save, title, vmin/vmax
+
+
+@pytest.fixture
+def figdir(tmp_path):
+    import scanpy as sc
+
+    old = sc.settings.figdir
+    sc.settings.figdir = tmp_path  # a property of scanpy's settings class: set and restore it by hand
+    yield tmp_path
+    sc.settings.figdir = old
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_save_writes_the_file_scanpy_would(adata, name, figdir, monkeypatch):
+    import scanpy as sc
+
+    tmp_path = figdir
+    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
+    PLOTS[name](adata, save="_test.png")
+    path = tmp_path / f"lava_{name}_test.png"
+    assert path.is_file()
+    assert path.stat().st_size > 1000
+    assert not plt.get_fignums()  # shown and saved: closed, as scanpy does
+    PLOTS[name](adata, save=True, show=False)
+    assert (tmp_path / f"lava_{name}.{sc.settings.file_format_figs}").is_file()
+    with pytest.raises(TypeError, match="save"):
+        PLOTS[name](adata, save=1, show=False)
+
+
+SINGLE_TITLE = ["module_network", "module_genes", "enrichment", "association", "neighborhood_retention"]
+
+
+@pytest.mark.parametrize("name", [*SINGLE_TITLE, "module_image"])
+def test_title_replaces_the_default(adata, name):
+    ax = PLOTS[name](adata, title="my title", show=False)
+    assert ax.get_title() == "my title"
+
+
+@pytest.mark.parametrize(
+    ("name", "n_panels"), [("centrality", 3), ("copresence", 2), ("locality", 3), ("selection", 3)]
+)
+def test_titles_of_several_panels(adata, name, n_panels):
+    titles = [f"panel {i}" for i in range(n_panels)]
+    axes = PLOTS[name](adata, title=titles, show=False)
+    assert [ax.get_title() for ax in axes] == titles
+    axes = PLOTS[name](adata, title="the figure", show=False)
+    assert axes[0].figure.get_suptitle() == "the figure"
+    with pytest.raises(ValueError, match="title"):
+        PLOTS[name](adata, title=["one"], show=False)
+
+
+def test_percentile_bounds_as_scanpy(adata):
+    presence = adata.uns["lava"]["amf"]["presence"].astype(np.float64)
+    (colored,) = scatter_arrays(lava.pl.modules(adata, level="probe", vmin="p10", vmax="p99", show=False)[0])
+    assert colored.norm.vmax == pytest.approx(np.percentile(presence, 99))
+    assert colored.norm.vmin == pytest.approx(np.percentile(presence, 10))
+
+    both = np.concatenate(
+        [adata.obs[c].to_numpy() for c in ("lava_neighborhood_centrality", "lava_locality_centrality")]
+    )
+    axes = lava.pl.centrality(adata, vmax="p99.5", show=False)
+    for ax in axes[:2]:
+        assert scatter_arrays(ax)[0].norm.vmax == pytest.approx(np.percentile(both, 99.5))
+
+    r = adata.uns["lava"]["association"]["pearson_r"].to_numpy()
+    image = lava.pl.association(adata, vmax="p50", show=False).images[0]
+    assert image.norm.vmax == pytest.approx(np.percentile(r, 50))
+    assert image.norm.vmin == pytest.approx(-np.percentile(r, 50))  # mirrored: the map stays centred at 0
+
+    score = -np.log10(adata.uns["lava"]["enrichment"]["p_adjusted"].to_numpy())
+    (dots,) = scatter_arrays(lava.pl.enrichment(adata, n_terms=8, vmin=1.0, vmax="p90", show=False))
+    assert (dots.norm.vmin, dots.norm.vmax) == (1.0, pytest.approx(np.percentile(score, 90)))
+
+    images = lava.pl.locality(adata, 3, max_features=D, vmax=0.5, show=False)
+    assert images[0].images[0].norm.vmax == images[1].images[0].norm.vmax == 0.5
+    with pytest.raises(ValueError, match="above vmin"):
+        lava.pl.centrality(adata, vmin=2.0, vmax=1.0, show=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# layouts: nothing drawn on top of anything else
+
+
+def bbox(artist):
+    return artist.get_window_extent(artist.figure.canvas.get_renderer())
+
+
+def test_association_keeps_modules_with_nan_statistics(adata):
+    df = adata.uns["lava"]["association"].copy()
+    few = df.module == 1  # present in 2 localities: associate gives NaN statistics
+    df.loc[few, ["pearson_r", "pearson_p", "spearman_r", "spearman_p", "p_adjusted"]] = np.nan
+    df.loc[few, "n_localities"] = 2
+    adata.uns["lava"]["association"] = df
+    ax = lava.pl.association(adata, show=False)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"0 (n={N_LOC})", "1 (n=2)", f"2 (n={N_LOC})"]  # the NaN module keeps its row
+    values = ax.images[0].get_array()
+    assert values.shape == (M, 3)
+    assert np.ma.getmaskarray(values)[1].all()
+    assert not np.ma.getmaskarray(values)[[0, 2]].any()
+    assert any("not tested" in t.get_text() for t in ax.texts)
+
+
+@pytest.mark.parametrize("given_ax", [False, True])
+def test_enrichment_legend_clear_of_colourbar(adata, given_ax):
+    # the tutorial's way: an Axes of a plain figure, where the colourbar takes its room from the Axes' right side
+    if given_ax:
+        fig, ax = plt.subplots(figsize=(7, 7))
+        lava.pl.enrichment(adata, n_terms=4, ax=ax, show=False)
+    else:
+        fig = lava.pl.enrichment(adata, return_fig=True)
+    fig.canvas.draw()
+    ax, colorbar = fig.axes
+    legend = ax.get_legend()
+    assert legend is not None
+    assert not bbox(legend).overlaps(bbox(colorbar))
+    assert not bbox(legend).overlaps(ax.get_window_extent())
+
+
+def test_module_genes_cutoff_label_clear_of_bars(adata):
+    adata.varm["lava_modules"][:, 2] = np.linspace(1.0, 0.95, N_VARS)  # alike scores: bars span the whole axes
+    fig = lava.pl.module_genes(adata, 2, n_genes=10, return_fig=True)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend = ax.get_legend()
+    assert legend is None or not any(bbox(legend).overlaps(bbox(bar)) for bar in ax.patches)
+    assert "cut-off 0.2 × max" in ax.get_xlabel()  # the threshold lava.tl.module_genes used
+
+
+@pytest.mark.parametrize("layout", ["spring", "circle"])
+def test_module_network_labels_do_not_overlap(adata, layout):
+    adata.uns["lava"]["correlations"]["features"] = np.array([f"LONGGENE{i:02d}" for i in FEATURES])  # gene-length
+    fig = lava.pl.module_network(adata, 0, top=60, layout=layout, fontsize=9, return_fig=True)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    boxes = [bbox(t) for t in ax.texts]
+    assert len(boxes) > 15
+    clashes = [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert not clashes
+    assert all(np.abs(np.asarray(t.xy)).max() <= 1.0 + 1e-9 for t in ax.texts)  # labels still name their nodes
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# neighborhood_retention
+
+
+def test_neighborhood_retention_curve_marks_the_peak_and_the_n_used(adata):
+    table = adata.uns["lava"]["neighborhood_retention"]
+    ax = lava.pl.neighborhood_retention(adata, show=False)
+    curve = next(ln for ln in ax.get_lines() if ln.get_label() == "mean Jaccard")
+    np.testing.assert_array_equal(curve.get_xdata(), table.n_neighbors)
+    np.testing.assert_array_equal(curve.get_ydata(), table.jaccard)
+    vertical = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines() if len(set(ln.get_xdata())) == 1}
+    # the trivial end (n = n_obs, Jaccard 1) is not the peak: 160 is
+    assert vertical == {"peak: n = 160 (0.60)": 160, f"localities: n = {N_NEIGH}": N_NEIGH}
+    random_sets = next(ln for ln in ax.get_lines() if ln.get_label() == "random sets")
+    x = random_sets.get_xdata()
+    np.testing.assert_allclose(random_sets.get_ydata(), x / (2 * N_OBS - x))
+    assert ax.get_xscale() == "log"
+    del adata.uns["lava"]["localities"]
+    ax = lava.pl.neighborhood_retention(adata, baseline=False, logx=False, show=False)
+    assert [ln.get_label() for ln in ax.get_lines()] == ["mean Jaccard", "peak: n = 160 (0.60)"]

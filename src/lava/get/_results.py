@@ -129,40 +129,71 @@ def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-def presence(adata, *, level: Literal["locality", "sample"] = "locality", key: str = "lava") -> pd.DataFrame:
-    """Return module presence per locality (as fitted) or per sample (mean over the localities containing it).
+def presence(
+    adata,
+    *,
+    level: Literal["sample", "locality"] = "sample",
+    groupby: str | None = None,
+    key: str = "lava",
+) -> pd.DataFrame:
+    """Return module presence per sample (default), per group of samples, or per locality (as fitted).
+
+    A sample's presence of a module is the mean of the module's presence over the localities that contain the
+    sample (0 for a sample in no locality), ``adata.obsm[f"{key}_presence"]``. The table is indexed by
+    ``obs_names``, so it lines up with ``adata.obs``: ``lava.get.presence(adata, groupby="celltype")`` is the mean
+    presence per cell type, and :func:`lava.tl.presence_to_obs` puts the columns into ``adata.obs`` for scanpy's
+    plots (``sc.pl.umap(adata, color="lava_presence_0")``).
 
     Parameters
     ----------
     adata
         Annotated data matrix with lava results.
     level
-        ``"locality"``: ``uns[key]["amf"]["presence"]``; ``"sample"``: ``obsm[f"{key}_presence"]``.
+        ``"sample"``: ``obsm[f"{key}_presence"]``, one row per sample; ``"locality"``: the fitted
+        ``uns[key]["amf"]["presence"]``, one row per locality (not aligned with ``obs``).
+    groupby
+        An ``adata.obs`` column (categorical or not): return the mean per-sample presence of each of its values
+        (``level="sample"`` only). Categories without samples are left out.
     key
         Where lava's results live (``adata.uns[key]``).
 
     Returns
     -------
-    A DataFrame (localities x modules, index ``locality`` 0..l-1; or obs_names x modules), columns the module
-    numbers 0..M-1 (int).
+    A DataFrame whose columns are the module numbers 0..M-1 (int, named ``module``), indexed by ``obs_names``
+    (``level="sample"``), by the values of ``groupby`` (named after it), or by ``locality`` 0..l-1.
     """
+    if level not in ("sample", "locality"):
+        msg = f"level must be 'sample' or 'locality', got {level!r}."
+        raise ValueError(msg)
+    if groupby is not None:
+        if level != "sample":
+            msg = "groupby averages per-sample presence over obs groups; pass level='sample' (the default)."
+            raise ValueError(msg)
+        if not isinstance(groupby, str) or groupby not in adata.obs.columns:
+            shown = ", ".join(map(repr, list(adata.obs.columns)[:20])) or "none"
+            msg = f"groupby must be a column of adata.obs, got {groupby!r}; available: {shown}."
+            raise KeyError(msg)
     if level == "locality":
         pres = np.asarray(get_step(adata, key, "amf")["presence"])
         df = pd.DataFrame(pres.copy(), columns=pd.RangeIndex(pres.shape[1], name="module"))
         df.index.name = "locality"
         return df
-    if level == "sample":
-        get_step(adata, key, "amf")
-        name = presence_key(key)
-        if name not in adata.obsm:
-            msg = f"adata.obsm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
-            raise KeyError(msg)
-        pres = np.asarray(adata.obsm[name])
-        return pd.DataFrame(
-            pres.copy(), index=adata.obs_names.copy(), columns=pd.RangeIndex(pres.shape[1], name="module")
-        )
-    msg = f"level must be 'locality' or 'sample', got {level!r}."
-    raise ValueError(msg)
+    get_step(adata, key, "amf")
+    name = presence_key(key)
+    if name not in adata.obsm:
+        msg = f"adata.obsm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
+        raise KeyError(msg)
+    pres = np.asarray(adata.obsm[name])
+    df = pd.DataFrame(pres.copy(), index=adata.obs_names.copy(), columns=pd.RangeIndex(pres.shape[1], name="module"))
+    if groupby is None:
+        return df
+    # by position (an array, not the Series): duplicated obs_names cannot misalign; categories keep their order
+    groups = adata.obs[groupby]
+    keys = groups.array if isinstance(groups.dtype, pd.CategoricalDtype) else groups.to_numpy()
+    means = df.groupby(keys, observed=True, sort=True).mean()
+    means.index.name = groupby
+    means.columns = pd.RangeIndex(pres.shape[1], name="module")
+    return means
 
 
 def feature_scores(adata, *, key: str = "lava") -> pd.DataFrame:

@@ -7,7 +7,7 @@ a step; a plot whose step has not run raises a KeyError naming the tool to call.
 from ._biology import association, enrichment, module_genes
 from ._embedding import centrality, copresence, modules
 from ._modules import locality, module_image, module_network
-from ._selection import selection
+from ._selection import neighborhood_retention, selection
 
 __all__ = [
     "association",
@@ -19,5 +19,6 @@ __all__ = [
     "module_image",
     "module_network",
     "modules",
+    "neighborhood_retention",
     "selection",
 ]

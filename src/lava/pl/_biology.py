@@ -12,7 +12,7 @@ from .._store import decode_params, get_step, has_step
 from . import _utils as u
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def module_genes(
     adata,
     module: int,
@@ -20,6 +20,8 @@ def module_genes(
     n_genes: int = 20,
     threshold: float | None = None,
     color: str = "tab:blue",
+    title: str | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     ax=None,
     show: bool | None = None,
@@ -29,7 +31,7 @@ def module_genes(
 
     A feature's score is the sum of the module's correlations over the pairs it is in
     (``adata.varm["<key>_modules"]``). The orange line is the cut-off ``threshold`` x the largest score that
-    :func:`lava.tl.module_genes` uses; features below it are drawn in grey.
+    :func:`lava.tl.module_genes` uses (named in the axis label); features below it are drawn in grey.
 
     Parameters
     ----------
@@ -42,6 +44,8 @@ def module_genes(
         Cut-off as a fraction of the largest score; default the one :func:`lava.tl.module_genes` used, else 0.05.
     color
         Colour of the bars above the cut-off.
+    {title}
+    {save}
     {key}
     {show}
 
@@ -53,6 +57,8 @@ def module_genes(
     if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
         msg = f"n_genes must be a positive integer, got {n_genes!r}."
         raise ValueError(msg)
+    u.check_title(title, 1)
+    u.check_save(save)
     scores = u.feature_scores(adata, key)
     m = u.check_module(module, scores.shape[1])
     if threshold is None:
@@ -64,17 +70,18 @@ def module_genes(
     top = np.argsort(-s, kind="stable")[:n_genes]
     cut = float(threshold) * float(s.max())
 
-    fig, ax_ = u.new_axes(ax, figsize=(4.5, 0.6 + 0.22 * len(top)))
+    fig, ax_ = u.new_axes(ax, figsize=(4.5, 1.0 + 0.22 * len(top)))
     y = np.arange(len(top))[::-1]
     colors = [color if s[t] >= cut else "0.75" for t in top]
     ax_.barh(y, s[top], color=colors)
     ax_.set_yticks(y, np.asarray(adata.var_names)[top])
-    ax_.axvline(cut, color="tab:orange", linewidth=1.5, label=f"{threshold:g} x max")
+    ax_.axvline(cut, color="tab:orange", linewidth=1.5)
     ax_.set_ylim(-0.6, len(top) - 0.4)
-    ax_.set_xlabel("score (sum of correlations)")
-    ax_.set_title(f"module {m}: top {len(top)} features")
-    ax_.legend(loc="lower right", frameon=False)
-    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+    # the cut-off is named in the axis label, not a legend: bars may reach any part of the Axes (alike top scores),
+    # and a legend outside it would run into a neighbouring panel
+    ax_.set_xlabel(f"score (sum of correlations)\norange: cut-off {threshold:g} × max")
+    u.set_titles(fig, [ax_], title, [f"module {m}: top {len(top)} features"])
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="module_genes")
 
 
 def _overlap_count(overlap: pd.Series) -> np.ndarray:
@@ -84,7 +91,7 @@ def _overlap_count(overlap: pd.Series) -> np.ndarray:
     return overlap.astype(str).str.split("/").str[0].astype(float).to_numpy()
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def enrichment(
     adata,
     *,
@@ -92,6 +99,10 @@ def enrichment(
     n_terms: int = 5,
     cmap: str = "Reds",
     max_size: float = 200.0,
+    vmin: float | str | None = None,
+    vmax: float | str | None = None,
+    title: str | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     ax=None,
     show: bool | None = None,
@@ -113,6 +124,10 @@ def enrichment(
         Colour map of ``-log10(p_adjusted)``.
     max_size
         Marker area of the largest overlap.
+    {vlim}
+        Of ``-log10(p_adjusted)``; default 0 and the largest value drawn, at least ``-log10(0.05)``.
+    {title}
+    {save}
     {key}
     {show}
 
@@ -124,6 +139,8 @@ def enrichment(
     if isinstance(n_terms, bool) or not isinstance(n_terms, int | np.integer) or n_terms < 1:
         msg = f"n_terms must be a positive integer, got {n_terms!r}."
         raise ValueError(msg)
+    u.check_title(title, 1)
+    u.check_save(save)
     df = pd.DataFrame(get_step(adata, key, "enrichment"))
     missing = [c for c in ("module", "term", "overlap", "p_adjusted") if c not in df.columns]
     if missing:
@@ -137,24 +154,32 @@ def enrichment(
         terms.extend(t for t in best.astype(str) if t not in terms)
     dots = df[df["term"].astype(str).isin(terms)]
 
-    fig, ax_ = u.new_axes(ax, figsize=(1.2 + 0.45 * max(len(chosen), 2) + 3.0, max(2.6, 1.0 + 0.28 * len(terms))))
+    # the term labels sit left of the dots: leave room for the longest (GO names run to 80 characters)
+    longest = max((len(t) for t in terms), default=0)
+    width = 0.065 * longest + 0.5 * max(len(chosen), 3) + 2.0
+    fig, ax_ = u.new_axes(ax, figsize=(width, max(3.2, 1.6 + 0.28 * len(terms))))
     if len(dots):
         x = pd.Index(chosen).get_indexer(dots["module"].astype(int))
         y = len(terms) - 1 - pd.Index(terms).get_indexer(dots["term"].astype(str))
         size = _overlap_count(dots["n_overlap"] if "n_overlap" in dots.columns else dots["overlap"])
         score = -np.log10(np.clip(dots["p_adjusted"].to_numpy(dtype=np.float64), 1e-300, 1.0))
+        # the default scale always reaches p = 0.05
+        lo, hi = u.color_limits(
+            vmin, vmax, score, default_vmin=0.0, default_vmax=max(float(score.max()), -np.log10(0.05))
+        )
         art = ax_.scatter(
             x,
             y,
             s=max_size * size / size.max(),
             c=score,
             cmap=cmap,
-            vmin=0.0,
-            vmax=max(float(score.max()), -np.log10(0.05)),  # the scale always reaches p = 0.05
+            vmin=lo,
+            vmax=hi,
             edgecolors="black",
             linewidths=0.4,
         )
-        fig.colorbar(art, ax=ax_, shrink=0.6, label="-log10 p_adjusted")
+        # colourbar below, size legend on the right: side by side they overlapped
+        fig.colorbar(art, ax=ax_, location="bottom", shrink=0.6, aspect=25, label="-log10 p_adjusted")
         for n in np.unique(np.quantile(size, [0.0, 0.5, 1.0]).round()):
             ax_.scatter([], [], s=max_size * n / size.max(), c="0.5", label=f"{n:g}")
         ax_.legend(title="overlap", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, labelspacing=1.2)
@@ -165,8 +190,8 @@ def enrichment(
     ax_.set_xlim(-0.6, len(chosen) - 0.4)
     ax_.set_ylim(-0.6, max(len(terms), 1) - 0.4)
     ax_.set_xlabel("module")
-    ax_.set_title("enrichment of module genes")
-    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+    u.set_titles(fig, [ax_], title, ["enrichment of module genes"])
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="enrichment")
 
 
 def _stored_param(adata, key: str, step: str, name: str, default):
@@ -189,7 +214,7 @@ def _p_column(df: pd.DataFrame, method: str, stored_method: str) -> str:
     raise KeyError(msg)
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def association(
     adata,
     *,
@@ -197,6 +222,10 @@ def association(
     method: Literal["pearson", "spearman"] | None = None,
     alpha: float = 0.05,
     cmap: str = "RdBu_r",
+    vmin: float | str | None = None,
+    vmax: float | str | None = None,
+    title: str | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     ax=None,
     show: bool | None = None,
@@ -205,7 +234,10 @@ def association(
     """Plot a module x category heatmap of how presence correlates with category fractions over localities.
 
     From :func:`lava.tl.associate`: for each module and category, the correlation ``r`` between the module's presence
-    and the fraction of the locality's samples in that category. A star marks adjusted p-values below ``alpha``.
+    and the fraction of the locality's samples in that category, over the localities where the module is present
+    (``n_localities``, given beside each module). A star marks p-values below ``alpha``. Every module of the table
+    is drawn: a module present in too few localities for a correlation (NaN statistics) keeps its row, greyed and
+    labelled "not tested"; a single NaN cell (a category whose fraction does not vary) is grey.
 
     Parameters
     ----------
@@ -220,6 +252,10 @@ def association(
         one they were computed for), else the raw p-values of ``method``; the title names the column used.
     cmap
         Diverging colour map, centred at 0.
+    {vlim}
+        Of ``r``; default symmetric, ``-max|r|`` to ``max|r|``. One bound given sets the other to its negative.
+    {title}
+    {save}
     {key}
     {show}
 
@@ -228,6 +264,10 @@ def association(
     Axes, Figure or None
         The Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
+    import matplotlib.pyplot as plt
+
+    u.check_title(title, 1)
+    u.check_save(save)
     df = pd.DataFrame(get_step(adata, key, "association"))
     stored_method = str(_stored_param(adata, key, "association", "method", "pearson"))
     method = stored_method if method is None else method
@@ -249,25 +289,56 @@ def association(
     several = df["groupby"].nunique() > 1
     labels = (df["groupby"].astype(str) + ": " + df["category"].astype(str)) if several else df["category"].astype(str)
     df = df.assign(_label=labels.to_numpy(), module=df["module"].astype(int))
-    r = df.pivot_table(index="module", columns="_label", values=r_col, aggfunc="first", sort=False)
-    p = df.pivot_table(index="module", columns="_label", values=p_col, aggfunc="first", sort=False)
+    # dropna=False: a module with NaN statistics (present in too few localities) keeps its row
+    r = df.pivot_table(index="module", columns="_label", values=r_col, aggfunc="first", sort=False, dropna=False)
+    p = df.pivot_table(index="module", columns="_label", values=p_col, aggfunc="first", sort=False, dropna=False)
     r = r.sort_index()
     p = p.reindex(index=r.index, columns=r.columns)
+    if "n_localities" in df.columns:
+        n_loc = df.groupby("module")["n_localities"].max().reindex(r.index)
+        row_labels = [f"{m} (n={int(k)})" if np.isfinite(k) else str(m) for m, k in n_loc.items()]
+    else:
+        row_labels = [str(m) for m in r.index]
 
     # rotated category labels hang below the heatmap: leave room for the longest, or constrained layout collapses
     longest = max((len(str(c)) for c in r.columns), default=0)
     height = 1.6 + 0.4 * max(r.shape[0], 2) + 0.09 * longest
-    fig, ax_ = u.new_axes(ax, figsize=(max(3.0 + 0.5 * r.shape[1], 4.5), height))
-    span = float(np.nanmax(np.abs(r.to_numpy()))) if r.size else 1.0
+    fig, ax_ = u.new_axes(ax, figsize=(max(3.4 + 0.5 * r.shape[1], 4.9), height))
+    values = r.to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    span = float(np.max(np.abs(finite))) if finite.size else 1.0
     span = span if span > 0 else 1.0
-    image = ax_.imshow(r.to_numpy(dtype=np.float64), cmap=cmap, vmin=-span, vmax=span, aspect="auto")
+    lo = u.resolve_limit(vmin, finite, "vmin")
+    hi = u.resolve_limit(vmax, finite, "vmax")
+    lo, hi = (-span if lo is None else lo), (span if hi is None else hi)
+    if vmin is None and vmax is not None:
+        lo = -hi
+    elif vmax is None and vmin is not None:
+        hi = -lo
+    if hi <= lo:
+        msg = f"vmax ({hi:g}) must be above vmin ({lo:g})."
+        raise ValueError(msg)
+    colormap = plt.get_cmap(cmap).with_extremes(bad="0.85")  # NaN cells: grey
+    image = ax_.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=lo, vmax=hi, aspect="auto")
     fig.colorbar(image, ax=ax_, shrink=0.7, label=f"{method} r")
     rows, cols = np.nonzero(p.to_numpy(dtype=np.float64) < alpha)
     for row, col in zip(rows, cols, strict=True):
-        dark = abs(r.iat[row, col]) > 0.6 * span
+        dark = abs(values[row, col]) > 0.6 * max(abs(lo), abs(hi))
         ax_.text(col, row, "*", ha="center", va="center", fontsize=14, color="white" if dark else "black")
+    for row in np.flatnonzero(~np.isfinite(values).any(axis=1)):
+        ax_.text(
+            (r.shape[1] - 1) / 2,
+            row,
+            "not tested: too few localities",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="0.3",
+        )
     ax_.set_xticks(np.arange(r.shape[1]), list(r.columns), rotation=90)
-    ax_.set_yticks(np.arange(r.shape[0]), [str(m) for m in r.index])
-    ax_.set_ylabel("module")
-    ax_.set_title(f"presence vs category fraction\n(* {p_col} < {alpha:g})", fontsize=10)
-    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+    ax_.set_yticks(np.arange(r.shape[0]), row_labels)
+    ax_.set_ylabel("module (localities where present)")
+    default = f"presence vs category fraction\n(* {p_col} < {alpha:g})"
+    u.set_titles(fig, [ax_], title, [default])
+    ax_.title.set_fontsize(10)
+    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="association")

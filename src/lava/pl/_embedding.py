@@ -11,17 +11,21 @@ from .._store import get_step, obs_keys
 from . import _utils as u
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def modules(
     adata,
     *,
     modules=None,
     basis: str | None = None,
-    level: Literal["probe", "sample"] = "probe",
+    level: Literal["sample", "probe"] = "sample",
     ncols: int = 4,
-    cmap: str = "viridis",
+    cmap=None,
     size: float | None = None,
-    vmax: float | None = None,
+    vmin: float | str | None = None,
+    vmax: float | str | None = None,
+    title: str | list[str] | None = None,
+    frameon: bool | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     ax=None,
     show: bool | None = None,
@@ -29,11 +33,13 @@ def modules(
 ):
     """Presence of each module over the embedding, one panel per module.
 
-    Every sample is drawn in light grey; on top, either the probes (``level="probe"``) coloured by the module's
-    presence in their locality, or the samples (``level="sample"``) coloured by ``adata.obsm["<key>_presence"]``
-    (samples with presence 0, including those in no locality, stay grey). All panels share one colour scale
-    ``[0, vmax]`` and one colorbar, so modules can be compared by eye. Each title gives the module's total
-    presence (sum over localities).
+    ``level="sample"`` (default) colours every sample by ``adata.obsm["<key>_presence"]`` (the mean presence
+    over the localities that contain it; 0 for samples in no locality), drawn with :func:`scanpy.pl.embedding`,
+    so the panels look and behave like ``sc.pl.umap``. ``level="probe"`` draws every sample in light grey and, on
+    top, one dot per locality at its probe, coloured by the module's presence in that locality (what AMF
+    fitted). All panels share one colour scale, so modules can be compared by eye; the default map runs from
+    light grey (absent) to dark red. Each default title gives the module's total presence (sum over
+    localities). To colour scanpy's own plots, see :func:`lava.tl.presence_to_obs`.
 
     Parameters
     ----------
@@ -44,81 +50,142 @@ def modules(
         Embedding to draw on (``"umap"`` or ``"X_umap"``); default the one :func:`lava.tl.localities` used. With
         more than two dimensions, the first two are drawn.
     level
-        ``"probe"``: one dot per locality at its probe; ``"sample"``: per-sample presence.
+        ``"sample"``: per-sample presence through :func:`scanpy.pl.embedding`; ``"probe"``: one dot per locality
+        at its probe.
     ncols
         Panels per row.
     cmap
-        Colour map of presence.
+        Colour map of presence (a name or a :class:`~matplotlib.colors.Colormap`); default light grey to red.
     size
-        Marker size of the coloured dots (default depends on their number).
-    vmax
-        Top of the shared colour scale; default the largest presence drawn.
+        Marker size of the coloured dots (default depends on their number, as in scanpy).
+    {vlim}
+        One scale for all panels (percentiles over every panel's presence); default 0 and the largest presence
+        drawn.
+    {title_panels}
+    {frameon}
+    {save}
     {key}
     {show}
 
     Returns
     -------
     list of Axes, Axes, Figure or None
-        The list of panel Axes (``show=False``), the Figure (``return_fig=True``) or None.
+        The list of panel Axes (``show=False``; the Axes with ``ax=``), the Figure (``return_fig=True``) or None.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
 
     if level not in ("probe", "sample"):
-        msg = f"level must be 'probe' or 'sample', got {level!r}."
+        msg = f"level must be 'sample' or 'probe', got {level!r}."
         raise ValueError(msg)
     chosen = u.resolve_modules(adata, key, modules)
     u.check_single_ax(ax, len(chosen), "lava.pl.modules")
+    u.check_title(title, len(chosen))
+    u.check_save(save)
     basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
     presence = u.presence_matrix(adata, key)
     values = u.sample_presence(adata, key) if level == "sample" else presence
     shown = values[:, chosen]
-    top = float(np.max(shown)) if vmax is None else float(vmax)
-    norm = Normalize(vmin=0.0, vmax=top if top > 0 else 1.0)
-    colormap = plt.get_cmap(cmap)
+    lo, hi = u.color_limits(vmin, vmax, shown, default_vmin=0.0, default_vmax=float(np.max(shown)))
+    colormap = u.presence_cmap(cmap)
+    defaults = [f"module {m} (total presence {presence[:, m].sum():.1f})" for m in chosen]
 
+    if level == "sample":
+        fig, axes = _sample_presence_panels(
+            adata,
+            Z,
+            basis_name,
+            shown,
+            chosen,
+            ncols=ncols,
+            cmap=colormap,
+            size=size,
+            vmin=lo,
+            vmax=hi,
+            frameon=frameon,
+            ax=ax,
+        )
+        u.set_titles(fig, axes, title, defaults)
+        result = axes if ax is None else axes[0]
+        return u.finish(
+            fig, result, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="modules"
+        )
+
+    norm = Normalize(vmin=lo, vmax=hi)
     if ax is None:
         fig, axes = u.grid(len(chosen), ncols)
     else:
         fig, axes = ax.figure, [ax]
     if size is None:
-        size = u.probe_size(len(probes)) if level == "probe" else u.point_size(len(Z)) * 1.5
+        size = u.probe_size(len(probes))
     for panel, m in zip(axes, chosen, strict=True):
         v = values[:, m]
-        # cells drawn in colour need no grey dot underneath (halves the points for big data)
-        u.draw_background(panel, Z if level == "probe" else Z[v <= 0], size=u.point_size(len(Z)))
-        if level == "probe":
-            order = np.argsort(v, kind="stable")
-            panel.scatter(
-                probes[order, 0],
-                probes[order, 1],
-                c=v[order],
-                cmap=colormap,
-                norm=norm,
-                s=size,
-                edgecolors="black",
-                linewidths=0.3,
-            )
-        else:
-            keep = np.flatnonzero(v > 0)
-            keep = keep[np.argsort(v[keep], kind="stable")]
-            panel.scatter(
-                Z[keep, 0], Z[keep, 1], c=v[keep], cmap=colormap, norm=norm, s=size, linewidths=0, rasterized=True
-            )
-        panel.set_title(f"module {m} (total presence {presence[:, m].sum():.1f})")
-        u.style_embedding(panel, basis_name)
+        u.draw_background(panel, Z, size=u.point_size(len(Z)))
+        order = np.argsort(v, kind="stable")
+        panel.scatter(
+            probes[order, 0],
+            probes[order, 1],
+            c=v[order],
+            cmap=colormap,
+            norm=norm,
+            s=size,
+            edgecolors="black",
+            linewidths=0.3,
+        )
+        u.style_embedding(panel, basis_name, frameon=frameon)
+    u.set_titles(fig, axes, title, defaults)
     sm = plt.cm.ScalarMappable(norm=norm, cmap=colormap)
     fig.colorbar(sm, ax=axes, shrink=0.6 if len(axes) > 1 else 0.9, label="presence")
-    return u.finish(fig, axes if ax is None else axes[0], show=show, return_fig=return_fig, ax_given=ax is not None)
+    result = axes if ax is None else axes[0]
+    return u.finish(fig, result, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="modules")
 
 
-@doc_params()
+def _sample_presence_panels(adata, Z, basis_name, shown, chosen, *, ncols, cmap, size, vmin, vmax, frameon, ax):
+    """Per-sample presence through :func:`scanpy.pl.embedding`, on a light AnnData holding only what is drawn.
+
+    The user's AnnData is not touched (no obs columns are added); the colour bounds are scalars, so every panel
+    has the same scale.
+    """
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    columns = [f"module {m}" for m in chosen]
+    obs = pd.DataFrame(np.asarray(shown, dtype=np.float32), index=adata.obs_names.copy(), columns=columns)
+    light = ad.AnnData(obs=obs, obsm={basis_name: np.ascontiguousarray(Z, dtype=np.float64)})
+    label = basis_name[2:] if basis_name.startswith("X_") else basis_name  # scanpy labels axes "UMAP1" for "umap"
+    drawn = sc.pl.embedding(
+        light,
+        label,
+        color=columns,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        size=size,
+        frameon=frameon,
+        ncols=ncols,
+        ax=ax,
+        show=False,
+    )
+    axes = list(drawn) if isinstance(drawn, list | tuple) else [drawn]
+    for panel in axes:
+        for collection in panel.collections:
+            collection.set_rasterized(True)  # light files for hundreds of thousands of cells, as the probe level
+    return axes[0].figure, axes
+
+
+@doc_params(**u.PLOT_DOCS)
 def centrality(
     adata,
     *,
     basis: str | None = None,
     cmap: str = "viridis",
     size: float | None = None,
+    vmin: float | str | None = None,
+    vmax: float | str | None = None,
+    title: str | list[str] | None = None,
+    frameon: bool | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
@@ -140,6 +207,12 @@ def centrality(
         Colour map of the two centralities.
     size
         Marker size of the samples.
+    {vlim}
+        The two centralities share the scale (percentiles over both); default 0 and their maximum. The difference
+        panel stays centred at 0.
+    {title_panels}
+    {frameon}
+    {save}
     {key}
     {show_panels}
 
@@ -150,6 +223,8 @@ def centrality(
     """
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
+    u.check_title(title, 3)
+    u.check_save(save)
     loc = get_step(adata, key, "localities")
     basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
     names = obs_keys(key)
@@ -160,31 +235,29 @@ def centrality(
     neigh, local = (adata.obs[name].to_numpy(dtype=np.float64) for name in names)
     diff = local - neigh
     s = u.point_size(len(Z)) if size is None else size
-    top = float(np.nanmax(np.concatenate([neigh, local])))
-    shared = Normalize(vmin=0.0, vmax=top if top > 0 else 1.0)
+    both = np.concatenate([neigh, local])
+    lo, hi = u.color_limits(vmin, vmax, both, default_vmin=0.0, default_vmax=float(np.nanmax(both)))
+    shared = Normalize(vmin=lo, vmax=hi)
     span = float(np.nanmax(np.abs(diff))) or 1.0
     diverging = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
 
     fig, axes = u.grid(3, 3, panel_size=(4.0, 3.6))
     loss = float(loc["loss"]) if "loss" in loc else float(np.sum(np.abs(diff)))
-    panels = [
-        (neigh, shared, cmap, "neighbourhood centrality"),
-        (local, shared, cmap, "locality centrality"),
-        (diff, diverging, "RdBu_r", f"locality − neighbourhood (loss {loss:.3g})"),
-    ]
-    for panel, (v, norm, cm, title) in zip(axes, panels, strict=True):
+    panels = [(neigh, shared, cmap), (local, shared, cmap), (diff, diverging, "RdBu_r")]
+    defaults = ["neighbourhood centrality", "locality centrality", f"locality − neighbourhood (loss {loss:.3g})"]
+    for panel, (v, norm, cm) in zip(axes, panels, strict=True):
         order = np.argsort(np.abs(v - (0.0 if norm is diverging else 1.0)), kind="stable")
         art = panel.scatter(
             Z[order, 0], Z[order, 1], c=v[order], cmap=cm, norm=norm, s=s, linewidths=0, rasterized=True
         )
         panel.scatter(probes[:, 0], probes[:, 1], marker="x", c="black", s=u.probe_size(len(probes)) / 2, linewidths=1)
-        panel.set_title(title)
-        u.style_embedding(panel, basis_name)
+        u.style_embedding(panel, basis_name, frameon=frameon)
         fig.colorbar(art, ax=panel, shrink=0.7)
-    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False)
+    u.set_titles(fig, axes, title, defaults)
+    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False, save=save, name="centrality")
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def copresence(
     adata,
     *,
@@ -193,6 +266,9 @@ def copresence(
     bins: int = 30,
     cmap: str = "magma",
     size: float | None = None,
+    title: str | list[str] | None = None,
+    frameon: bool | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
@@ -216,6 +292,9 @@ def copresence(
         Colour map of the entropy.
     size
         Marker size of the probes.
+    {title_panels}
+    {frameon}
+    {save}
     {key}
     {show_panels}
 
@@ -226,6 +305,8 @@ def copresence(
     """
     from matplotlib.colors import Normalize
 
+    u.check_title(title, 2)
+    u.check_save(save)
     presence = u.presence_matrix(adata, key)
     basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
     if len(probes) != len(presence):
@@ -253,17 +334,17 @@ def copresence(
         linewidths=0.3,
     )
     fig.colorbar(art, ax=left, shrink=0.7, label="entropy (bits)")
-    left.set_title("co-presence entropy per locality")
-    u.style_embedding(left, basis_name)
+    u.style_embedding(left, basis_name, frameon=frameon)
 
     values = entropy[ok]
     right.hist(values, bins=bins, range=(0.0, float(norm.vmax)), color="0.4")
     if values.size:
         mean, sd = float(values.mean()), float(values.std())
         right.axvline(mean, color="tab:orange", linestyle="--", linewidth=1.5)
-        right.set_title(f"{mean:.2f} ± {sd:.2f} bits ({values.size} of {len(entropy)} localities)")
+        summary = f"{mean:.2f} ± {sd:.2f} bits ({values.size} of {len(entropy)} localities)"
     else:
-        right.set_title(f"no locality has presence sum ≥ {min_total}")
+        summary = f"no locality has presence sum ≥ {min_total}"
     right.set_xlabel("co-presence entropy (bits)")
     right.set_ylabel("localities")
-    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False)
+    u.set_titles(fig, axes, title, ["co-presence entropy per locality", summary])
+    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False, save=save, name="copresence")

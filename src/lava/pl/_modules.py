@@ -76,7 +76,7 @@ def draw_image(
     return lines
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def module_image(
     adata,
     module: int | None = None,
@@ -90,6 +90,8 @@ def module_image(
     cmap: str = "Reds",
     line_color: str = "tab:blue",
     linewidth: float = 2.0,
+    title: str | list[str] | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     ax=None,
     show: bool | None = None,
@@ -124,6 +126,8 @@ def module_image(
         Colour map of the pixel sums.
     line_color, linewidth
         Colour of the lines and the width of a line of strength 1.
+    {title_panels}
+    {save}
     {key}
     {show}
 
@@ -148,6 +152,8 @@ def module_image(
         chosen = u.resolve_modules(adata, key, module)
         panels = [(mods[m], f"module {m}") for m in chosen]
     u.check_single_ax(ax, len(panels), "lava.pl.module_image with module=None")
+    u.check_title(title, len(panels))
+    u.check_save(save)
     if ax is not None:
         fig, axes = ax.figure, [ax]
     elif len(panels) == 1:
@@ -155,7 +161,7 @@ def module_image(
         axes = [one]
     else:
         fig, axes = u.grid(len(panels), ncols, panel_size=(3.0, 3.0))
-    for panel, (values, title) in zip(axes, panels, strict=True):
+    for panel, (values, _) in zip(axes, panels, strict=True):
         draw_image(
             panel,
             values,
@@ -168,9 +174,11 @@ def module_image(
             line_color=line_color,
             linewidth=linewidth,
         )
-        panel.set_title(title)
+    u.set_titles(fig, axes, title, [text for _, text in panels])
     result = axes[0] if len(axes) == 1 and (module is not None or locality is not None) else axes
-    return u.finish(fig, result, show=show, return_fig=return_fig, ax_given=ax is not None)
+    return u.finish(
+        fig, result, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="module_image"
+    )
 
 
 def spring_layout(
@@ -201,7 +209,7 @@ def spring_layout(
     return pos / max(np.abs(pos).max(), 1e-9)
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def module_network(
     adata,
     module: int,
@@ -211,6 +219,8 @@ def module_network(
     node_color: str = "tab:orange",
     edge_color: str = "tab:blue",
     fontsize: float = 8,
+    title: str | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     ax=None,
     show: bool | None = None,
@@ -220,6 +230,7 @@ def module_network(
 
     Nodes are the features of the ``top`` strongest pairs, labelled with their names and sized by their summed
     correlation in the drawn pairs; edges join the pairs, their width proportional to the module's correlation.
+    Labels that would overlap are pushed apart (a thin grey line then joins a label to its node).
 
     Parameters
     ----------
@@ -234,6 +245,8 @@ def module_network(
         Colours of the nodes and edges.
     fontsize
         Size of the feature labels.
+    {title}
+    {save}
     {key}
     {show}
 
@@ -241,7 +254,8 @@ def module_network(
     -------
     Axes, Figure or None
         The Axes (``show=False``), the Figure (``return_fig=True``) or None. Edges are one
-        :class:`~matplotlib.collections.LineCollection`; each node label is a text artist.
+        :class:`~matplotlib.collections.LineCollection`; each node label is an
+        :class:`~matplotlib.text.Annotation` whose ``xy`` is its node.
     """
     from matplotlib.collections import LineCollection
 
@@ -251,6 +265,8 @@ def module_network(
     if layout not in ("spring", "circle"):
         msg = f"layout must be 'spring' or 'circle', got {layout!r}."
         raise ValueError(msg)
+    u.check_title(title, 1)
+    u.check_save(save)
     mods = u.module_matrix(adata, key)
     m = u.check_module(module, len(mods))
     names, _ = u.correlation_features(adata, key)
@@ -275,18 +291,67 @@ def module_network(
         ax_.scatter(
             pos[:, 0], pos[:, 1], s=15 + 85 * strength / strength.max(), c=node_color, edgecolors="black", zorder=2
         )
-        for (x, y), name in zip(pos, names[nodes], strict=True):
+        labels = [
             ax_.annotate(
                 name, (x, y), xytext=(0, 6), textcoords="offset points", fontsize=fontsize, ha="center", zorder=3
             )
+            for (x, y), name in zip(pos, names[nodes], strict=True)
+        ]
         ax_.set_xlim(-1.25, 1.25)
         ax_.set_ylim(-1.2, 1.25)
-    ax_.set_title(f"module {m}: top {len(order)} pairs")
+    u.set_titles(fig, [ax_], title, [f"module {m}: top {len(order)} pairs"])
     ax_.set_axis_off()
-    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
+    if len(order):
+        separate_labels(ax_, labels)
+    return u.finish(
+        fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="module_network"
+    )
 
 
-@doc_params()
+def separate_labels(ax, labels, *, pad: float = 1.5, iterations: int = 300) -> None:
+    """Move annotation labels (offsets in points from their ``xy``) until no two bounding boxes overlap.
+
+    Each round pushes every overlapping pair apart along the axis where they overlap least, by half the overlap
+    each; deterministic. Runs after one draw, so the layout (and the Axes' size) is final; labels are left out of
+    the layout so moving them does not change it. A label moved away from its node gets a thin grey line to it.
+    """
+    fig = ax.figure
+    for label in labels:
+        label.set_in_layout(False)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    px_to_pt = 72.0 / fig.dpi
+    start = np.array([label.xyann for label in labels], dtype=np.float64)
+    offsets = start.copy()
+    for _ in range(iterations):
+        boxes = np.array([label.get_window_extent(renderer).extents for label in labels]) + np.array(
+            [-pad, -pad, pad, pad]
+        )
+        over_x = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+        over_y = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+        clash = np.triu((over_x > 0) & (over_y > 0), k=1)
+        if not clash.any():
+            break
+        centre = np.column_stack([boxes[:, [0, 2]].mean(axis=1), boxes[:, [1, 3]].mean(axis=1)])
+        move = np.zeros_like(offsets)
+        for i, j in zip(*np.nonzero(clash), strict=True):
+            axis = 0 if over_x[i, j] < over_y[i, j] else 1
+            amount = (over_x if axis == 0 else over_y)[i, j] / 2 + 0.5
+            side = np.sign(centre[i, axis] - centre[j, axis]) or (1.0 if i < j else -1.0)
+            move[i, axis] += side * amount
+            move[j, axis] -= side * amount
+        offsets += move * px_to_pt
+        for label, offset in zip(labels, offsets, strict=True):
+            label.xyann = tuple(offset)
+    for label, offset, first in zip(labels, offsets, start, strict=True):
+        shift = offset - first
+        if np.hypot(*shift) > 6.0:  # points: the label left its node's side
+            x, y = label.xy
+            anchor = ax.transData.inverted().transform(ax.transData.transform((x, y)) + offset / px_to_pt)
+            ax.plot([x, anchor[0]], [y, anchor[1]], color="0.6", linewidth=0.5, zorder=2.5)
+
+
+@doc_params(**u.PLOT_DOCS)
 def locality(
     adata,
     locality: int,
@@ -297,6 +362,10 @@ def locality(
     threshold: float = 0.1,
     power: float = 3,
     max_lines: int = 2000,
+    vmin: float | str | None = None,
+    vmax: float | str | None = None,
+    title: str | list[str] | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
@@ -321,6 +390,10 @@ def locality(
         Colour map of the heatmaps.
     threshold, power, max_lines
         Line options of the image mode (see :func:`module_image`).
+    {vlim}
+        The scale the two heatmaps share (percentiles over both); default 0 and their maximum.
+    {title_panels}
+    {save}
     {key}
     {show_panels}
 
@@ -337,6 +410,8 @@ def locality(
         msg = f"max_features must be an integer >= 2, got {max_features!r}."
         raise ValueError(msg)
     _check_lines(threshold, power, max_lines)
+    u.check_title(title, 3)
+    u.check_save(save)
     corr = get_step(adata, key, "correlations")
     amf = u.amf_result(adata, key)
     values_all = np.asarray(corr["values"])
@@ -354,9 +429,8 @@ def locality(
     shape = _image_shape(adata, image_shape) if image_shape is not None else None
 
     fig, axes = u.grid(3, 3, panel_size=(3.8, 3.6))
-    titles = [f"locality {i}: correlations", f"reconstruction (cosine {similarity:.2f})"]
     if shape is not None:
-        for panel, values, title in zip(axes[:2], (C, C_hat), titles, strict=True):
+        for panel, values in zip(axes[:2], (C, C_hat), strict=True):
             draw_image(
                 panel,
                 values,
@@ -369,17 +443,16 @@ def locality(
                 line_color="tab:blue",
                 linewidth=2.0,
             )
-            panel.set_title(title)
     else:
         D = len(names)
         sums = u.per_feature_sums(C, D) + u.per_feature_sums(C_hat, D)
         show_idx = np.sort(np.argsort(-sums, kind="stable")[:max_features])
         mats = [u.square(v, D)[np.ix_(show_idx, show_idx)] for v in (C, C_hat)]
-        top = max(float(mats[0].max()), float(mats[1].max())) or 1.0
-        norm = Normalize(vmin=0.0, vmax=top)
-        for panel, mat, title in zip(axes[:2], mats, titles, strict=True):
+        both = np.concatenate([m.ravel() for m in mats])
+        lo, hi = u.color_limits(vmin, vmax, both, default_vmin=0.0, default_vmax=float(both.max()) or 1.0)
+        norm = Normalize(vmin=lo, vmax=hi)
+        for panel, mat in zip(axes[:2], mats, strict=True):
             panel.imshow(mat, cmap=cmap, norm=norm, interpolation="nearest")
-            panel.set_title(title)
             if len(show_idx) <= 40:
                 ticks = np.arange(len(show_idx))
                 panel.set_xticks(ticks, names[show_idx], rotation=90, fontsize=6)
@@ -395,5 +468,6 @@ def locality(
     bars.set_xlabel("module")
     bars.set_ylabel("presence")
     bars.set_ylim(0, max(1.0, float(presence[i].max())))
-    bars.set_title("presence of each module")
-    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False)
+    defaults = [f"locality {i}: correlations", f"reconstruction (cosine {similarity:.2f})", "presence of each module"]
+    u.set_titles(fig, axes, title, defaults)
+    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False, save=save, name="locality")

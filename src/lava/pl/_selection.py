@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .._docs import doc_params
-from .._store import get_step
+from .._store import decode_params, get_step, has_step
 from . import _utils as u
 
 
@@ -18,11 +18,13 @@ def _summary_by_m(summary) -> pd.DataFrame:
     return summary.sort_index()
 
 
-@doc_params()
+@doc_params(**u.PLOT_DOCS)
 def selection(
     adata,
     *,
     show_runs: bool = True,
+    title: str | list[str] | None = None,
+    save: bool | str | None = None,
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
@@ -39,6 +41,8 @@ def selection(
     {adata}
     show_runs
         Draw each run as a faint dot behind the means.
+    {title_panels}
+    {save}
     {key}
     {show_panels}
 
@@ -47,6 +51,8 @@ def selection(
     list of Axes, Figure or None
         The three Axes (``show=False``), the Figure (``return_fig=True``) or None.
     """
+    u.check_title(title, 3)
+    u.check_save(save)
     sel = get_step(adata, key, "selection")
     runs = pd.DataFrame(sel["runs"])
     for column in ("n_modules", "similarity", "overestimation_ratio"):
@@ -81,9 +87,112 @@ def selection(
         panel.set_ylabel(label)
         if suggested is not None:
             panel.axvline(suggested, color="0.3", linestyle="--", linewidth=1)
-    if suggested is not None:
-        axes[0].set_title(f"suggested number of modules: {suggested}")
+    defaults = [f"suggested number of modules: {suggested}" if suggested is not None else "", "", ""]
+    u.set_titles(fig, axes, title, defaults)
     axes[-1].set_xlabel("number of modules M")
     axes[-1].set_xticks(ms)
     axes[-1].set_xlim(ms.min() - 0.5, ms.max() + 0.5)
-    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False)
+    return u.finish(fig, axes, show=show, return_fig=return_fig, ax_given=False, save=save, name="selection")
+
+
+def retention_peak(table: pd.DataFrame, n_obs: int) -> int | None:
+    """Return the size with the highest mean Jaccard, leaving out sizes >= ``n_obs`` (any embedding scores 1 there)."""
+    candidates = table[table["n_neighbors"] < n_obs]
+    if candidates.empty:
+        return None
+    return int(candidates.loc[candidates["jaccard"].idxmax(), "n_neighbors"])
+
+
+@doc_params(**u.PLOT_DOCS)
+def neighborhood_retention(
+    adata,
+    *,
+    logx: bool = True,
+    baseline: bool = True,
+    color: str = "tab:blue",
+    title: str | None = None,
+    save: bool | str | None = None,
+    key: str = "lava",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Neighbourhood retention against the neighbourhood size, from :func:`lava.tl.neighborhood_retention`.
+
+    The mean Jaccard similarity between each sample's ``n`` nearest neighbours in the original space and in the
+    embedding, with a band of one standard deviation over samples (a spread, not an error bar). A dashed line
+    marks the peak, the data-driven locality size: sizes of ``n_obs`` and more are left out of the peak, as any
+    embedding retains the whole data set (Jaccard 1). A dotted line marks the ``n_neighbors`` that
+    :func:`lava.tl.localities` used, when it has run. The grey curve is the Jaccard of two random ``n``-sets,
+    ``n / (2 n_obs - n)``, the level to compare against at large ``n``.
+
+    Parameters
+    ----------
+    {adata}
+    logx
+        Logarithmic size axis (the default sizes are spaced geometrically).
+    baseline
+        Draw the random-sets baseline.
+    color
+        Colour of the curve and its band.
+    {title}
+    {save}
+    {key}
+    {show}
+
+    Returns
+    -------
+    Axes, Figure or None
+        The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    """
+    u.check_title(title, 1)
+    u.check_save(save)
+    table = pd.DataFrame(get_step(adata, key, "neighborhood_retention"))
+    missing = [c for c in ("n_neighbors", "jaccard") if c not in table.columns]
+    if missing:
+        msg = f"adata.uns[{key!r}]['neighborhood_retention'] lacks columns {missing}; rerun lava.tl.neighborhood_retention."
+        raise KeyError(msg)
+    table = table.sort_values("n_neighbors", kind="stable")
+    n = table["n_neighbors"].to_numpy(dtype=np.float64)
+    jaccard = table["jaccard"].to_numpy(dtype=np.float64)
+    E = adata.n_obs
+
+    fig, ax_ = u.new_axes(ax, figsize=(6.4, 3.6))
+    if "jaccard_std" in table.columns:
+        sd = table["jaccard_std"].to_numpy(dtype=np.float64)
+        ax_.fill_between(n, np.clip(jaccard - sd, 0, 1), np.clip(jaccard + sd, 0, 1), color=color, alpha=0.15, lw=0)
+    ax_.plot(n, jaccard, color=color, marker="o", markersize=4, label="mean Jaccard")
+    if baseline:
+        grid_n = np.geomspace(n.min(), n.max(), 200) if logx else np.linspace(n.min(), n.max(), 200)
+        ax_.plot(grid_n, grid_n / (2 * E - grid_n), color="0.6", linewidth=1, label="random sets")
+    peak = retention_peak(table, E)
+    if peak is not None:
+        best = float(table.loc[table["n_neighbors"] == peak, "jaccard"].iloc[0])
+        ax_.axvline(peak, color="tab:orange", linestyle="--", linewidth=1.5, label=f"peak: n = {peak} ({best:.2f})")
+    used = _localities_n(adata, key)
+    if used is not None:
+        ax_.axvline(used, color="0.2", linestyle=":", linewidth=1.5, label=f"localities: n = {used}")
+    if logx:
+        ax_.set_xscale("log")
+    ax_.set_ylim(0, min(1.05, max(float(np.nanmax(jaccard)) * 1.15, 0.1)))
+    ax_.set_xlabel("neighbourhood size n")
+    ax_.set_ylabel("mean Jaccard similarity")
+    ax_.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)  # clear of curve and band
+    u.set_titles(fig, [ax_], title, ["neighbourhood retention"])
+    return u.finish(
+        fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="neighborhood_retention"
+    )
+
+
+def _localities_n(adata, key: str) -> int | None:
+    """Return the ``n_neighbors`` lava.tl.localities used under ``key`` (None if it has not run)."""
+    if not has_step(adata, key, "localities"):
+        return None
+    loc = adata.uns[key]["localities"]
+    if "n_neighbors" in loc:
+        return int(np.asarray(loc["n_neighbors"]))
+    params = adata.uns[key].get("params", {}).get("localities")
+    if params is not None and "n_neighbors" in params:
+        value = decode_params({"n_neighbors": params["n_neighbors"]})["n_neighbors"]
+        return None if value is None else int(value)
+    return None

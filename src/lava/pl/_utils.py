@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 
 from .._store import get_step, modules_key, presence_key
@@ -10,19 +13,154 @@ from .._validate import get_embedding, resolve_basis
 #: Colour of the cells drawn behind probes and presence.
 BACKGROUND = "#d9d9d9"
 
+#: Presence colours: light grey (absent, as the background) through reds to dark red (present), so that a
+#: presence of 0.001 reads as absent rather than as the dark end of viridis.
+PRESENCE_COLORS = ("#e0e0e0", "#fcbba1", "#fb6a4a", "#cb181d", "#67000d")
 
-def finish(fig, axes, *, show: bool | None, return_fig: bool, ax_given: bool):
-    """Apply scanpy's convention: Figure if ``return_fig``; None after showing; else the Axes (or list of Axes)."""
+#: Docstring fragments of the scanpy-style plot arguments (``@doc_params(**PLOT_DOCS)``).
+PLOT_DOCS = {
+    "save": """\
+save
+    Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "lava_<plot>.<format>"`` (the plot's
+    function name, ``sc.settings.file_format_figs``); a str is appended to that name and its ending picks the
+    file type, e.g. ``save="_kidney.pdf"`` writes ``lava_<plot>_kidney.pdf``.""",
+    "frameon": """\
+frameon
+    Draw the frame and axis labels of the embedding; default scanpy's setting (``sc.set_figure_params(frameon=...)``,
+    frame on).""",
+    "title": """\
+title
+    The plot's title (default: a description of what is drawn).""",
+    "title_panels": """\
+title
+    One title per panel (a list), or one str: the title of a single panel, the figure's title over several.""",
+    "vlim": """\
+vmin, vmax
+    Bounds of the colour scale: a number, or a percentile of the values drawn written ``"p99"`` (``"p1"``,
+    ``"p99.5"``), as in scanpy.""",
+}
+
+#: File types ``save=`` recognises by the name's ending (as scanpy).
+SAVE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "eps", "ps")
+
+
+def presence_cmap(cmap=None):
+    """Return the presence colour map: lava's grey-to-red map when ``cmap`` is None, else matplotlib's ``cmap``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+
+    if cmap is None:
+        return LinearSegmentedColormap.from_list("lava_presence", PRESENCE_COLORS)
+    return plt.get_cmap(cmap)
+
+
+def resolve_limit(value, data: np.ndarray, name: str) -> float | None:
+    """Read a colour-scale bound as scanpy does: None, a number, or ``"pNN"`` (the NN-th percentile of ``data``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = re.fullmatch(r"p(\d+(?:\.\d+)?)", value)
+        if match is None or float(match.group(1)) > 100:
+            msg = f"{name} must be a number or a percentile such as 'p99' (p0..p100), got {value!r}."
+            raise ValueError(msg)
+        finite = np.asarray(data, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        return float(np.percentile(finite, float(match.group(1)))) if finite.size else None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
+        msg = f"{name} must be a number or a percentile such as 'p99', got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def color_limits(vmin, vmax, data: np.ndarray, *, default_vmin: float | None, default_vmax: float | None):
+    """``(vmin, vmax)`` from scanpy-style bounds with defaults; a degenerate scale is widened so it can be drawn."""
+    lo = resolve_limit(vmin, data, "vmin")
+    hi = resolve_limit(vmax, data, "vmax")
+    lo = default_vmin if lo is None else lo
+    hi = default_vmax if hi is None else hi
+    if lo is not None and hi is not None and hi <= lo:
+        if vmin is not None and vmax is not None:
+            msg = f"vmax ({hi:g}) must be above vmin ({lo:g})."
+            raise ValueError(msg)
+        hi = lo + 1.0
+    return lo, hi
+
+
+def check_save(save) -> None:
+    """Validate ``save`` before anything is drawn."""
+    if save is None or isinstance(save, bool | str):
+        return
+    msg = f"save must be True, a file name suffix (str) or None, got {save!r}."
+    raise TypeError(msg)
+
+
+def save_path(name: str, save) -> Path | None:
+    """Where ``save=`` writes, as scanpy: ``sc.settings.figdir / f"{name}{suffix}.{ext}"``.
+
+    ``save=True`` uses the plot's name and ``sc.settings.file_format_figs``; a string is appended to the name and
+    its ending picks the file type (``"_kidney.pdf"``), else the default type is used.
+    """
+    import scanpy as sc
+
+    if save is None or save is False:
+        return None
+    suffix = "" if save is True else str(save)
+    ext = str(sc.settings.file_format_figs)
+    for fmt in SAVE_FORMATS:
+        if suffix.lower().endswith(f".{fmt}"):
+            suffix, ext = suffix[: -len(fmt) - 1], fmt
+            break
+    return Path(sc.settings.figdir) / f"lava_{name}{suffix}.{ext}"
+
+
+def finish(fig, axes, *, show: bool | None, return_fig: bool, ax_given: bool, save=None, name: str = "plot"):
+    """Apply scanpy's convention: save if asked; Figure if ``return_fig``; None after showing; else the Axes."""
     import matplotlib.pyplot as plt
 
+    path = save_path(name, save)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
     if return_fig:
         return fig
     if show is None:
         show = not ax_given
     if show:
         plt.show()
+        if not ax_given:
+            plt.close(fig)  # as scanpy: a saved and shown figure is done with
         return None
     return axes
+
+
+def set_titles(fig, axes, title, defaults: list[str]) -> None:
+    """Title the panels: ``defaults`` unless ``title`` is given (checked by :func:`check_title` before drawing).
+
+    ``title`` is one str (a single panel's title; the figure's title over several panels) or one str per panel.
+    """
+    if title is None:
+        titles = defaults
+    elif isinstance(title, str):
+        titles = [title] if len(axes) == 1 else defaults
+        if len(axes) > 1:
+            fig.suptitle(title)
+    else:
+        titles = list(title)
+    for panel, text in zip(axes, titles, strict=True):
+        panel.set_title(text)
+
+
+def check_title(title, n_panels: int) -> None:
+    """Validate ``title`` before anything is drawn."""
+    if title is None or isinstance(title, str):
+        return
+    try:
+        n = len(title)
+    except TypeError:
+        n = None
+    if n != n_panels or not all(isinstance(t, str) for t in title):
+        msg = f"title must be a str or a list of {n_panels} str (one per panel), got {title!r}."
+        raise ValueError(msg)
 
 
 def check_single_ax(ax, n_panels: int, what: str) -> None:
@@ -195,7 +333,8 @@ def draw_background(ax, Z: np.ndarray, *, size: float | None = None, color: str 
     style_embedding(ax)
 
 
-def style_embedding(ax, basis: str | None = None) -> None:
+def style_embedding(ax, basis: str | None = None, *, frameon: bool | None = None) -> None:
+    """Give an embedding panel scanpy's look: no ticks, equal aspect, axis labels; ``frameon=False`` drops frame and labels."""
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable="datalim")
@@ -203,6 +342,14 @@ def style_embedding(ax, basis: str | None = None) -> None:
         label = basis[2:] if basis.startswith("X_") else basis
         ax.set_xlabel(f"{label.upper()}1")
         ax.set_ylabel(f"{label.upper()}2")
+    if frameon is None:
+        import scanpy as sc
+
+        frameon = bool(getattr(sc.settings, "_frameon", True))
+    if not frameon:
+        ax.set_frame_on(False)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
 
 
 def probe_size(n_probes: int) -> float:

@@ -4,6 +4,7 @@ from ._amf import amf
 from ._correlations import correlations
 from ._localities import localities, neighborhood_retention
 from ._modules import associate, enrich, module_genes
+from ._presence import presence_to_obs
 from ._selection import refine_presence, select_n_modules
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "localities",
     "module_genes",
     "neighborhood_retention",
+    "presence_to_obs",
     "refine_presence",
     "select_n_modules",
 ]

@@ -1,0 +1,89 @@
+"""Per-sample presence as ``adata.obs`` columns, for scanpy's own plots and tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _logging as logg
+from .._docs import doc_params
+from .._store import get_step, presence_key, presence_obs_key
+from .._validate import check_not_view
+
+
+@doc_params()
+def presence_to_obs(
+    adata: AnnData,
+    *,
+    modules: int | Sequence[int] | None = None,
+    key: str = "lava",
+    copy: bool = False,
+) -> AnnData | None:
+    """Copy each module's per-sample presence into ``adata.obs``, so scanpy can colour, group and plot by it.
+
+    ``adata.obsm[f"{key}_presence"]`` (from :func:`lava.tl.amf`: a sample's mean presence over the localities that
+    contain it, 0 where none does) becomes one float column per module, named ``f"{key}_presence_{m}"``::
+
+        lava.tl.presence_to_obs(adata)
+        sc.pl.umap(adata, color=["lava_presence_0", "lava_presence_1"], cmap="Reds")
+        sc.pl.violin(adata, "lava_presence_0", groupby="celltype")
+
+    The columns are a view of stored results, not a step: rerunning :func:`lava.tl.amf` (or any step it depends
+    on) removes them, so a column never shows a presence the current fit does not have; call this again then.
+
+    Parameters
+    ----------
+    {adata}
+    modules
+        Module numbers to copy (int or list); default all.
+    {key}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (or a copy with ``copy=True``) and sets, for each module ``m``:
+
+    ``adata.obs[f"{key}_presence_{m}"]``
+        float32, length ``n_obs``: column ``m`` of ``adata.obsm[f"{key}_presence"]``.
+    """
+    if not isinstance(adata, AnnData):
+        msg = f"adata must be an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    check_not_view(adata, copy)
+    amf = get_step(adata, key, "amf")
+    name = presence_key(key)
+    if name not in adata.obsm:
+        msg = f"adata.obsm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
+        raise KeyError(msg)
+    presence = np.asarray(adata.obsm[name], dtype=np.float32)
+    M = int(np.asarray(amf["modules"]).shape[0])
+    if presence.shape != (adata.n_obs, M):
+        msg = f"adata.obsm[{name!r}] has shape {presence.shape}, expected {(adata.n_obs, M)}; rerun lava.tl.amf."
+        raise ValueError(msg)
+    chosen = _resolve(modules, M)
+
+    adata = adata.copy() if copy else adata
+    columns = [presence_obs_key(key, m) for m in chosen]
+    for column, m in zip(columns, chosen, strict=True):
+        adata.obs[column] = presence[:, m].copy()
+    logg.logger.info("    added %s to adata.obs", ", ".join(map(repr, columns)))
+    return adata if copy else None
+
+
+def _resolve(modules, M: int) -> list[int]:
+    if modules is None:
+        return list(range(M))
+    seq = [modules] if isinstance(modules, int | np.integer) else list(modules)
+    if not seq:
+        msg = "modules is empty; pass None for all modules or a list of module numbers."
+        raise ValueError(msg)
+    for m in seq:
+        if isinstance(m, bool) or not isinstance(m, int | np.integer):
+            msg = f"modules must be integers in 0..{M - 1}, got {m!r}."
+            raise TypeError(msg)
+        if not 0 <= m < M:
+            msg = f"module {m} does not exist; the stored fit has modules 0..{M - 1}."
+            raise ValueError(msg)
+    return [int(m) for m in seq]
