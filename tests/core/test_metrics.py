@@ -160,7 +160,7 @@ def test_duplicate_modules_need_shared_pairs_and_shared_localities():
     presence = np.stack([here, here * 0.8 + 0.05 * rng.random(n_loc), there, here], axis=1)
     found = duplicate_modules(modules, presence)
     assert [(a, b) for a, b, _, _ in found] == [(0, 1)]
-    a, b, cos, r = found[0]
+    _, _, cos, r = found[0]
     assert cos == pytest.approx(modules[0] @ modules[1] / np.linalg.norm(modules[0]) / np.linalg.norm(modules[1]))
     assert r == pytest.approx(np.corrcoef(presence[:, 0], presence[:, 1])[0, 1])
     # constant presence and all-zero modules never count

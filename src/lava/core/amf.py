@@ -772,7 +772,6 @@ def init_from_localities(
     presence = np.zeros((n_loc, n_modules), dtype=np.float32)
     c_norms = _row_norms(C)
     relative = locality_weight != "norm"
-    weight = locality_weights(C, locality_weight)
     strength = locality_strength(C)
 
     def fit_presence(m):
