@@ -770,8 +770,8 @@ def init_from_localities(
     n_loc, n_pairs = C.shape
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     presence = np.zeros((n_loc, n_modules), dtype=np.float32)
-    c_norms = _row_norms(C)
     relative = locality_weight != "norm"
+    weight = locality_weights(C, locality_weight)
     strength = locality_strength(C)
 
     def fit_presence(m):
