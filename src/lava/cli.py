@@ -347,7 +347,7 @@ def _resolve_gene_sets(value: str) -> str:
     if path.is_file():
         read_gmt(path)  # a malformed file fails now, not after the fit
         return str(path)
-    if value.lower().endswith(".gmt") or "/" in value or "\\" in value or path.suffix:
+    if value.lower().endswith(".gmt") or "/" in value or "\\" in value:
         msg = f"gene-set file {value!r} does not exist"
         raise FileNotFoundError(msg)
     import difflib
