@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
 import matplotlib
@@ -11,20 +12,44 @@ import pytest
 matplotlib.use("Agg")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: LAVA_TEST_NO_DATA=1 runs the suite with an empty data cache, as on a fresh clone without ../shared: every test
+#: that needs a real dataset must skip (and none may try to download it).
+NO_DATA = bool(os.environ.get("LAVA_TEST_NO_DATA"))
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """No test reaches the network: a test that needs a dataset the cache lacks skips (tests of the download
+    code replace ``urlopen`` themselves)."""
+
+    def refuse(url, *args, **kwargs):
+        msg = f"a test tried to download {url}; tests read lava's data cache only (see skip_without_data)"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _seed_data_cache(tmp_path_factory):
-    """Seed lava's dataset cache from ../shared/data (offline copies), so no test needs the internet."""
+    """Give the suite its own dataset cache, seeded from ../shared/data and the user's cache (links, no downloads).
+
+    The user's cache is ``LAVA_DATA_DIR`` or the platform's default (``lava.datasets.data_dir()``), so datasets
+    a user already has are used and nothing is written there. With ``LAVA_DATA_DIR`` and
+    ``LAVA_TEST_KEEP_DATA_DIR`` set, the suite reads and writes that cache itself.
+    """
     if "LAVA_DATA_DIR" in os.environ and os.environ.get("LAVA_TEST_KEEP_DATA_DIR"):
         yield
         return
+    from lava.datasets import data_dir
+
     cache = tmp_path_factory.mktemp("lava_data")
-    if SHARED_DATA.is_dir():
-        for f in SHARED_DATA.iterdir():
-            if f.suffix in {".npz", ".h5ad", ".gmt"}:
+    for source in [] if NO_DATA else [SHARED_DATA, data_dir()]:
+        if not source.is_dir():
+            continue
+        for f in source.iterdir():
+            if f.suffix in {".npz", ".h5ad", ".gmt"} and f.is_file() and not (cache / f.name).exists():
                 try:
-                    (cache / f.name).symlink_to(f)
+                    (cache / f.name).symlink_to(f.resolve())
                 except OSError:
                     shutil.copy(f, cache / f.name)
     old = os.environ.get("LAVA_DATA_DIR")
@@ -34,10 +59,6 @@ def _seed_data_cache(tmp_path_factory):
         os.environ.pop("LAVA_DATA_DIR", None)
     else:
         os.environ["LAVA_DATA_DIR"] = old
-
-
-def has_shared_data(name: str) -> bool:
-    return (SHARED_DATA / name).is_file()
 
 
 @pytest.fixture

@@ -6,13 +6,31 @@ of each runs so that an API change that breaks a tutorial fails the suite.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
+from data_helpers import skip_without_data
+from lava.datasets import _loaders
+
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("*.ipynb"))
 NAMES = [p.stem for p in TUTORIALS]
+
+
+def _data_files(path: Path) -> list[str]:
+    """The cache files of the real datasets a notebook loads (``lava.datasets.<name>(`` in its code cells)."""
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    names = sorted(set(re.findall(r"lava\.datasets\.(\w+)\(", code)) & set(_loaders.REGISTRY))
+    return [_loaders.REGISTRY[name].filename for name in names]
+
+
+def test_tutorials_name_their_data():
+    assert _data_files(ROOT / "tutorials" / "mnist.ipynb") == ["mnist.npz"]
+    assert _data_files(ROOT / "tutorials" / "kidney_immune.ipynb") == ["go_bp_human.gmt", "kidneyimmune.h5ad"]
 
 
 def test_there_are_tutorials():
@@ -42,6 +60,7 @@ def test_docs_link_the_notebook(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", TUTORIALS, ids=NAMES)
 def test_quick_variant_runs(path, tmp_path, monkeypatch):
+    skip_without_data(*_data_files(path))  # the kernel would try to download them
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

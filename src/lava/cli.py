@@ -3,11 +3,13 @@
 ``lava run INPUT.h5ad --basis X_umap --n-neighbors 500 --overlap 3 --n-modules 9 --out OUT.h5ad --figures DIR``
 places localities over the embedding, computes the feature-pair correlations, fits the modules (AMF), extracts
 each module's features and, when asked, associates presence with a sample annotation (``--groupby``) and tests
-module genes for over-representation (``--gene-sets file.gmt``). It writes the annotated AnnData and PNG figures
-and prints a summary. ``lava demo`` does the same on an embedded dataset, offline, in about half a minute on 2 cores.
+module genes for over-representation (``--gene-sets file.gmt`` or an Enrichr library name). It writes the annotated
+AnnData (gzip-compressed), tab-separated tables next to it (module genes, presence per sample, enrichment,
+association) and PNG figures, and prints a summary. ``lava demo`` does the same on an embedded dataset, offline, in
+about half a minute on 2 cores, into lava's cache folder unless ``--out`` says otherwise.
 
-Errors a user can fix (a bad path, a missing key, a bad value) end with one line on stderr, ``lava: error: ...``,
-and exit status 1; anything unexpected shows its traceback.
+Errors a user can fix (a bad path, a missing key, a bad value, a refused allocation) end with one line on stderr,
+``lava: error: ...``, and exit status 1 (``--verbose`` adds the traceback); anything unexpected shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,10 @@ from time import perf_counter
 import numpy as np
 
 #: Errors that mean "the input or the options are wrong": reported as one line, no traceback.
-USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, MemoryError)
+
+#: The tables written next to the output file, ``<stem>_<name>.tsv``, when their step ran.
+TABLES = ("module_genes", "presence", "enrichment", "association")
 
 #: The demo's settings: full (about 30 s on 2 cores) and ``--quick`` (the test suite's, under a minute).
 DEMO_SETTINGS = {
@@ -107,6 +113,15 @@ def _module_range(text: str) -> range:
 def _add_pipeline_options(p: argparse.ArgumentParser, output: argparse._ArgumentGroup) -> None:
     output.add_argument(
         "--quiet", "-q", action="store_true", help="no log lines and no progress bars (the summary is still printed)"
+    )
+    output.add_argument(
+        "--verbose", "-v", action="store_true", help="show the traceback of an error, not only its one-line message"
+    )
+    output.add_argument(
+        "--compression",
+        choices=("gzip", "lzf", "none"),
+        default="gzip",
+        help="compression of the .h5ad (default gzip: the stored correlations, mostly zeros, shrink about 4x)",
     )
     g = p.add_argument_group("fitting")
     g.add_argument(
@@ -226,10 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--groupby", default=None, metavar="COL", help="obs column to associate module presence with")
     down.add_argument(
         "--gene-sets",
-        type=Path,
         default=None,
-        metavar="GMT",
-        help="gene-set file (.gmt) for over-representation analysis of module genes",
+        metavar="GMT|LIBRARY",
+        help="gene sets for over-representation analysis of module genes: a .gmt file, or an Enrichr library name "
+        "spelled as in the library (e.g. GO_Biological_Process_2023; human; needs internet)",
     )
     out = run.add_argument_group("output")
     out.add_argument("--out", type=Path, required=True, metavar="OUT.h5ad", help="where to write the annotated AnnData")
@@ -248,13 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the pipeline on scanpy's pbmc68k_reduced (offline, about half a minute on 2 cores)",
         description=(
             "Run the whole pipeline on scanpy's shipped pbmc68k_reduced (700 cells, 309 highly variable genes; "
-            f"n=100, o=5, M=5) with presence associated with '{DEMO_GROUPBY}'. Writes pbmc68k_reduced_lava.h5ad and "
-            "figures to --out and prints a summary."
+            f"n=100, o=5, M=5) with presence associated with '{DEMO_GROUPBY}'. Writes pbmc68k_reduced_lava.h5ad, "
+            "its tables and figures to --out and prints a summary."
         ),
     )
     demo_out = demo.add_argument_group("output")
     demo_out.add_argument(
-        "--out", type=Path, default=Path("lava-demo"), metavar="DIR", help="output folder (default ./lava-demo/)"
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"output folder (default {demo_dir()}, lava's cache folder: never the current folder)",
     )
     demo_out.add_argument("--quick", action="store_true", help="smaller settings (seconds; used by the test suite)")
     _add_pipeline_options(demo, demo_out)
@@ -282,7 +301,7 @@ class _Job:
     n_runs: int
     gene_threshold: float | None
     groupby: str | None
-    gene_sets: Path | None
+    gene_sets: str | None
     out: Path
     figures: Path
     gamma: float | None
@@ -295,8 +314,10 @@ class _Job:
     device: str
     progress: bool
     label: str
+    compression: str | None = "gzip"
     timings: dict[str, float] = field(default_factory=dict)
     figure_files: list[Path] = field(default_factory=list)
+    table_files: list[Path] = field(default_factory=list)
 
 
 def _read(path: Path):
@@ -312,6 +333,42 @@ def _read(path: Path):
     except OSError as err:
         msg = f"cannot read {str(path)!r} as an AnnData file (.h5ad or .zarr): {err}"
         raise ValueError(msg) from None
+
+
+def _resolve_gene_sets(value: str) -> str:
+    """Check ``--gene-sets`` before anything is computed: an existing .gmt file (parsed now), or an Enrichr library.
+
+    A library name is passed on exactly as written, so it must be spelled as in Enrichr's list (checked here, with
+    the closest names suggested); a value that looks like a path must be an existing file.
+    """
+    from .tl._modules import read_gmt
+
+    path = Path(value).expanduser()
+    if path.is_file():
+        read_gmt(path)  # a malformed file fails now, not after the fit
+        return str(path)
+    if value.lower().endswith(".gmt") or "/" in value or "\\" in value:
+        msg = f"gene-set file {value!r} does not exist"
+        raise FileNotFoundError(msg)
+    import difflib
+
+    import gseapy
+
+    try:
+        names = list(gseapy.get_library_name(organism="Human"))
+    except Exception as err:  # any failure to reach Enrichr means the same here
+        msg = (
+            f"--gene-sets {value!r} is not a file, and Enrichr's list of libraries could not be read to check the "
+            f"name ({type(err).__name__}: {err}); offline, pass a .gmt file"
+        )
+        raise ValueError(msg) from None
+    if value not in names:
+        close = difflib.get_close_matches(value, names, n=3, cutoff=0.6)
+        close += [n for n in names if n.lower() == value.lower() and n not in close]
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see gseapy.get_library_name()"
+        msg = f"--gene-sets {value!r} is neither a file nor an Enrichr library name (names are case-sensitive){hint}"
+        raise ValueError(msg)
+    return value
 
 
 def _resolve_features(adata, features, *, use_raw: bool):
@@ -362,9 +419,7 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
     if args.groupby is not None and args.groupby not in adata.obs.columns:
         msg = f"--groupby {args.groupby!r} is not a column of adata.obs; available: {', '.join(map(repr, adata.obs.columns))}"
         raise KeyError(msg)
-    if args.gene_sets is not None and not args.gene_sets.is_file():
-        msg = f"gene-set file {str(args.gene_sets)!r} does not exist"
-        raise FileNotFoundError(msg)
+    gene_sets = None if args.gene_sets is None else _resolve_gene_sets(args.gene_sets)
     if args.select is not None and args.n_modules is not None and args.n_modules not in args.select:
         msg = f"--n-modules {args.n_modules} is not in the --select range {args.select[0]}..{args.select[-1]}"
         raise ValueError(msg)
@@ -394,7 +449,7 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
         n_runs=args.n_runs,
         gene_threshold=args.gene_threshold,
         groupby=args.groupby,
-        gene_sets=args.gene_sets,
+        gene_sets=gene_sets,
         out=out,
         figures=figures,
         gamma=args.gamma,
@@ -407,6 +462,7 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
         device=args.device,
         progress=not args.quiet,
         label=label,
+        compression=None if args.compression == "none" else args.compression,
     )
 
 
@@ -481,7 +537,7 @@ def _compute(job: _Job) -> None:
         )
     _timed(job, "module_genes", lava.tl.module_genes, adata, **_drop_none(threshold=job.gene_threshold))
     if job.gene_sets is not None:
-        _timed(job, "enrich", lava.tl.enrich, adata, str(job.gene_sets))
+        _timed(job, "enrich", lava.tl.enrich, adata, job.gene_sets)
     if job.groupby is not None:
         _timed(job, "associate", lava.tl.associate, adata, job.groupby)
 
@@ -490,10 +546,49 @@ def _write(job: _Job) -> None:
     start = perf_counter()
     job.out.parent.mkdir(parents=True, exist_ok=True)
     if job.out.suffix == ".zarr":
-        job.adata.write_zarr(job.out)
+        job.adata.write_zarr(job.out)  # zarr compresses its chunks by default
     else:
-        job.adata.write_h5ad(job.out)
+        job.adata.write_h5ad(job.out, compression=job.compression)
+    job.table_files = _write_tables(job.adata, job.out)
     job.timings["write"] = perf_counter() - start
+
+
+def _write_tables(adata, out: Path) -> list[Path]:
+    """Write the tidy tables of the steps that ran as ``<stem>_<table>.tsv`` next to ``out``, for pipelines."""
+    import lava
+
+    from ._store import has_step
+
+    getters = {
+        "module_genes": lambda: lava.get.module_genes(adata),
+        "presence": lambda: _presence_table(lava.get.presence(adata, level="sample")),
+        "enrichment": lambda: lava.get.enrichment(adata),
+        "association": lambda: lava.get.association(adata),
+    }
+    steps = {
+        "module_genes": "module_genes",
+        "presence": "amf",
+        "enrichment": "enrichment",
+        "association": "association",
+    }
+    files = []
+    for name in TABLES:
+        if not has_step(adata, "lava", steps[name]):
+            continue
+        path = out.with_name(f"{out.stem}_{name}.tsv")
+        table = getters[name]()
+        table.to_csv(path, sep="\t", index=name == "presence")
+        files.append(path)
+    return files
+
+
+def _presence_table(df):
+    """Presence per sample with named columns (``module_0``, ...) and the sample names as the first column."""
+    df = df.copy()
+    df.columns = [f"module_{int(m)}" for m in df.columns]
+    df.index = df.index.astype(str)
+    df.index.name = "obs_name"
+    return df
 
 
 def _figures(job: _Job) -> None:
@@ -555,6 +650,17 @@ def _module_genes_figure(adata, n_modules: int, *, ncols: int = 3):
 # summary
 
 
+def _enrichment_params(adata, key: str) -> dict:
+    """Return the stored parameters of lava.tl.enrich (empty when they cannot be read)."""
+    from ._store import decode_params
+
+    try:
+        params = decode_params(adata.uns[key]["params"]["enrichment"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
 def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
@@ -614,11 +720,25 @@ def summary(
             )
     if has_step(adata, key, "enrichment"):
         enr = adata.uns[key]["enrichment"]
-        lines.append(f"  enriched terms      {int((enr['p_adjusted'] < 0.05).sum())} at adjusted p < 0.05")
-        for m in sorted(enr["module"].unique())[:M]:
-            rows = enr[enr["module"] == m].sort_values("p_adjusted").head(1)
-            for _, row in rows.iterrows():
-                lines.append(f"    module {int(m)}: {row['term']} (adjusted p {float(row['p_adjusted']):.2g})")
+        params = _enrichment_params(adata, key)
+        tested = sorted(int(m) for m in params.get("modules", range(M)))
+        source = params.get("gene_sets")
+        if isinstance(source, str):  # a file by its name, a library by its name as spelled in the library
+            source = Path(source).name if source.lower().endswith(".gmt") else source
+            source = f"; gene sets {source}"
+        else:
+            source = ""
+        n_sig = int((enr["p_adjusted"] < 0.05).sum())
+        lines.append(f"  top term per module ({n_sig} terms at adjusted p < 0.05{source})")
+        for m in tested:
+            rows = enr[enr["module"] == m].sort_values(["p_adjusted", "p_value"], kind="stable").head(1)
+            if rows.empty:
+                lines.append(f"    module {m}: (no gene set shares a module gene)")
+                continue
+            row = rows.iloc[0]
+            p_adj = float(row["p_adjusted"])
+            mark = "" if p_adj < 0.05 else ", not significant"
+            lines.append(f"    module {m}: {row['term']} ({row['overlap']} genes, adjusted p {p_adj:.2g}{mark})")
     if files:
         lines.append("  files")
         lines.extend(f"    {f}" for f in files)
@@ -634,6 +754,8 @@ def summary(
 
 def _finish(job: _Job) -> None:
     files = [f"annotated data  {job.out}"]
+    if job.table_files:
+        files.append(f"tables          {', '.join(str(p) for p in job.table_files)}")
     if job.figure_files:
         names = ", ".join(p.name for p in job.figure_files)
         files.append(f"figures         {job.figures}/ ({names})")
@@ -660,7 +782,7 @@ def _cmd_demo(args) -> int:
 
     settings = DEMO_SETTINGS["quick" if args.quick else "full"]
     adata = lava.datasets.pbmc68k_reduced()
-    out_dir: Path = args.out
+    out_dir: Path = args.out if args.out is not None else demo_dir()
     if out_dir.exists() and not out_dir.is_dir():
         msg = f"--out {str(out_dir)!r} exists and is not a folder"
         raise NotADirectoryError(msg)
@@ -686,6 +808,7 @@ def _cmd_demo(args) -> int:
         rng=args.rng,
         device=args.device,
         quiet=args.quiet,
+        compression=args.compression,
     )
     job = _prepare(
         adata,
@@ -699,6 +822,15 @@ def _cmd_demo(args) -> int:
     _figures(job)
     _finish(job)
     return 0
+
+
+def demo_dir() -> Path:
+    """Return where ``lava demo`` writes by default: ``demo/`` in lava's user cache folder, whatever the cwd."""
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:  # pragma: no cover - platformdirs is nearly always present
+        return Path.home() / ".cache" / "lava" / "demo"
+    return Path(user_cache_dir("lava")) / "demo"
 
 
 def _configure_logging(quiet: bool) -> Callable[[], None]:
@@ -739,6 +871,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as err:
+        if args.verbose:
+            traceback.print_exc()
         print(f"lava: error: {_one_line(err)}", file=sys.stderr)
         return 1
     finally:

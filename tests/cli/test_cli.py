@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import lava
@@ -159,6 +160,89 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch, pbmc_file, tmp_path
         main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(tmp_path / "o.h5ad"), "-q"])
 
 
+def test_verbose_adds_the_traceback(tmp_path, capsys):
+    rc = main(["run", str(tmp_path / "nope.h5ad"), "-n", "50", "-o", "2", "--out", str(tmp_path / "o.h5ad"), "-v"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.strip().splitlines()[-1].startswith("lava: error: input file")
+
+
+def test_memory_refusal_is_a_user_error(monkeypatch, pbmc_file, tmp_path, capsys):
+    import lava.cli
+
+    def refuse(job):
+        raise MemoryError("the correlations need 44.6 GiB; pass features='highly_variable' or out= a zarr store")
+
+    monkeypatch.setattr(lava.cli, "_compute", refuse)
+    rc = main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(tmp_path / "o.h5ad"), "-q"])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert lines == [
+        "lava: error: the correlations need 44.6 GiB; pass features='highly_variable' or out= a zarr store"
+    ]
+
+
+@pytest.fixture
+def enrichr(monkeypatch):
+    """Enrichr offline: the list of library names, and one library."""
+    import gseapy
+
+    names = ["GO_Biological_Process_2023", "KEGG_2021_Human", "MSigDB_Hallmark_2020"]
+    monkeypatch.setattr(gseapy, "get_library_name", lambda organism="Human": names)
+    return names
+
+
+def test_gene_set_library_name_is_passed_as_spelled(enrichr):
+    from lava.cli import _resolve_gene_sets
+
+    assert _resolve_gene_sets("MSigDB_Hallmark_2020") == "MSigDB_Hallmark_2020"
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("go_biological_process_2023", "did you mean 'GO_Biological_Process_2023'"),
+        ("KEGG_2021", "did you mean 'KEGG_2021_Human'"),
+        ("missing.gmt", "gene-set file 'missing.gmt' does not exist"),
+    ],
+)
+def test_gene_set_names_are_checked_before_computing(enrichr, pbmc_file, tmp_path, capsys, value, needle):
+    out = tmp_path / "out.h5ad"
+    rc = main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--gene-sets", value, "--out", str(out), "-q"])
+    assert rc == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert needle in lines[0]
+    assert not out.exists()
+
+
+def test_gene_set_library_offline_says_to_pass_a_file(monkeypatch, pbmc_file, tmp_path, capsys):
+    import gseapy
+
+    def offline(organism="Human"):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(gseapy, "get_library_name", offline)
+    rc = main(["run", str(pbmc_file), "-n", "50", "-o", "2", "--gene-sets", "KEGG_2021_Human", "--out", "o.h5ad", "-q"])
+    assert rc == 1
+    (line,) = _err_lines(capsys)
+    assert "offline, pass a .gmt file" in line
+
+
+def test_demo_default_output_is_outside_the_checkout(monkeypatch, tmp_path):
+    from lava.cli import build_parser, demo_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args(["demo"]).out is None  # resolved by demo_dir(), not relative to the cwd
+    where = demo_dir()
+    assert where.is_absolute()
+    assert tmp_path not in where.parents
+    root = Path(__file__).resolve().parents[2]
+    assert root not in where.parents
+    assert "/lava-demo/" in (root / ".gitignore").read_text().splitlines()
+
+
 def test_logging_handler_is_removed_after_the_command(tmp_path):
     import logging
 
@@ -188,6 +272,25 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert adata.obsm["lava_presence"].shape == (adata.n_obs, n_modules)
     assert adata.varm["lava_modules"].shape == (adata.n_vars, n_modules)
     assert uns["correlations"]["features"].size == int(adata.var["highly_variable"].sum())
+    # compressed: the stored correlations (most of the file) are gzip datasets
+    import h5py
+
+    with h5py.File(h5ad) as f:
+        assert f["uns/lava/correlations/values"].compression == "gzip"
+    # tables for pipelines, next to the h5ad
+    import pandas as pd
+
+    genes = pd.read_csv(out / "pbmc68k_reduced_lava_module_genes.tsv", sep="\t")
+    assert list(genes.columns) == ["module", "feature", "score", "rank"]
+    assert set(genes["feature"]) <= set(adata.var_names)
+    presence = pd.read_csv(out / "pbmc68k_reduced_lava_presence.tsv", sep="\t", index_col=0)
+    assert list(presence.index) == list(adata.obs_names)
+    assert list(presence.columns) == [f"module_{m}" for m in range(n_modules)]
+    np.testing.assert_allclose(presence.to_numpy(), adata.obsm["lava_presence"], rtol=1e-6)
+    association = pd.read_csv(out / "pbmc68k_reduced_lava_association.tsv", sep="\t")
+    assert set(association["groupby"]) == {"bulk_labels"}
+    assert not (out / "pbmc68k_reduced_lava_enrichment.tsv").exists()  # no gene sets in the demo
+    assert "pbmc68k_reduced_lava_presence.tsv" in captured.out
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert {"modules.png", "module_genes.png", "association.png"} <= set(pngs)
     for p in (out / "figures").glob("*.png"):
@@ -242,5 +345,18 @@ def test_run_with_feature_file_groupby_and_gene_sets(pbmc_file, tmp_path, capsys
     assert set(np.unique(uns["association"]["category"])) <= set(adata.obs["phase"].astype(str))
     assert (figs / "enrichment.png").is_file()
     assert (figs / "association.png").is_file()
+    enrichment = pd.read_csv(out.with_name("pbmc_lava_enrichment.tsv"), sep="\t")
+    assert set(enrichment["term"]) <= {"SET_A", "SET_B"}
+    # every module gets its top term, marked when it is not significant, and the gene sets are named
+    assert "gene sets sets.gmt" in captured.out
+    section = captured.out.split("top term per module")[1].split("strongest associations")[0]
+    for m in range(2):
+        assert f"    module {m}: " in section
+    best = enrichment.sort_values("p_adjusted").groupby("module").head(1)
+    for _, row in best.iterrows():
+        significant = row["p_adjusted"] < 0.05
+        line = next(x for x in section.splitlines() if x.startswith(f"    module {row['module']}: "))
+        assert row["term"] in line
+        assert ("not significant" in line) is not significant
     assert "computing" in captured.err  # not --quiet: log lines go to stderr
     assert "step times" in captured.out

@@ -11,27 +11,23 @@ import numpy as np
 import pytest
 
 import lava
+from data_helpers import skip_without_data
 from lava.datasets import _loaders
-
-
-def _needs(name: str) -> None:
-    if not (lava.datasets.data_dir() / name).is_file():
-        pytest.skip(f"no offline copy of {name} in the data cache")
 
 
 @pytest.fixture
 def needs_mnist():
-    _needs("mnist.npz")
+    skip_without_data("mnist.npz")
 
 
 @pytest.fixture
 def needs_kidneyimmune():
-    _needs("kidneyimmune.h5ad")
+    skip_without_data("kidneyimmune.h5ad")
 
 
 @pytest.fixture
 def needs_go_bp_human():
-    _needs("go_bp_human.gmt")
+    skip_without_data("go_bp_human.gmt")
 
 
 @pytest.fixture

@@ -195,9 +195,10 @@ def test_neighborhood_retention_stores_table(pbmc):
     out = lava.tl.neighborhood_retention(adata, basis="umap", use_rep="X_pca", sizes=[5, 20, 80], n_samples=None)
     assert out is None
     table = adata.uns["lava"]["neighborhood_retention"]
-    assert list(table.columns) == ["n_neighbors", "jaccard", "jaccard_std"]
+    assert list(table.columns) == ["n_neighbors", "jaccard", "jaccard_std", "jaccard_random"]
     assert table["n_neighbors"].tolist() == [5, 20, 80]
     assert table["jaccard"].between(0, 1).all()
+    np.testing.assert_allclose(table["jaccard_random"], [5 / 1395, 20 / 1380, 80 / 1320])  # n / (2 E - n), E 700
     # reference: Jaccard of brute-force sets
     Xp, Z = adata.obsm["X_pca"], adata.obsm["X_umap"]
     a = np.argsort(cdist(Xp, Xp), axis=1, kind="stable")[:, :20]
@@ -219,9 +220,50 @@ def test_neighborhood_retention_default_and_copy():
     assert_unchanged(adata, before)
     table = out.uns["lava"]["neighborhood_retention"]
     assert table["n_neighbors"].iloc[0] == 10
-    assert table["n_neighbors"].iloc[-1] == 400
+    assert table["n_neighbors"].iloc[-1] == 200  # half the samples: beyond, random sets overlap by a third or more
     assert table["n_neighbors"].is_monotonic_increasing
-    assert table["jaccard"].iloc[-1] == pytest.approx(1.0)  # all samples in both spaces
+
+
+def _logged_best(caplog) -> str:
+    (line,) = [r.getMessage() for r in caplog.records if "finished" in r.getMessage()]
+    return line
+
+
+def test_neighborhood_retention_best_size_is_not_the_trivial_end(pbmc, caplog):
+    """At n = n_obs the Jaccard is 1 for any embedding, and near it random sets overlap almost fully."""
+    adata = pbmc.copy()
+    E = adata.n_obs
+    sizes = [20, 80, 160, 600, E - 1, E]
+    with caplog.at_level("INFO", logger="lava"):
+        lava.tl.neighborhood_retention(adata, basis="umap", use_rep="X_pca", sizes=sizes, n_samples=None)
+    table = adata.uns["lava"]["neighborhood_retention"].set_index("n_neighbors")
+    assert table["jaccard"].idxmax() == E  # the raw maximum is the trivial end
+    assert table.loc[E, "jaccard"] == pytest.approx(1.0)
+    assert table.loc[E - 1, "jaccard"] > 0.99
+    line = _logged_best(caplog)
+    best = int(line.split("n_neighbors=")[1].split()[0])
+    excess = (table["jaccard"] - table["jaccard_random"]).drop(E)
+    assert best == excess.idxmax()
+    assert best < 600  # the curve's real peak (about 160-200 on this UMAP), not where random sets fill the data
+    assert "largest size evaluated" not in line
+
+
+def test_neighborhood_retention_says_when_the_best_is_the_largest_size(pbmc, caplog):
+    adata = pbmc.copy()
+    with caplog.at_level("INFO", logger="lava"):
+        lava.tl.neighborhood_retention(adata, basis="umap", use_rep="X_pca", sizes=[10, 20, 40], n_samples=None)
+    line = _logged_best(caplog)
+    assert "n_neighbors=40" in line
+    assert "largest size evaluated" in line
+    assert "evaluate larger sizes" in line
+
+
+def test_neighborhood_retention_only_trivial_sizes(caplog):
+    adata = small_adata()
+    with caplog.at_level("INFO", logger="lava"):
+        lava.tl.neighborhood_retention(adata, sizes=[adata.n_obs], n_samples=20)
+    assert "pass sizes below it" in _logged_best(caplog)
+    assert adata.uns["lava"]["neighborhood_retention"]["jaccard"].iloc[0] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

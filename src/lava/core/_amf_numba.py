@@ -26,6 +26,14 @@ does not depend on the number of threads.
 
 Outside training, :func:`max_product` is :func:`lava.core.reconstruct`'s kernel and :func:`residual_stats` gives
 ``init="localities"`` the norms and dot products of the residual ``max(C - Chat, 0)`` without forming it.
+
+No kernel uses fast-math: a fit must give the same bits whether numba compiles the kernels in this process or loads
+them from its on-disk cache. For a ``parallel=True`` function these are not the same machine code (numba's cache
+holds its own copy of the parallel loop's body, optimised with the caller), and with reassociation allowed the two
+vectorised their sums differently: ``backward``'s presence gradients differed in the last bits, which the argmax of
+the reconstruction amplified (``lava demo``: loss 0.21988 with a cold cache, 0.22001 with a warm one). Without
+fast-math every optimisation must keep IEEE order, so both give the same bits; the sums stay vectorised because
+:func:`_sum8` keeps eight independent partial sums, in an order fixed in the source.
 """
 
 from __future__ import annotations
@@ -35,8 +43,6 @@ import numpy as np
 
 #: Pairs per parallel block: 2048 x 4 bytes per row stays in the L1/L2 caches.
 BLOCK = 2048
-#: Reassociation lets the compiler vectorise the per-locality sums (no NaN or infinity can occur here).
-FASTMATH = {"reassoc", "contract", "nsz"}
 
 
 @numba.njit(inline="always")
@@ -46,7 +52,27 @@ def _span(blk, n_pairs):  # pragma: no cover
     return j0, min(n_pairs, j0 + BLOCK)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
+@numba.njit(inline="always")
+def _sum8(x):  # pragma: no cover
+    """``sum(x)`` (float32) as eight interleaved partial sums added pairwise: vectorised, in a fixed order."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
+    n = x.size
+    n8 = n - n % 8
+    for u in range(0, n8, 8):
+        a0 += x[u]
+        a1 += x[u + 1]
+        a2 += x[u + 2]
+        a3 += x[u + 3]
+        a4 += x[u + 4]
+        a5 += x[u + 5]
+        a6 += x[u + 6]
+        a7 += x[u + 7]
+    for u in range(n8, n):
+        a0 += x[u]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
 def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argmax, store):  # pragma: no cover
     """Per-locality sums (5, B) float64 for ``C[rows]`` and ``Chat = max_m pres[:, m] mod[m]``.
 
@@ -62,14 +88,10 @@ def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argma
         w = j1 - j0
         best = np.empty(w, dtype=np.float32)
         arg = np.empty(w, dtype=np.int32)
+        terms = np.empty((5, w), dtype=np.float32)  # the summands, one row per sum (summed by _sum8)
         for b in range(n_b):
             _max_product(pres, mod, b, j0, j1, best, arg)
             c_row = C[rows[b], j0:j1]
-            s0 = np.float32(0.0)
-            s1 = np.float32(0.0)
-            s2 = np.float32(0.0)
-            s3 = np.float32(0.0)
-            s4 = np.float32(0.0)
             for j in range(w):
                 h = best[j]
                 c = c_row[j]
@@ -77,16 +99,13 @@ def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argma
                 over = d > 0
                 wc = over_cos if over else np.float32(1.0)
                 ws = (over_bg if arg[j] == bg else over_sq) if over else np.float32(1.0)
-                s0 += wc * c * h
-                s1 += wc * c * c
-                s2 += wc * h * h
-                s3 += abs(d)
-                s4 += ws * d * d
-            partial[blk, 0, b] = s0
-            partial[blk, 1, b] = s1
-            partial[blk, 2, b] = s2
-            partial[blk, 3, b] = s3
-            partial[blk, 4, b] = s4
+                terms[0, j] = wc * c * h
+                terms[1, j] = wc * c * c
+                terms[2, j] = wc * h * h
+                terms[3, j] = abs(d)
+                terms[4, j] = ws * d * d
+            for s in range(5):
+                partial[blk, s, b] = _sum8(terms[s])
             if store:
                 chat[b, j0:j1] = best
                 out = argmax[b, j0:j1]
@@ -95,7 +114,7 @@ def forward_sums(pres, mod, C, rows, over_cos, over_sq, over_bg, bg, chat, argma
     return partial.sum(axis=0)
 
 
-@numba.njit(inline="always", fastmath=FASTMATH)
+@numba.njit(inline="always")
 def _max_product(pres, mod, b, j0, j1, best, arg):  # pragma: no cover
     """``best = max_m pres[b, m] mod[m, j0:j1]`` and ``arg`` its first argmax (written as selects, vectorised)."""
     w = j1 - j0
@@ -115,7 +134,7 @@ def _max_product(pres, mod, b, j0, j1, best, arg):  # pragma: no cover
             arg[j] = mi if gt else arg[j]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def backward(
     pres, mod, C, rows, chat, argmax, alpha, beta, q, kappa, over_cos, over_sq, over_bg, bg
 ):  # pragma: no cover
@@ -130,6 +149,7 @@ def backward(
         w = j1 - j0
         g = np.empty(w, dtype=np.float32)
         arg = np.empty(w, dtype=np.int32)
+        prod = np.empty(w, dtype=np.float32)
         for b in range(n_b):
             a_b = alpha[b]
             be_b = beta[b]
@@ -154,16 +174,15 @@ def backward(
                 p_bm = pres[b, m]
                 mm = mod[m, j0:j1]
                 dm = d_mod[m, j0:j1]
-                acc = np.float32(0.0)
                 for j in range(w):
                     gm = g[j] if arg[j] == mi else np.float32(0.0)
                     dm[j] += gm * p_bm
-                    acc += gm * mm[j]
-                partial[blk, b, m] = acc
+                    prod[j] = gm * mm[j]
+                partial[blk, b, m] = _sum8(prod)
     return partial.sum(axis=0).astype(np.float32), d_mod
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def max_product(pres, mod, out):  # pragma: no cover
     """``out[i, j] = max_m pres[i, m] mod[m, j]`` (l x P float32), the pairs split into blocks over the threads."""
     n_pairs = mod.shape[1]
@@ -176,7 +195,7 @@ def max_product(pres, mod, out):  # pragma: no cover
     return out
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def residual_stats(pres, mod, C, row):  # pragma: no cover
     """Per locality ``i``: ``|r_i|`` and ``r_i . row`` (float64) of the residual ``r_i = max(C_i - Chat_i, 0)``.
 
@@ -193,17 +212,16 @@ def residual_stats(pres, mod, C, row):  # pragma: no cover
         w = j1 - j0
         best = np.empty(w, dtype=np.float32)
         arg = np.empty(w, dtype=np.int32)
+        terms = np.empty((2, w), dtype=np.float32)
         r_ref = row[j0:j1]
         for i in range(n_loc):
             _max_product(pres, mod, i, j0, j1, best, arg)
             c_row = C[i, j0:j1]
-            s_n = np.float32(0.0)
-            s_d = np.float32(0.0)
             for j in range(w):
                 r = max(c_row[j] - best[j], np.float32(0.0))
-                s_n += r * r
-                s_d += r * r_ref[j]
-            partial[blk, 0, i] = s_n
-            partial[blk, 1, i] = s_d
+                terms[0, j] = r * r
+                terms[1, j] = r * r_ref[j]
+            partial[blk, 0, i] = _sum8(terms[0])
+            partial[blk, 1, i] = _sum8(terms[1])
     sums = partial.sum(axis=0)
     return np.sqrt(sums[0]), sums[1]

@@ -466,6 +466,13 @@ def _may_stop(stop: str, ref_epoch: int, epoch: int, patience: int) -> bool:
     return ref_epoch > 0 or epoch >= LEARNED_MAX_WINDOWS * patience
 
 
+def _earliest_stop(stop: str, ref_epoch: int, patience: int, max_epochs: int) -> int:
+    """Return the first epoch at which the fit may stop if the loss does not improve again (the bar's total)."""
+    if stop == "paper" or ref_epoch > 0:
+        return min(max_epochs, ref_epoch + patience)
+    return min(max_epochs, LEARNED_MAX_WINDOWS * patience)
+
+
 def _match_threads() -> None:
     """Let the numba kernels use as many threads as torch (``torch.set_num_threads`` governs both)."""
     import numba
@@ -486,8 +493,14 @@ def train(
     generator: np.random.Generator,
     progress: bool,
     stop: str = "paper",
+    desc: str = "AMF",
 ) -> dict:
-    """Adam over minibatches until the best full loss stalls; returns the best epoch's matrices and the history."""
+    """Adam over minibatches until the best full loss stalls; returns the best epoch's matrices and the history.
+
+    The progress bar (labelled ``desc``) counts epochs towards the first one at which the stopping rule may end
+    the fit if the loss does not improve again, so its total grows with every improvement and never passes
+    ``max_epochs``; ``patience=k/p`` says how many of the ``patience`` epochs have passed without one.
+    """
     dev = problem.C.device
     presence = torch.tensor(presence0, dtype=torch.float32, device=dev, requires_grad=True)
     modules = torch.tensor(modules0, dtype=torch.float32, device=dev, requires_grad=True)
@@ -504,9 +517,9 @@ def train(
     converged = interrupted = False
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ._progress import tqdm
 
-        bar = tqdm(total=max_epochs, desc="AMF", unit="epoch")
+        bar = tqdm(total=_earliest_stop(stop, ref_epoch, patience, max_epochs), desc=desc, unit="epoch")
     t0 = perf_counter()
     try:
         for epoch in range(1, max_epochs + 1):
@@ -526,8 +539,10 @@ def train(
             if loss < ref_loss * (1 - tol):
                 ref_loss, ref_epoch = loss, epoch
             if bar is not None:
+                bar.total = _earliest_stop(stop, ref_epoch, patience, max_epochs)
+                patience_used = f"{epoch - ref_epoch}/{patience}"
+                bar.set_postfix(loss=f"{loss:.4g}", best=f"{best['loss']:.4g}", patience=patience_used, refresh=False)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", best=f"{best['loss']:.4g}", refresh=False)
             if not math.isfinite(loss):
                 msg = f"the AMF loss became {loss} at epoch {epoch}; lower lr=... (now {lr})."
                 raise FloatingPointError(msg)

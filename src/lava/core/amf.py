@@ -345,7 +345,9 @@ def fit_amf(
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     progress
-        Show a tqdm progress bar with the current loss.
+        Show a tqdm progress bar per phase (``AMF (expectile)``, then ``AMF (refine)``): epochs towards the first
+        one at which the stopping rule may end the phase (the total grows with each improvement), with the
+        loss, the best loss and ``patience=k/p``, the epochs since the last improvement by more than ``tol``.
     init
         ``"random"`` (the paper: uniform [0, 1] entries), ``"localities"`` (modules taken from
         representative localities: greedy picks of the locality with the largest unexplained correlation, parts
@@ -530,6 +532,7 @@ def fit_amf(
         generator=generator,
         progress=progress,
         stop=stop,
+        desc=f"AMF ({loss})",
     )
     # a second phase, in the epochs that the first left (max_epochs caps both together)
     phase = {"lr": lr, "batch_size": batch_size, "tol": tol, "max_epochs": max_epochs - out["n_epochs"],
@@ -537,7 +540,7 @@ def fit_amf(
     if phase["max_epochs"] > 0 and not out["interrupted"]:
         if polish and l1 > 0:  # the same loss without the l1 penalty
             problem.l1 = 0.0
-            out = _second_phase(amft, problem, out, patience=patience, **phase)
+            out = _second_phase(amft, problem, out, patience=patience, desc="AMF (polish)", **phase)
         elif refine:  # the paper's loss on the modules' support, completed and pruned (not the floor's row)
             settled, presence = out["modules"][:n_modules], out["presence"][:, :n_modules]
             if not _streamed.is_store(C):  # completion indexes C by rows and columns: C in memory only
@@ -546,7 +549,7 @@ def fit_amf(
             out = {**out, "modules": np.vstack([settled, out["modules"][n_modules:]])}
             problem.use_paper_loss(refine_nu)
             problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
-            out = _second_phase(amft, problem, out, patience=refine_patience(patience), **phase)
+            out = _second_phase(amft, problem, out, patience=refine_patience(patience), desc="AMF (refine)", **phase)
     del C_t
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     modules[:, kept] = out["modules"][:n_modules]

@@ -122,9 +122,9 @@ def locality_correlations(
     (``out`` when given).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from .._compat import resolve_device
+    from ._progress import tqdm
 
     x_shape = tuple(getattr(X, "shape", None) or np.shape(X))
     if out is not None and len(x_shape) == 2 and np.ndim(indices) == 2:
@@ -356,7 +356,7 @@ def _take_task(X, idx, tie_fraction, batch_size, device):
 
 def _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progress, out=None) -> np.ndarray:
     """Compute for a dask ``X`` without a client: the batches one after the other, each reading only its rows."""
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     idx, batch_size = _check_arguments(X, indices, tie_fraction, batch_size, device)
     n_loc = idx.shape[0]
@@ -372,7 +372,7 @@ def _dask_local_correlations(X, indices, tie_fraction, batch_size, device, progr
 
 def _distributed_correlations(X, indices, tie_fraction, batch_size, device, progress, client, out=None) -> np.ndarray:
     """Run every batch of localities as one Dask task; write the results into the output as they arrive."""
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     try:
         import dask

@@ -551,7 +551,9 @@ def place_localities(
     rng
         Seed (int) or :class:`numpy.random.Generator` for the k-means++ seeding.
     progress
-        Show a progress bar over the evaluations.
+        Show a progress bar over the evaluations. DIRECT finishes the iteration in which it reaches its budget, so
+        it may run a few more than ``maxfun - restarts``: the bar's total then grows to what has been run plus
+        the restarts still to come.
     max_iter
         Maximum weighted Lloyd iterations on all samples in an evaluation, after k-means has converged on a
         weight-proportional sample of ``coreset_factor * l`` samples (all samples when that is more than ``E``).
@@ -588,26 +590,33 @@ def place_localities(
 
     if optimize:
         from scipy.optimize import direct
-        from tqdm.auto import tqdm
+
+        from ._progress import tqdm
 
         bar = tqdm(total=int(maxfun), desc="placing probes", unit="eval", disable=not progress)
+
+        def tick(still_to_come: int) -> None:
+            # the bar's total is the budget until DIRECT passes it, then what has been run plus what must follow
+            bar.total = max(bar.total, bar.n + 1 + still_to_come)
+            bar.set_postfix(best=f"{placer.best[0]:.4g}", refresh=False)
+            bar.update(1)
 
         def objective(x: np.ndarray) -> float:
             # like scipy, the budget is approximate: DIRECT finishes the iteration in which it runs out (cutting
             # an iteration short leaves its new rectangles unevaluated and costs far more loss than it saves)
             loss = placer.evaluate(float(x[0]), float(x[1]))
-            bar.update(1)
-            bar.set_postfix(best=f"{placer.best[0]:.4g}", refresh=False)
+            tick(int(restarts))
             return loss
 
         try:
             direct(objective, [(-2.0 * d, 2.0 * d)] * 2, maxfun=budget)
+            bar.total = bar.n + int(restarts)  # DIRECT's overrun (or shortfall) is known now
+            bar.refresh()
             evaluations = np.asarray(placer.evaluations)
             alpha, beta, _ = evaluations[np.argmin(evaluations[:, 2])]
             for k in range(1, int(restarts) + 1):
                 placer.evaluate(float(alpha), float(beta), seed=seed + k)
-                bar.update(1)
-                bar.set_postfix(best=f"{placer.best[0]:.4g}", refresh=False)
+                tick(int(restarts) - k)
         finally:
             bar.close()
     else:

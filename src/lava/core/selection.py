@@ -427,7 +427,7 @@ def select_n_modules(
     KeyboardInterrupt
         When a fit was interrupted (its result is not kept); with ``checkpoint`` the finished runs are kept there.
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     C = np.asarray(C)
     if C.ndim != 2:
@@ -713,7 +713,8 @@ def refine_presence(
         (l, M) float32 refined presences in [0, 1].
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from ._progress import tqdm
 
     C = np.asarray(C)
     modules = np.asarray(modules)
