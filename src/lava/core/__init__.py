@@ -3,10 +3,20 @@
 Usable on its own for plain arrays: embeddings of any model, images, expression matrices.
 """
 
-from .amf import AMFResult, amf_loss, complete_modules, fit_amf, prune_nested_modules, reconstruct
+from .amf import (
+    AMFResult,
+    amf_loss,
+    complete_modules,
+    fit_amf,
+    locality_weights,
+    prune_nested_modules,
+    reconstruct,
+)
 from .correlations import CorrelationSupport, correlation_support, locality_correlations, n_pairs, pair_indices
 from .metrics import (
     copresence_entropy,
+    core_features,
+    duplicate_modules,
     feature_scores,
     locality_similarity,
     overestimation_ratio,
@@ -34,12 +44,15 @@ __all__ = [
     "benjamini_hochberg",
     "complete_modules",
     "copresence_entropy",
+    "core_features",
     "correlation_support",
+    "duplicate_modules",
     "feature_scores",
     "fit_amf",
     "fit_nmf",
     "locality_correlations",
     "locality_similarity",
+    "locality_weights",
     "n_localities",
     "n_pairs",
     "neighborhood_centrality",
