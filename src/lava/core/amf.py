@@ -396,9 +396,9 @@ def fit_amf(
         The weights ``a_i`` of the localities in the loss (:func:`locality_weights`): ``"norm"`` (the paper's,
         ``||C_i|| / sum_{k != i} ||C_k||``) or ``"balanced"`` (every locality the same, those with weaker
         correlations than typical less). Default (None): the loss's (:data:`LOSS_DEFAULTS`: ``"norm"`` for
-        ``"paper"``, ``"balanced"`` for the variants). With ``"balanced"`` the localities start picks by the
-        weighted *share* of unexplained correlation (``a_i ||max(C_i - Chat_i, 0)|| / ||C_i||``), so that sparse
-        localities get modules too.
+        ``"paper"``, ``"balanced"`` for the variants). With ``"balanced"`` the localities start picks the
+        locality whose unexplained correlation is strongest relative to its own strength, times its weight
+        (:func:`init_from_localities`), so that sparse localities get modules too.
     nu_background
         With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (9:
         the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
@@ -762,9 +762,11 @@ def init_from_localities(
     clipped to [0, 1]) and update ``Chat``. A picked locality can hold several modules; so once all M are picked,
     a module whose pairs mostly (70%) contain a smaller module's loses those pairs, and modules left (nearly)
     empty are picked again from the residual. ``C`` is (l, P) dense. With ``locality_weight="balanced"`` the pick
-    goes by the residual's norm relative to ``||C_i||`` (the unexplained share) times the locality's weight
-    (:func:`locality_weights`), so that localities with few features past the tie filter (small norms) are picked as
-    readily as dense ones, and noise-level localities rarely.
+    goes by the strength of the unexplained correlation (the 99th percentile of the positive residual) relative to
+    the locality's own strength (:func:`locality_strength`), times the locality's weight (:func:`locality_weights`):
+    localities with few features past the tie filter (small norms) are picked as readily as dense ones, noise-level
+    localities rarely, and a locality whose strongest pairs are explained while weaker ones are not is not picked
+    for its leftovers.
     """
     from ._amf_numba import residual_stats
 
@@ -774,8 +776,8 @@ def init_from_localities(
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     presence = np.zeros((n_loc, n_modules), dtype=np.float32)
     relative = locality_weight != "norm"
-    weight = locality_weights(C, locality_weight)
-    strength = locality_strength(C)
+    weight = locality_weights(C, locality_weight) if relative else None
+    strength = locality_strength(C) if relative else None
 
     def fit_presence(m):
         support = modules[m] > 0

@@ -91,7 +91,7 @@ def module_genes(
     locality (the mean ``|Spearman|`` of independent features over n samples is about ``sqrt(2 / (pi n))``), and a
     feature's score sums them over all its pairs. With hundreds of genes past the tie filter, the paper's 5% keeps
     most of them (110-250 of 300 genes per module on the kidney immune data, gene lists that share most genes and
-    enrich for nothing), while the core pairs give 15-60 genes per module whose lists overlap little
+    enrich for nothing), while the core pairs give tens of genes per module whose lists overlap less
     (``docs/biology.md``). The score rule warns when most scored features pass.
 
     Parameters
