@@ -157,3 +157,24 @@ def check_not_view(adata, copy: bool = False) -> None:
             "Call adata = adata.copy() first, or pass copy=True to get a new AnnData back."
         )
         raise ValueError(msg)
+
+
+def check_modules(modules, n_modules: int) -> list[int]:
+    """Return the module numbers in ``modules`` (None: all; an int; a sequence), each once, in the order given."""
+    if modules is None:
+        return list(range(n_modules))
+    items = [modules] if isinstance(modules, int | np.integer) else list(modules)
+    out = []
+    for m in items:
+        if isinstance(m, bool) or not isinstance(m, int | np.integer):
+            msg = f"modules must be integers (module numbers 0..{n_modules - 1}), got {m!r}."
+            raise TypeError(msg)
+        if not 0 <= m < n_modules:
+            msg = f"unknown module {m}: module {m} does not exist; the stored fit has modules 0..{n_modules - 1}."
+            raise ValueError(msg)
+        if int(m) not in out:
+            out.append(int(m))
+    if not out:
+        msg = "modules is empty; pass None for all modules or a list of module numbers."
+        raise ValueError(msg)
+    return out

@@ -172,16 +172,19 @@ def locality_weights(C: np.ndarray, kind: Literal["norm", "balanced"] = "norm") 
         msg = f"locality_weight must be one of {LOCALITY_WEIGHTS}, got {kind!r}."
         raise ValueError(msg)
     if kind == "balanced":
-        strength = locality_strength(C)
-        if not strength.any():
-            return strength
-        a = np.minimum(strength / np.median(strength[strength > 0]), 1.0)
-        return a / a.sum()
+        return _balanced_weights(locality_strength(C))
     norms = _row_norms(C)
     rest = norms.sum() - norms
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(rest > 0, norms / np.where(rest > 0, rest, 1.0), np.where(norms > 0, 1.0, 0.0))
     return a
+
+
+def _balanced_weights(strength: np.ndarray) -> np.ndarray:
+    if not strength.any():
+        return strength
+    a = np.minimum(strength / np.median(strength[strength > 0]), 1.0)
+    return a / a.sum()
 
 
 def locality_strength(C: np.ndarray) -> np.ndarray:
@@ -776,8 +779,8 @@ def init_from_localities(
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     presence = np.zeros((n_loc, n_modules), dtype=np.float32)
     relative = locality_weight != "norm"
-    weight = locality_weights(C, locality_weight) if relative else None
     strength = locality_strength(C) if relative else None
+    weight = _balanced_weights(strength) if relative else None
 
     def fit_presence(m):
         support = modules[m] > 0

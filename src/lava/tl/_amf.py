@@ -16,7 +16,7 @@ from .._docs import doc_params
 from .._store import decode_params
 from .._validate import check_not_view
 from ..core import amf as core_amf
-from ..core.metrics import _fit_figures, duplicate_modules, feature_scores
+from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
 from ._correlations import report_dropped_pairs, sparsity_advice, stored_tie_fraction
 
 #: A locality is explained by the fit when some module's presence there is at least this.
@@ -41,8 +41,9 @@ def report_fit(adata: AnnData, key: str) -> None:
     if dups.size:
         listed = ", ".join(f"{a} and {b}" for a, b in dups.tolist())
         logg.warning(
-            f"modules {listed} are near-duplicates (shared pairs, cosine >= 0.5, and presence correlated >= 0.8 over "
-            "the localities): one programme split in two. Read them together, or fit fewer modules."
+            f"modules {listed} are near-duplicates (shared pairs, cosine >= {DUPLICATE_COSINE}, and presence "
+            f"correlated >= {DUPLICATE_PRESENCE_R} over the localities): one programme split in two. Read them "
+            "together, or fit fewer modules."
         )
 
 

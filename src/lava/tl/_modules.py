@@ -18,7 +18,7 @@ from .. import _logging as logg
 from .._compat import as_generator, as_seed
 from .._docs import doc_params
 from .._store import get_step, modules_key, store_step
-from .._validate import check_not_view, check_positive
+from .._validate import check_modules, check_not_view, check_positive
 from ..core.correlations import correlation_support
 from ..core.stats import (
     association_test,
@@ -28,6 +28,7 @@ from ..core.stats import (
     membership_matrix,
     ora,
 )
+from ._amf import feature_rows
 
 MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank")
 ENRICHMENT_COLUMNS = (
@@ -135,7 +136,7 @@ def module_genes(
     if rule == "core":
         modules = np.asarray(get_step(adata, key, "amf")["modules"], dtype=np.float32)
         in_core = np.zeros(scores.shape, dtype=bool)
-        rows = _correlated_rows(adata, key)
+        rows = feature_rows(adata, key)
         core = core_features(modules, len(rows), threshold=threshold)
         in_core[rows[rows >= 0]] = core[rows >= 0]
     for m in range(scores.shape[1]):
@@ -182,13 +183,6 @@ def module_genes(
     return adata if copy else None
 
 
-def _correlated_rows(adata, key: str) -> np.ndarray:
-    """``var`` rows of the correlated features, in the order of the pairs (-1 where ``var`` lacks one)."""
-    corr = get_step(adata, key, "correlations")
-    names = np.asarray(corr["features"], dtype=object).astype(str)
-    return adata.var_names.get_indexer(names).astype(np.int64)
-
-
 def _empty_module_genes() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -202,26 +196,6 @@ def _empty_module_genes() -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------------------------------
 # over-representation analysis
-
-
-def _resolve_modules(modules, n_modules: int) -> list[int]:
-    if modules is None:
-        return list(range(n_modules))
-    items = [modules] if isinstance(modules, int | np.integer) else list(modules)
-    out = []
-    for m in items:
-        if isinstance(m, bool) or not isinstance(m, int | np.integer):
-            msg = f"modules must be module numbers (ints 0..{n_modules - 1}), got {m!r}."
-            raise TypeError(msg)
-        if not 0 <= m < n_modules:
-            msg = f"unknown module {m}; this analysis has modules 0..{n_modules - 1}."
-            raise ValueError(msg)
-        if int(m) not in out:
-            out.append(int(m))
-    if not out:
-        msg = "modules is empty; pass None for all modules or a list of module numbers."
-        raise ValueError(msg)
-    return out
 
 
 def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
@@ -412,7 +386,7 @@ def enrich(
     check_not_view(adata, copy)
     table_genes = get_step(adata, key, "module_genes")
     n_mod = _n_modules(adata, key)
-    selected = _resolve_modules(modules, n_mod)
+    selected = check_modules(modules, n_mod)
     check_positive(threshold, "threshold")
     check_positive(min_size, "min_size", integer=True, allow_zero=True)
     if max_size is not None:

@@ -10,7 +10,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._docs import doc_params
 from .._store import get_step, presence_key, presence_obs_key
-from .._validate import check_not_view
+from .._validate import check_modules, check_not_view
 
 
 @doc_params()
@@ -62,7 +62,7 @@ def presence_to_obs(
     if presence.shape != (adata.n_obs, M):
         msg = f"adata.obsm[{name!r}] has shape {presence.shape}, expected {(adata.n_obs, M)}; rerun lava.tl.amf."
         raise ValueError(msg)
-    chosen = _resolve(modules, M)
+    chosen = check_modules(modules, M)
 
     adata = adata.copy() if copy else adata
     columns = [presence_obs_key(key, m) for m in chosen]
@@ -70,20 +70,3 @@ def presence_to_obs(
         adata.obs[column] = presence[:, m].copy()
     logg.logger.info("    added %s to adata.obs", ", ".join(map(repr, columns)))
     return adata if copy else None
-
-
-def _resolve(modules, M: int) -> list[int]:
-    if modules is None:
-        return list(range(M))
-    seq = [modules] if isinstance(modules, int | np.integer) else list(modules)
-    if not seq:
-        msg = "modules is empty; pass None for all modules or a list of module numbers."
-        raise ValueError(msg)
-    for m in seq:
-        if isinstance(m, bool) or not isinstance(m, int | np.integer):
-            msg = f"modules must be integers in 0..{M - 1}, got {m!r}."
-            raise TypeError(msg)
-        if not 0 <= m < M:
-            msg = f"module {m} does not exist; the stored fit has modules 0..{M - 1}."
-            raise ValueError(msg)
-    return [int(m) for m in seq]

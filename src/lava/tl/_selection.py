@@ -109,7 +109,9 @@ def select_n_modules(
     the silhouette width (cosine) is high when every run finds the same modules. The suggested M is the elbow of
     the mean loss curve (the point farthest below the chord from the first to the last M, both axes scaled to
     [0, 1]); M values whose distance is within ``elbow_tolerance`` of the largest are near-ties, broken by the
-    higher silhouette, then the smaller M. The best run (lowest loss) of each M is kept: adopt one with
+    higher silhouette, then the smaller M; an elbow whose runs have near-duplicate modules (on average half a pair or
+    more, :func:`lava.core.duplicate_modules`) gives way to the largest smaller M whose runs have fewer. The best run
+    (lowest loss) of each M is kept: adopt one with
     ``lava.tl.amf(adata, from_selection=M)`` without refitting. Plot with :func:`lava.pl.selection`.
 
     This is the expensive step (``n_runs * len(n_modules)`` AMF fits); use ``checkpoint`` to survive interruptions.
@@ -151,12 +153,13 @@ def select_n_modules(
         :class:`pandas.DataFrame`, one row per run: ``n_modules``, ``run``, ``seed``, ``n_epochs``,
         ``best_epoch`` (int64), ``loss``, ``similarity``, ``overestimation_ratio``, ``pattern_cosine``
         (float64: cosine between the run's presence-weighted module average and the best run's at that M),
-        ``converged`` (bool).
+        ``converged`` (bool), ``n_duplicates`` (int64: pairs of near-duplicate modules in the run).
     ``adata.uns[key]["selection"]["summary"]``
         :class:`pandas.DataFrame` indexed by ``n_modules`` (int64): ``loss_mean``, ``loss_std``,
         ``similarity_mean``, ``similarity_std``, ``overestimation_ratio_mean``, ``overestimation_ratio_std``
         (std over runs, ddof=1, NaN with one run), ``silhouette``, ``pattern_cosine`` (mean pairwise cosine of
-        the runs' presence-weighted module averages), ``elbow_gap`` (float64), ``best_run`` (int64).
+        the runs' presence-weighted module averages), ``duplicates_mean`` (mean ``n_duplicates``), ``elbow_gap``
+        (float64), ``best_run`` (int64).
     ``adata.uns[key]["selection"]["suggested_n_modules"]``
         int, the suggested M.
     ``adata.uns[key]["selection"]["best"]``
