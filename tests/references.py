@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import torch
 
+from lava.core import _amf_torch as amft
 from lava.core import correlations as corr
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -101,3 +102,102 @@ def centred_unit_ranks_numpy(rows: np.ndarray, max_count: int) -> tuple[np.ndarr
     norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
     ranks /= np.maximum(norm, np.float32(1e-30))[:, None]
     return ranks, keep
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# placement: k-means++ seeding in numpy
+
+
+def kmeans_plusplus_numpy(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`lava.core.placement.kmeans_plusplus` in numpy: the same draws from ``rng``, the same centres."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    m = X.shape[0]
+    n_trials = 2 + int(np.log(k))
+    first = rng.choice(m, p=weights / weights.sum())
+    uniforms = rng.uniform(size=(k - 1, n_trials))
+    centers = np.empty((k, X.shape[1]))
+    sq = np.einsum("ij,ij->i", X, X)
+    centers[0] = X[first]
+    closest = ((X - X[first]) ** 2).sum(axis=1)
+    potential = float(weights @ closest)
+    for c in range(1, k):
+        if potential <= 0:  # every sample with weight is a centre already: take the farthest others
+            centers[c] = X[np.argmax(closest)]
+            closest = np.minimum(closest, ((X - centers[c]) ** 2).sum(axis=1))
+            continue
+        cumulative = np.cumsum(weights * closest)
+        candidates = np.searchsorted(cumulative, uniforms[c - 1] * cumulative[-1])
+        candidates = np.minimum(candidates, m - 1)
+        dist = sq[candidates, None] - 2.0 * (X[candidates] @ X.T) + sq[None, :]
+        np.clip(dist, 0.0, closest[None, :], out=dist)
+        potentials = dist @ weights
+        best = int(np.argmin(potentials))
+        centers[c] = X[candidates[best]]
+        closest, potential = dist[best], float(potentials[best])
+    return centers
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# AMF: the fused max-product (lava's forward and its gradient scatter) as an autograd function
+
+
+def max_product_backward(grad, argmax, presence, modules, *, chunk: int | None = None):
+    """Gradients of ``sum(grad * Chat)`` with respect to ``presence`` and ``modules``, through the training step's
+    scatter (``_amf_torch._scatter_chunk``) one chunk of pairs at a time."""
+    chunk = chunk or amft.default_chunk(presence.device)
+    d_presence = torch.zeros_like(presence)
+    d_modules = torch.zeros_like(modules)
+    for j0 in range(0, modules.shape[1], chunk):
+        j1 = min(modules.shape[1], j0 + chunk)
+        amft._scatter_chunk(
+            grad[:, j0:j1].contiguous(), argmax[:, j0:j1], presence, modules[:, j0:j1], d_presence, d_modules[:, j0:j1]
+        )
+    return d_presence, d_modules
+
+
+class MaxProduct(torch.autograd.Function):
+    """``Chat = max_m presence[:, m, None] * modules[m]`` with the gradient sent to the argmax module only."""
+
+    @staticmethod
+    def forward(ctx, presence, modules, chunk=None):
+        chat, argmax = amft.max_product_forward(presence.detach(), modules.detach(), chunk=chunk)
+        ctx.save_for_backward(presence, modules, argmax)
+        ctx.chunk = chunk
+        return chat
+
+    @staticmethod
+    def backward(ctx, grad):
+        presence, modules, argmax = ctx.saved_tensors
+        d_presence, d_modules = max_product_backward(
+            grad.contiguous(), argmax, presence.detach(), modules.detach(), chunk=ctx.chunk
+        )
+        return d_presence, d_modules, None
+
+
+def max_product(presence: torch.Tensor, modules: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+    """Differentiable fused max-product (see :class:`MaxProduct`): lava's forward and scatter under autograd."""
+    return MaxProduct.apply(presence, modules, chunk)
+
+
+def numba_kernels():
+    """Return the module of the numba kernels (:mod:`._amf_numba`), or None if numba cannot compile them here."""
+    if "numba" not in _COMPILED:
+        try:
+            from . import _amf_numba
+
+            # compile (or load from numba's cache) now on a tiny problem, so a failure falls back to eager here
+            f32 = np.float32
+            p, m, c = np.ones((2, 2), f32), np.ones((2, 3), f32), np.ones((2, 3), f32)
+            rows = np.arange(2, dtype=np.int64)
+            chat, arg = np.empty((2, 3), f32), np.empty((2, 3), np.uint8)
+            one, v = f32(1.0), np.ones(2, f32)
+            _amf_numba.forward_sums(p, m, c, rows, one, one, one, -1, chat, arg, True)
+            _amf_numba.backward(p, m, c, rows, chat, arg, v, v, v, one, one, one, one, -1)
+            _COMPILED["numba"] = _amf_numba
+        except Exception:
+            _COMPILED["numba"] = None
+    return _COMPILED["numba"]
+
+
+_COMPILED: dict = {}

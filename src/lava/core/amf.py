@@ -409,7 +409,7 @@ def fit_amf(
     kernel
         ``"eager"``: chunked torch operations (any device); ``"compiled"``: the same computation as two numba
         kernels that visit each entry once per sweep, on the CPU (several times faster; compiled on first use
-        and cached on disk, about 15 s once; falls back to eager where numba fails or on CUDA); ``"auto"``:
+        and cached on disk, about 15 s once; eager on CUDA); ``"auto"``:
         compiled on the CPU, eager on CUDA.
 
     Returns
