@@ -288,7 +288,7 @@ def _source_hash() -> str:
     """Fingerprint of lava's placement and correlation code: a cached C is recomputed when it changes."""
     digest = hashlib.sha256()
     for rel in ("core/placement.py", "core/_placement_numba.py", "core/_neighbors.py", "core/correlations.py",
-                "tl/_localities.py", "tl/_correlations.py"):  # fmt: skip
+                "core/_correlations_numba.py", "tl/_localities.py", "tl/_correlations.py"):  # fmt: skip
         path = ROOT / "src" / "lava" / rel
         if path.exists():
             digest.update(path.read_bytes())

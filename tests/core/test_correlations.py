@@ -3,10 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from scipy import sparse
 
 from lava.core import correlation_support, locality_correlations, n_pairs, pair_indices
 from lava.core import correlations as corr_module
+from lava.core._correlations_numba import rank_batch
+from references import centred_unit_ranks_numpy, correlations_by_torch
 
 
 def reference(X, indices, tie_fraction=0.75):
@@ -173,31 +176,55 @@ def test_no_nan_and_range(rng):
     assert np.count_nonzero(C) == 1
 
 
-def test_torch_ranking_path_matches(rng, monkeypatch):
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_ranking_path_matches(rng, fmt, dtype):
     # the GPU path ranks with torch (sort + searchsorted); run that code on the CPU against the reference
-    X = make_data(rng).astype(np.float32)
+    X = make_data(rng).astype(dtype)
     idx = make_indices(rng, X.shape[0])
-    monkeypatch.setattr(corr_module, "_CPU_KERNELS", False)  # the GPU code path, run on the CPU
-    monkeypatch.setattr(corr_module, "_centred_unit_ranks", corr_module._ranks_torch)
-    np.testing.assert_allclose(locality_correlations(X, idx), reference(X, idx), atol=1e-5, rtol=0)
+    data = X if fmt == "dense" else sparse.csr_matrix(X)
+    np.testing.assert_allclose(correlations_by_torch(data, idx), reference(X, idx), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(correlations_by_torch(data, idx, batch_size=5), reference(X, idx), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kernels", [True, False])
-def test_packed_and_full_products_agree(rng, monkeypatch, kernels):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_ranks_match_the_numpy_reference(rng, dtype):
+    # rows with ties, zeros, -0.0, negatives and a constant row: the same average ranks and the same tie filter
+    n = 50
+    rows = rng.integers(-3, 4, size=(40, n)).astype(dtype)
+    rows[:10] = rng.standard_normal((10, n))
+    rows[10, :45] = 2.0  # one value in 45 of 50 samples: tied out at max_count 37
+    rows[11] = 5.0  # constant
+    rows[12] = np.where(rows[12] == 0, -0.0, rows[12])
+    max_count = corr_module.max_tied_count(n, 0.75)
+    ranks, keep = corr_module._centred_unit_ranks(torch.from_numpy(rows.copy()), max_count)
+    expected_ranks, expected_keep = centred_unit_ranks_numpy(rows.copy(), max_count)
+    np.testing.assert_array_equal(keep.numpy(), expected_keep)
+    assert not keep[10]
+    assert not keep[11]
+    assert keep[:10].all()
+    np.testing.assert_allclose(ranks.numpy()[expected_keep], expected_ranks[expected_keep], atol=1e-6, rtol=0)
+    for k in np.flatnonzero(expected_keep):
+        np.testing.assert_allclose(expected_ranks[k], centred_unit_ranks(rows[k].astype(np.float64)), atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["kernels", "torch"])
+def test_packed_and_full_products_agree(rng, monkeypatch, path):
+    # CPU kernels (strips) or the GPU code path
+    correlations = locality_correlations if path == "kernels" else correlations_by_torch
     X = make_data(rng).astype(np.float32)
     idx = make_indices(rng, X.shape[0])
     C = locality_correlations(X, idx)
-    monkeypatch.setattr(corr_module, "_CPU_KERNELS", kernels)  # CPU kernels (strips) or the GPU code path
     monkeypatch.setattr(corr_module, "_PACK_FRACTION", 0.0)  # always the full D x D product
-    np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(correlations(X, idx), C, atol=1e-6, rtol=0)
     monkeypatch.setattr(corr_module, "_PACK_FRACTION", 2.0)  # always pack
-    np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(correlations(X, idx), C, atol=1e-6, rtol=0)
     # the full product split into feature blocks (upper block pairs only), uneven block sizes
     monkeypatch.setattr(corr_module, "_PACK_FRACTION", 0.0)
     for min_block in (4, 7, 13):
         monkeypatch.setattr(corr_module, "_MIN_BLOCK", min_block)
-        np.testing.assert_allclose(locality_correlations(X, idx), C, atol=1e-6, rtol=0)
-        np.testing.assert_allclose(locality_correlations(X[:, :9], idx), reference(X[:, :9], idx), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(correlations(X, idx), C, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(correlations(X[:, :9], idx), reference(X[:, :9], idx), atol=1e-5, rtol=0)
 
 
 def test_max_tied_count():
@@ -296,7 +323,6 @@ def test_cpu_kernel_ranks_from_non_zeros(rng, dtype, radix_min, fmt):
     slot_of = np.empty((2, D), dtype=np.int64)
     n_alive = np.empty(2, dtype=np.int64)
     key_type = np.empty(0, np.uint32 if inputs[2].dtype == np.float32 else np.uint64)
-    rank_batch, _ = corr_module._kernels()
     rank_batch(*inputs, idx, max_count, key_type, radix_min, packed, slot_of, n_alive)
     for k in range(2):
         B = X[idx[k]].astype(np.float64)
@@ -310,15 +336,14 @@ def test_cpu_kernel_ranks_from_non_zeros(rng, dtype, radix_min, fmt):
             np.testing.assert_allclose(packed[k, slot_of[k, j]], centred_unit_ranks(B[:, j]), atol=1e-6, rtol=0)
 
 
-def test_cpu_kernels_match_gpu_code_path(rng, monkeypatch):
+def test_cpu_kernels_match_gpu_code_path(rng):
     # count-like data where most features survive the tie filter (the packed product is nearly D x D)
     X = rng.poisson(rng.gamma(2.0, 1.5, size=60), size=(400, 60)).astype(np.float32)
     X = sparse.csr_matrix(np.log1p(X))
     idx = make_indices(rng, X.shape[0], n_loc=9, n=150)
     C = locality_correlations(X, idx, batch_size=4)
     assert 0.3 < np.mean(C > 0) < 1
-    monkeypatch.setattr(corr_module, "_CPU_KERNELS", False)
-    np.testing.assert_allclose(C, locality_correlations(X, idx, batch_size=4), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(C, correlations_by_torch(X, idx, batch_size=4), atol=2e-6, rtol=0)
     np.testing.assert_allclose(C, reference(X, idx), atol=1e-5, rtol=0)
 
 

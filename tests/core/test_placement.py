@@ -13,6 +13,7 @@ from lava.core.placement import (
     sample_weights,
     weighted_lloyd,
 )
+from references import kmeans_plusplus_numpy
 
 
 def blobs(E: int, d: int, seed: int = 0) -> np.ndarray:
@@ -61,8 +62,6 @@ def test_n_localities_rejects_bad_overlap(bad):
 def centrality_path(request, monkeypatch):
     """Neighbourhoods by candidate blocks (numba; small blocks so that there are many) or by the KD-tree query."""
     if request.param == "blocks":
-        if placement._compiled() is None:
-            pytest.skip("numba kernels unavailable")
         monkeypatch.setattr(placement, "BLOCK_MIN_NEIGHBORS", 1)
         monkeypatch.setattr(placement, "CENTRALITY_BLOCK", 8)
     else:
@@ -170,18 +169,8 @@ def plain_weighted_lloyd(Z, w, C, n_iter):
     return C
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def kernels(request, monkeypatch):
-    """Run a test with the numba kernels and with the numpy fallback."""
-    if request.param == "numpy":
-        monkeypatch.setattr(placement, "_COMPILED", [None])
-    elif placement._compiled() is None:
-        pytest.skip("numba kernels unavailable")
-    return request.param
-
-
 @pytest.mark.parametrize(("k", "d"), [(3, 2), (9, 2), (60, 2), (60, 5)])
-def test_weighted_lloyd_bounds_give_plain_lloyd(k, d, kernels):
+def test_weighted_lloyd_bounds_give_plain_lloyd(k, d):
     # the bounds only skip distance computations: every iteration must match plain Lloyd, with few centroids
     # (all near each other) and many (the far bound matters), and weights that make centroids move unevenly
     rng = np.random.default_rng(3)
@@ -193,13 +182,12 @@ def test_weighted_lloyd_bounds_give_plain_lloyd(k, d, kernels):
         np.testing.assert_allclose(C, plain_weighted_lloyd(Z, w, start, ran), rtol=1e-9, atol=1e-9)
 
 
-def test_kmeans_plusplus_compiled_matches_numpy(monkeypatch):
+def test_kmeans_plusplus_compiled_matches_numpy():
     rng = np.random.default_rng(4)
     X = blobs(800, 2, seed=5)
     w = rng.uniform(0.0, 1.0, size=len(X)) ** 3
     compiled = placement.kmeans_plusplus(X, 25, w, np.random.default_rng(7))
-    monkeypatch.setattr(placement, "_COMPILED", [None])
-    plain = placement.kmeans_plusplus(X, 25, w, np.random.default_rng(7))
+    plain = kmeans_plusplus_numpy(X, 25, w, np.random.default_rng(7))
     np.testing.assert_allclose(compiled, plain)
     assert len(np.unique(compiled, axis=0)) == 25
 

@@ -11,16 +11,9 @@ from scipy.spatial.distance import cdist
 
 import lava.core.selection as sel_mod
 from lava.core import AMFResult, fit_amf, fit_nmf, overestimation_ratio, refine_presence, select_n_modules
-from lava.core.selection import (
-    _load_run,
-    _max_product,
-    _save_run,
-    cosine_distances,
-    elbow,
-    kmedoids,
-    pinball,
-    silhouette,
-)
+from lava.core._checkpoint import _load_run, _save_run
+from lava.core.refine import _max_product, pinball
+from lava.core.selection import cosine_distances, elbow, kmedoids, silhouette
 
 
 def planted(n_loc=60, n_features=20, n_modules=3, noise=0.05, seed=0):

@@ -178,8 +178,35 @@ def test_read_gmt(tmp_path):
     path = tmp_path / "x.gmt"
     path.write_text("set A\tdesc\tG1\tG2\tG3\n\nset B\thttp://x\tG2\t\n")
     assert lava.datasets.read_gmt(path) == {"set A": ["G1", "G2", "G3"], "set B": ["G2"]}
-    path.write_text("lonely\n")
-    with pytest.raises(ValueError, match="line 1"):
+    path.write_text("set A\tdesc\tG1\nlonely\n")
+    with pytest.raises(ValueError, match="line 2"):
+        lava.datasets.read_gmt(path)
+
+
+def test_read_gmt_semantics(tmp_path):
+    # one reader for lava.datasets, lava.tl.enrich and the command line: fields stripped, a BOM ignored, blank lines,
+    # blank names and sets without genes skipped, a repeated name merged, a repeated gene counted once
+    from lava.tl import _modules
+
+    assert _modules.read_gmt is lava.datasets.read_gmt
+    path = tmp_path / "x.gmt"
+    path.write_bytes(
+        b"\xef\xbb\xbfset A \t desc\t G1\tG2 \tG1\r\n"
+        b"  \t\n"
+        b"\tdesc\tG9\n"
+        b"empty\tno genes\t\t\n"
+        b"named only\tdesc\n"
+        b"set B\td\tG3\n"
+        b"set A\tagain\tG2\tG4\n"
+    )
+    sets = lava.datasets.read_gmt(path)
+    assert sets == {"set A": ["G1", "G2", "G4"], "set B": ["G3"]}
+    assert list(sets) == ["set A", "set B"]
+    path.write_text("\n\nonly\tdescriptions\n")
+    with pytest.raises(ValueError, match="holds no gene sets"):
+        lava.datasets.read_gmt(path)
+    path.write_text("SET desc G1 G2\n")  # separated by spaces, not tabs
+    with pytest.raises(ValueError, match=r"line 1.*tabs"):
         lava.datasets.read_gmt(path)
 
 

@@ -24,6 +24,7 @@ from .metrics import (
     presence_weighted_average,
     reconstruction_similarity,
 )
+from .nmf import fit_nmf
 from .placement import (
     LocalityPlacement,
     n_localities,
@@ -31,7 +32,8 @@ from .placement import (
     neighborhood_retention,
     place_localities,
 )
-from .selection import ModelSelection, fit_nmf, refine_presence, select_n_modules
+from .refine import refine_presence
+from .selection import ModelSelection, select_n_modules
 from .stats import association_test, benjamini_hochberg, ora
 
 __all__ = [

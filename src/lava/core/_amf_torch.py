@@ -81,74 +81,12 @@ def _scatter_chunk(grad, argmax, presence, modules_chunk, d_presence, d_modules_
     d_modules_chunk.scatter_add_(0, ix, grad * presence.gather(1, ix))
 
 
-def max_product_backward(grad, argmax, presence, modules, *, chunk: int | None = None):
-    """Gradients of ``sum(grad * Chat)`` with respect to ``presence`` and ``modules``."""
-    chunk = chunk or default_chunk(presence.device)
-    d_presence = torch.zeros_like(presence)
-    d_modules = torch.zeros_like(modules)
-    for j0 in range(0, modules.shape[1], chunk):
-        j1 = min(modules.shape[1], j0 + chunk)
-        _scatter_chunk(
-            grad[:, j0:j1].contiguous(), argmax[:, j0:j1], presence, modules[:, j0:j1], d_presence, d_modules[:, j0:j1]
-        )
-    return d_presence, d_modules
-
-
-class MaxProduct(torch.autograd.Function):
-    """``Chat = max_m presence[:, m, None] * modules[m]`` with the gradient sent to the argmax module only."""
-
-    @staticmethod
-    def forward(ctx, presence, modules, chunk=None):
-        chat, argmax = max_product_forward(presence.detach(), modules.detach(), chunk=chunk)
-        ctx.save_for_backward(presence, modules, argmax)
-        ctx.chunk = chunk
-        return chat
-
-    @staticmethod
-    def backward(ctx, grad):
-        presence, modules, argmax = ctx.saved_tensors
-        d_presence, d_modules = max_product_backward(
-            grad.contiguous(), argmax, presence.detach(), modules.detach(), chunk=ctx.chunk
-        )
-        return d_presence, d_modules, None
-
-
-def max_product(presence: torch.Tensor, modules: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
-    """Differentiable fused max-product (see :class:`MaxProduct`)."""
-    return MaxProduct.apply(presence, modules, chunk)
-
-
-def numba_kernels():
-    """Return the module of the numba kernels (:mod:`._amf_numba`), or None if numba cannot compile them here."""
-    if "numba" not in _COMPILED:
-        try:
-            from . import _amf_numba
-
-            # compile (or load from numba's cache) now on a tiny problem, so a failure falls back to eager here
-            f32 = np.float32
-            p, m, c = np.ones((2, 2), f32), np.ones((2, 3), f32), np.ones((2, 3), f32)
-            rows = np.arange(2, dtype=np.int64)
-            chat, arg = np.empty((2, 3), f32), np.empty((2, 3), np.uint8)
-            one, v = f32(1.0), np.ones(2, f32)
-            _amf_numba.forward_sums(p, m, c, rows, one, one, one, -1, chat, arg, True)
-            _amf_numba.backward(p, m, c, rows, chat, arg, v, v, v, one, one, one, one, -1)
-            _COMPILED["numba"] = _amf_numba
-        except Exception:
-            _COMPILED["numba"] = None
-    return _COMPILED["numba"]
-
-
-_COMPILED: dict = {}
-
-
 def resolve_kernel(kernel: str, device: torch.device) -> str:
     """``"compiled"`` or ``"eager"`` for ``kernel`` in {"auto", "compiled", "eager"}.
 
-    The compiled (numba) kernels run on the CPU only; on CUDA, and where numba fails, the eager torch kernels run.
+    The compiled (numba) kernels run on the CPU only; on CUDA the eager torch kernels run.
     """
-    if kernel == "eager" or device.type != "cpu":
-        return "eager"
-    return "compiled" if numba_kernels() is not None else "eager"
+    return "eager" if kernel == "eager" or device.type != "cpu" else "compiled"
 
 
 def _chunks(n_pairs: int, chunk: int):
@@ -247,11 +185,13 @@ def evaluate(problem: Problem, presence: torch.Tensor, modules: torch.Tensor, *,
 def _sums(problem: Problem, presence, modules, r0: int, r1: int) -> torch.Tensor:
     """Return the five per-locality sums (5, r1 - r0) float64 of localities ``r0:r1`` (see ``_sweep_sums``)."""
     if problem.kernel == "compiled":
+        from ._amf_numba import forward_sums
+
         if isinstance(problem.C, torch.Tensor):
             c, rows = problem.C.numpy(), np.arange(r0, r1, dtype=np.int64)
         else:  # streamed: read the block of rows once
             c, rows = problem.C[r0:r1].numpy(), np.arange(r1 - r0, dtype=np.int64)
-        out = numba_kernels().forward_sums(
+        out = forward_sums(
             presence[r0:r1].numpy(), modules.numpy(), c, rows, *_numba_weights(problem), _NO_STORE, _NO_ARGMAX, False
         )
         return torch.from_numpy(out)
@@ -322,7 +262,8 @@ def loss_and_grad(problem: Problem, rows: torch.Tensor, presence_b: torch.Tensor
 
 def _loss_and_grad_numba(problem, rows, presence_b, modules, buffers):
     """:func:`loss_and_grad` through the numba kernels (CPU)."""
-    kernels = numba_kernels()
+    from . import _amf_numba as kernels
+
     nb = rows.numel()
     if isinstance(problem.C, torch.Tensor):
         c, c_rows = problem.C.numpy(), rows.numpy().astype(np.int64, copy=False)

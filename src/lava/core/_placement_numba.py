@@ -4,10 +4,12 @@
 centroid costs a few operations, and one whose bounds do not is compared with the centroids near its own (a
 dozen distances); those for which the triangle inequality cannot rule out the others are left to a KD-tree
 query. The numpy version queried a KD-tree over the centroids for every such sample, about 0.5 us each, which
-was most of the time of an evaluation. :func:`kmeans_plusplus` is greedy k-means++ seeding.
+was most of the time of an evaluation. :func:`kmeans_plusplus` is greedy k-means++ seeding, :func:`accumulate` the
+weighted centroid sums, :func:`block_neighbourhoods` the neighbourhoods behind the centrality.
 
 Sequential on purpose: the result does not depend on the number of threads, and DIRECT evaluations are many
-small k-means.
+small k-means. As the other kernels (``_amf_numba``, ``_correlations_numba``): compiled on first use and cached on
+disk (``cache=True``), the GIL released, and no fast-math.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(inline="always", nogil=True)
+@numba.njit(inline="always")
 def _sq_dist(A, i, B, k):  # pragma: no cover
     """Squared Euclidean distance between rows ``A[i]`` and ``B[k]``."""
     s = 0.0

@@ -39,6 +39,17 @@ from typing import Literal
 import numpy as np
 
 from .._compat import Device, RngLike, as_generator, as_seed
+from ._factors import (
+    LOCALITY_WEIGHTS,
+    STRENGTH_QUANTILE,  # noqa: F401 - public here too (lava.core.amf.STRENGTH_QUANTILE)
+    _balanced_weights,
+    _check_factor_shapes,
+    _strengths,
+    locality_strength,
+    locality_weights,
+    reconstruct,
+)
+from .metrics import _fit_figures
 
 #: Default learning rate of Adam (evidence in ``docs/amf.md``): on planted data 1e-3 and 3e-3 find better optima
 #: than 1e-2 (3e-2 fails), 3e-3 in half the epochs of 1e-3; on MNIST 1e-3 was seen to stall on the initial plateau.
@@ -130,92 +141,6 @@ class AMFResult:
     locality_weight: str = "norm"
     n_swaps: int = 0
     swap_epochs: int = 0
-
-
-def reconstruct(presence: np.ndarray, modules: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
-    """Reconstruction ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` (l x P, float32).
-
-    One fused loop (numba, multi-threaded) that keeps the running maximum per entry (never l x M x P); ``out``
-    (l x P float32, C-contiguous) receives it if given.
-    """
-    from ._amf_numba import max_product
-
-    presence = np.ascontiguousarray(presence, dtype=np.float32)
-    modules = np.ascontiguousarray(modules, dtype=np.float32)
-    _check_factor_shapes(presence, modules)
-    shape = (presence.shape[0], modules.shape[1])
-    if out is None:
-        out = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        msg = f"out must be a C-contiguous float32 array of shape {shape}."
-        raise ValueError(msg)
-    if presence.shape[1] == 0:
-        out[:] = 0
-        return out
-    return max_product(presence, modules, out)
-
-
-def _check_factor_shapes(presence, modules):
-    if presence.ndim != 2 or modules.ndim != 2 or presence.shape[1] != modules.shape[0]:
-        msg = f"presence must be (l, M) and modules (M, P) with the same M; got {presence.shape} and {modules.shape}."
-        raise ValueError(msg)
-
-
-#: The locality weights of the loss: "norm" (the paper's ``||C_i|| / sum_{k != i} ||C_k||``) and "balanced".
-LOCALITY_WEIGHTS = ("norm", "balanced")
-#: ``locality_weight="balanced"``: a locality's strength is this quantile of its non-zero correlations.
-STRENGTH_QUANTILE = 0.99
-
-
-def locality_weights(C: np.ndarray, kind: Literal["norm", "balanced"] = "norm") -> np.ndarray:
-    """Weights ``a_i`` of the localities in the loss (float64, l).
-
-    ``kind="norm"`` (the paper's): ``a_i = ||C_i|| / sum_{k != i} ||C_k||``; 1 for a lone non-zero locality, 0 if C
-    is all 0. ``kind="balanced"``: every locality counts the same, except those whose correlations are weaker than
-    typical: ``a_i ∝ min(1, s_i / median_k s_k)`` with the strength ``s_i`` the 99th percentile of the locality's
-    non-zero correlations (0 for an all-zero locality), scaled to sum 1. The norm grows with the number of pairs a
-    locality has past the tie filter, the strength does not: a sparse population's few strong pairs weigh as much as
-    a dense one's many, while a locality of noise-level correlations (no structure) still weighs little.
-    """
-    if kind not in LOCALITY_WEIGHTS:
-        msg = f"locality_weight must be one of {LOCALITY_WEIGHTS}, got {kind!r}."
-        raise ValueError(msg)
-    if kind == "balanced":
-        return _balanced_weights(locality_strength(C))
-    norms = _row_norms(C)
-    rest = norms.sum() - norms
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(rest > 0, norms / np.where(rest > 0, rest, 1.0), np.where(norms > 0, 1.0, 0.0))
-    return a
-
-
-def _balanced_weights(strength: np.ndarray) -> np.ndarray:
-    if not strength.any():
-        return strength
-    a = np.minimum(strength / np.median(strength[strength > 0]), 1.0)
-    return a / a.sum()
-
-
-def locality_strength(C: np.ndarray) -> np.ndarray:
-    """(l,) float64: the 99th percentile of each locality's non-zero correlations (0 where all are 0)."""
-    return np.concatenate([_strengths(np.asarray(C[r0 : r0 + _ROW_CHUNK])) for r0 in range(0, C.shape[0], _ROW_CHUNK)])
-
-
-def _strengths(rows: np.ndarray) -> np.ndarray:
-    out = np.zeros(rows.shape[0])
-    for i, row in enumerate(rows):
-        row = row[row > 0]
-        if row.size:
-            out[i] = np.quantile(row, STRENGTH_QUANTILE)
-    return out
-
-
-def _row_norms(C) -> np.ndarray:
-    norms = np.empty(C.shape[0], dtype=np.float64)
-    for r0 in range(0, C.shape[0], _ROW_CHUNK):
-        block = np.asarray(C[r0 : r0 + _ROW_CHUNK], dtype=np.float64)
-        norms[r0 : r0 + _ROW_CHUNK] = np.sqrt(np.einsum("ij,ij->i", block, block))
-    return norms
 
 
 def amf_loss(
@@ -429,7 +354,7 @@ def fit_amf(
     kernel
         ``"eager"``: chunked torch operations (any device); ``"compiled"``: the same computation as two numba
         kernels that visit each entry once per sweep, on the CPU (several times faster; compiled on first use
-        and cached on disk, about 15 s once; falls back to eager where numba fails or on CUDA); ``"auto"``:
+        and cached on disk, about 15 s once; eager on CUDA); ``"auto"``:
         compiled on the CPU, eager on CUDA.
 
     Returns
@@ -440,7 +365,6 @@ def fit_amf(
     """
     from . import _amf_torch as amft
     from . import _streamed
-    from .metrics import _fit_figures
 
     C = _check_C(C)
     if loss is None:  # the localities start and the floor need C in memory: a store defaults to the paper's loss

@@ -6,7 +6,7 @@ ranks, absolute value. A feature that takes one value (any value, typically 0) i
 of the locality's samples contributes 0 to every pair in that locality; so does a constant feature (never NaN).
 
 How it is computed, for a batch of localities at a time. On the CPU, numba kernels (compiled on first use and
-cached on disk) work one locality per thread straight from the stored values (only non-zeros when ``X`` is
+cached on disk, :mod:`._correlations_numba`) work one locality per thread straight from the stored values (only non-zeros when ``X`` is
 sparse): count each feature's non-zeros, drop the features tied out by zeros, sort the others' non-zeros only
 (zeros are one tie group; radix sort of order-preserving integer keys), and write the centred unit-length average
 ranks of the surviving features into consecutive rows; one batched product per strip of rows (rows ``s:e``
@@ -18,9 +18,7 @@ in feature blocks (most features survive) or after packing the surviving rank ve
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -121,10 +119,7 @@ def locality_correlations(
     (l, P) float32 array, ``P = D (D - 1) / 2``, values in ``[0, 1]``; column order as :func:`pair_indices`
     (``out`` when given).
     """
-    import torch
-
     from .._compat import resolve_device
-    from ._progress import tqdm
 
     x_shape = tuple(getattr(X, "shape", None) or np.shape(X))
     if out is not None and len(x_shape) == 2 and np.ndim(indices) == 2:
@@ -146,10 +141,8 @@ def locality_correlations(
     n_loc, n = idx.shape
     D = X.shape[1]
     P = n_pairs(D)
-    given = out
-    out = np.zeros((n_loc, P), dtype=np.float32) if given is None else None
     if n_loc == 0 or P == 0 or n < 2:
-        return out if given is None else given
+        return np.zeros((n_loc, P), dtype=np.float32) if out is None else out
 
     value_bytes = 8 if dense_dtype == np.float64 else 4
     if batch_size is None:
@@ -161,37 +154,49 @@ def locality_correlations(
 
     max_count = max_tied_count(n, tie_fraction)
     plan = _BatchPlan(D, dev)
-    if dev.type == "cpu" and _CPU_KERNELS:
-        inputs = _cpu_inputs(X, dense_dtype)
-        block = out if given is None else np.zeros((batch_size, P), dtype=np.float32)
-        for start in tqdm(
-            range(0, n_loc, batch_size), disable=not progress, desc="locality correlations", unit="batch"
-        ):
-            stop = min(start + batch_size, n_loc)
-            here = block[start:stop] if given is None else block[: stop - start]
-            _batch_cpu(inputs, idx[start:stop], max_count, plan, here)  # writes every entry
-            if given is not None:
-                given[start:stop] = here
-        return out if given is None else given
+    run = _cpu_batches if dev.type == "cpu" else _torch_batches
+    return run(X, idx, dense_dtype, max_count, plan, batch_size, progress, out)
+
+
+def _cpu_batches(X, idx, dense_dtype, max_count: int, plan: _BatchPlan, batch_size: int, progress: bool, given):
+    """Run every batch through the numba kernels (:func:`_batch_cpu`; the CPU path), into a new array or ``given``."""
+    from ._progress import tqdm
+
+    n_loc, P = idx.shape[0], n_pairs(plan.D)
+    inputs = _cpu_inputs(X, dense_dtype)
+    out = np.zeros((n_loc, P), dtype=np.float32) if given is None else given
+    block = out if given is None else np.zeros((batch_size, P), dtype=np.float32)
+    for start in tqdm(range(0, n_loc, batch_size), disable=not progress, desc="locality correlations", unit="batch"):
+        stop = min(start + batch_size, n_loc)
+        here = block[start:stop] if given is None else block[: stop - start]
+        _batch_cpu(inputs, idx[start:stop], max_count, plan, here)  # writes every entry
+        if given is not None:
+            given[start:stop] = here
+    return out
+
+
+def _torch_batches(X, idx, dense_dtype, max_count: int, plan: _BatchPlan, batch_size: int, progress: bool, given):
+    """Rank and multiply every batch with torch on ``plan.dev`` (the GPU path), into a new array or ``given``."""
+    import torch
+
+    from ._progress import tqdm
+
+    n_loc, P = idx.shape[0], n_pairs(plan.D)
+    out = np.zeros((n_loc, P), dtype=np.float32) if given is None else given
     # into the output directly, or through one reused (batch, P) block when writing to a given store
     out_t = torch.from_numpy(out if given is None else np.zeros((batch_size, P), dtype=np.float32))
-    starts = range(0, n_loc, batch_size)
-    for start in tqdm(starts, disable=not progress, desc="locality correlations", unit="batch"):
+    for start in tqdm(range(0, n_loc, batch_size), disable=not progress, desc="locality correlations", unit="batch"):
         stop = min(start + batch_size, n_loc)
         # the (locality, feature) rows not tied out by zeros, as a (K, n) tensor on the device
         rows, candidate = _gather_rows(X, idx[start:stop], dense_dtype, max_count, plan)
-        here = out_t[start:stop] if given is None else out_t[: stop - start].zero_()
-        if dev.type == "cpu":
-            _batch_correlations(rows, candidate, stop - start, max_count, plan, here)  # in place
-        else:
-            target = torch.zeros((stop - start, P), dtype=torch.float32, device=dev)
-            _batch_correlations(rows, candidate, stop - start, max_count, plan, target)
-            here.copy_(target)
-            del target
-        del rows, candidate
+        here = out_t[start:stop] if given is None else out_t[: stop - start]
+        target = torch.zeros((stop - start, P), dtype=torch.float32, device=plan.dev)
+        _batch_correlations(rows, candidate, stop - start, max_count, plan, target)
+        here.copy_(target)
+        del target, rows, candidate
         if given is not None:
             given[start:stop] = here.numpy()
-    return out if given is None else given
+    return out
 
 
 @dataclass(frozen=True)
@@ -278,13 +283,14 @@ def correlation_support(C, n_features: int, *, block_rows: int = 64) -> Correlat
     entered = np.zeros((n_loc, D), dtype=bool)
     pair_localities = np.zeros(P, dtype=np.int64)
     n_nonzero = 0
-    kernel = _support_kernel()
+    from ._correlations_numba import support
+
     for start in range(0, n_loc, block_rows):
         block = np.asarray(C[start : start + block_rows])
         nonzero = block != 0
         pair_localities += np.count_nonzero(nonzero, axis=0)
         n_nonzero += int(np.count_nonzero(nonzero))
-        kernel(nonzero, D, entered[start : start + block.shape[0]])
+        support(nonzero, D, entered[start : start + block.shape[0]])
     return CorrelationSupport(entered=entered, pair_localities=pair_localities, n_nonzero=n_nonzero)
 
 
@@ -525,7 +531,7 @@ def _batch_correlations(rows, candidate, b: int, max_count: int, plan: _BatchPla
     n = rows.shape[1]
     dev = rows.device
     everything = candidate.numel() == b * D
-    ranks, keep = _centred_unit_ranks(rows, max_count, buffer=plan.buffer)
+    ranks, keep = _centred_unit_ranks(rows, max_count)
     del rows
     alive = torch.zeros(b * D, dtype=torch.bool, device=dev)
     alive[candidate[keep]] = True
@@ -573,229 +579,14 @@ def _batch_correlations(rows, candidate, b: int, max_count: int, plan: _BatchPla
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# CPU path: numba kernels (compiled on first use, cached on disk)
+# CPU path: the numba kernels of :mod:`._correlations_numba` (compiled on first use, cached on disk)
 
-#: Run CPU batches through the numba kernels below; False runs the GPU code path (torch) on the CPU instead.
-_CPU_KERNELS = True
 #: Cells with fewer non-zeros than this are sorted by insertion, the others by radix sort.
 _RADIX_MIN = 48
-prange = range
-
-
-def _sort_cell_py(keys, samples, a_k, a_p, b_k, b_p, count, radix_min):  # pragma: no cover
-    """Sort unsigned ``keys`` with their ``samples``; return the sorted ``(keys, samples)`` (views of the buffers).
-
-    Below ``radix_min`` keys an insertion sort, else an LSD radix sort by bytes that skips the bytes every key
-    shares (count data: most high bytes are equal). ``a_*``, ``b_*`` are buffers of at least ``keys.size``.
-    """
-    m = keys.size
-    if m < radix_min:
-        for t in range(m):
-            key = keys[t]
-            u = t
-            while u > 0 and a_k[u - 1] > key:
-                a_k[u] = a_k[u - 1]
-                a_p[u] = a_p[u - 1]
-                u -= 1
-            a_k[u] = key
-            a_p[u] = samples[t]
-        return a_k[:m], a_p[:m]
-    a_k[:m] = keys
-    a_p[:m] = samples
-    for shift in range(0, 8 * keys.itemsize, 8):
-        count[:] = 0
-        for t in range(m):
-            count[(np.uint64(a_k[t]) >> np.uint64(shift)) & np.uint64(255)] += 1
-        if count.max() == m:  # the same byte everywhere: nothing to do
-            continue
-        total = 0
-        for h in range(256):
-            c = count[h]
-            count[h] = total
-            total += c
-        for t in range(m):
-            h = (np.uint64(a_k[t]) >> np.uint64(shift)) & np.uint64(255)
-            b_k[count[h]] = a_k[t]
-            b_p[count[h]] = a_p[t]
-            count[h] += 1
-        a_k, b_k = b_k, a_k
-        a_p, b_p = b_p, a_p
-    return a_k[:m], a_p[:m]
-
-
-_sort_cell = _sort_cell_py  # the compiled version once :func:`_kernels` has run
-
-
-def _rank_batch_py(
-    indptr, indices, data, dense, idx, max_count, key_type, radix_min, packed, slot_of, n_alive
-):  # pragma: no cover
-    """Rank every feature of every locality of a batch straight from the stored non-zeros (one locality a thread).
-
-    ``X`` comes as CSR arrays ``indptr``, ``indices``, ``data`` (float32 or float64; or, with ``dense``, ``data``
-    is the dense ``X`` raveled row-major, ``indptr[r] = r D`` and ``indices`` is unused). Per locality ``k``:
-    count each feature's non-zeros over the samples ``idx[k]``; features with more than ``max_count`` zeros are
-    dropped at once; the others' non-zeros are gathered feature by feature as order-preserving unsigned integer
-    keys (``key_type``: an empty uint32 array for float32 data, uint64 for float64) and sorted. Zeros are one
-    tie group, so only the non-zeros are sorted: the sorted position of a non-zero is its position among the
-    non-zeros, plus the number of zeros when it is positive. A kept feature's centred, unit-length average ranks
-    go to the next free row of ``packed[k]`` (features in order); ``slot_of[k, j]`` is that row (-1 when dropped
-    by the tie filter or constant) and ``n_alive[k]`` the number of rows used.
-    """
-    b, n = idx.shape
-    D = slot_of.shape[1]
-    sign = np.full(1, -0.0, data.dtype).view(key_type.dtype)[0]  # the sign bit; also the key of +0.0
-    for k in prange(b):
-        count = np.zeros(D, np.int64)
-        for s in range(n):
-            r = idx[k, s]
-            for e in range(indptr[r], indptr[r + 1]):
-                if data[e] != 0:
-                    count[(e - indptr[r]) if dense else indices[e]] += 1
-        start = np.empty(D, np.int64)
-        total = 0
-        for j in range(D):
-            start[j] = total
-            if n - count[j] <= max_count:
-                total += count[j]
-        values = np.empty(total, data.dtype)
-        samples = np.empty(total, np.int64)
-        fill = start.copy()
-        for s in range(n):
-            r = idx[k, s]
-            for e in range(indptr[r], indptr[r + 1]):
-                v = data[e]
-                if v != 0:
-                    j = (e - indptr[r]) if dense else indices[e]
-                    if n - count[j] <= max_count:
-                        values[fill[j]] = v
-                        samples[fill[j]] = s
-                        fill[j] += 1
-        # order-preserving keys: flip every bit of a negative float, only the sign bit of a positive one
-        keys = values.view(key_type.dtype)
-        for t in range(total):
-            keys[t] = ~keys[t] if keys[t] & sign else keys[t] | sign
-        a_k = np.empty(n, key_type.dtype)
-        b_k = np.empty(n, key_type.dtype)
-        a_p = np.empty(n, np.int64)
-        b_p = np.empty(n, np.int64)
-        histogram = np.empty(256, np.int64)
-        p = 0
-        for j in range(D):
-            slot_of[k, j] = -1
-            m = count[j]
-            z = n - m
-            if z > max_count:
-                continue
-            sk, sp = _sort_cell(
-                keys[start[j] : start[j] + m],
-                samples[start[j] : start[j] + m],
-                a_k,
-                a_p,
-                b_k,
-                b_p,
-                histogram,
-                radix_min,
-            )
-            n_neg = 0
-            while n_neg < m and sk[n_neg] < sign:
-                n_neg += 1
-            # one pass over the tie groups: centred ranks into the row (unscaled), their sum of squares and the
-            # longest group; centred rank of a group starting at sorted position g with c members:
-            # g + (c - 1) / 2 - (n - 1) / 2 = (2 g + c - n) / 2 (a half-integer: exact in float32). A feature that
-            # the tie filter rejects leaves its row unused (rows from n_alive on are zeroed by the caller).
-            row = packed[k, p]
-            c0 = (2 * n_neg + z - n) * 0.5
-            if z > 0:
-                row[:] = c0
-            sumsq = z * c0 * c0
-            longest = z
-            t = 0
-            while t < m:
-                u = t + 1
-                while u < m and sk[u] == sk[t]:
-                    u += 1
-                g = t if t < n_neg else t + z
-                c = (2 * g + (u - t) - n) * 0.5
-                sumsq += (u - t) * c * c
-                longest = max(longest, u - t)
-                for w in range(t, u):
-                    row[sp[w]] = c
-                t = u
-            if longest > max_count or longest >= n:
-                continue
-            scale = 1.0 / np.sqrt(sumsq)
-            for w in range(n):
-                row[w] *= scale
-            slot_of[k, j] = p
-            p += 1
-        n_alive[k] = p
-
-
-def _unpack_py(gram, strip_of, strip_start, strip_offset, d, slot_of, target):  # pragma: no cover
-    """Write ``min(|r|, 1)`` of every feature pair ``i < j`` into ``target`` (b, P), 0 where a feature is dropped.
-
-    The products of packed rows ``p < q`` are in strips: rows ``strip_start[t]:strip_start[t + 1]`` of the
-    packed ranks against rows ``strip_start[t]:d``, strip ``t`` stored row-major from ``gram[strip_offset[t]]``
-    with shape ``(b, rows, d - strip_start[t])``.
-    """
-    b, D = slot_of.shape
-    for kk in prange(b * D):
-        k = kk // D
-        i = kk - k * D
-        col = i * (2 * D - i - 1) // 2 - i - 1  # column of pair (i, j) is col + j
-        out = target[k]
-        p = slot_of[k, i]
-        if p < 0:
-            for j in range(i + 1, D):
-                out[col + j] = 0
-            continue
-        t = strip_of[p]
-        s = strip_start[t]
-        base = strip_offset[t] + (k * (strip_start[t + 1] - s) + p - s) * (d - s) - s
-        for j in range(i + 1, D):
-            q = slot_of[k, j]
-            out[col + j] = min(abs(gram[base + q]), 1.0) if q >= 0 else 0
-
-
-@functools.cache
-def _kernels():
-    """Compile (or load from numba's cache) the CPU kernels."""
-    import numba
-
-    globals()["prange"] = numba.prange  # parallel loops once compiled (plain ranges in pure Python)
-    globals()["_sort_cell"] = numba.njit(cache=True, nogil=True)(_sort_cell_py)
-    jit = numba.njit(parallel=True, cache=True, nogil=True)
-    return jit(_rank_batch_py), jit(_unpack_py)
-
-
-def _support_py(nonzero, D, entered):  # pragma: no cover
-    """``entered[k, i]``: whether feature ``i`` has a pair marked in row ``k`` of ``nonzero`` (b, P) bool."""
-    b = nonzero.shape[0]
-    for k in prange(b):
-        row = nonzero[k]
-        hit = entered[k]
-        col = 0
-        for i in range(D - 1):
-            first = False
-            for j in range(i + 1, D):  # branch-free: the marks are random, a branch would mispredict
-                mark = row[col]
-                first |= mark
-                hit[j] |= mark
-                col += 1
-            hit[i] |= first
-
-
-@functools.cache
-def _support_kernel():
-    """Compile (or load from numba's cache) :func:`_support_py`."""
-    import numba
-
-    globals()["prange"] = numba.prange
-    return numba.njit(parallel=True, cache=True, nogil=True)(_support_py)
 
 
 def _cpu_inputs(X, dtype: np.dtype):
-    """Return ``(indptr, indices, data, dense)`` for :func:`_rank_batch_py` from a CSR matrix or a dense ndarray.
+    """Return ``(indptr, indices, data, dense)`` for :func:`._correlations_numba.rank_batch` from a CSR matrix or a dense ndarray.
 
     Values keep their order in ``dtype`` (float32 when that is exact, else float64), so ranks are exact.
     """
@@ -817,7 +608,8 @@ def _batch_cpu(inputs, idx: np.ndarray, max_count: int, plan: _BatchPlan, target
     """Write the absolute Spearman correlations of a batch of localities into ``target`` (b, P) on the CPU."""
     import torch
 
-    rank_batch, unpack = _kernels()
+    from ._correlations_numba import rank_batch, unpack
+
     b, n = idx.shape
     D = plan.D
     packed = plan.buffer("packed", (b, D, n), np.float32)
@@ -843,23 +635,12 @@ def _batch_cpu(inputs, idx: np.ndarray, max_count: int, plan: _BatchPlan, target
     unpack(gram.numpy(), strip_of, edges, offsets[:-1].astype(np.int64), d, slot_of, target)
 
 
-def _centred_unit_ranks(rows, max_count: int, buffer=None):
-    """Average ranks of each row of ``rows`` (K, n), centred and scaled to unit length, as float32.
+def _centred_unit_ranks(rows, max_count: int):
+    """Average ranks of each row of ``rows`` (K, n), centred and scaled to unit length, as float32 (the GPU path).
 
     Returns ``(ranks, keep)``: ``keep`` is False for rows whose most frequent value occurs more than
-    ``max_count`` times or that are constant. On the CPU numpy's vectorised sort is much faster than torch's.
-    ``buffer(name, shape, dtype)``, if given, supplies reused numpy arrays for the CPU path.
+    ``max_count`` times or that are constant. Sort, then the tie groups from two ``searchsorted`` calls.
     """
-    import torch
-
-    if rows.device.type == "cpu":
-        ranks, keep = _ranks_numpy(rows.numpy(), max_count, buffer=buffer)
-        return torch.from_numpy(ranks), torch.from_numpy(keep)
-    return _ranks_torch(rows, max_count)
-
-
-def _ranks_torch(rows, max_count: int, buffer=None):
-    """:func:`_centred_unit_ranks` in torch: sort, then tie groups from two ``searchsorted`` calls."""
     import torch
 
     K, n = rows.shape
@@ -882,80 +663,6 @@ def _ranks_torch(rows, max_count: int, buffer=None):
     del order, centred_sorted
     norm = torch.linalg.vector_norm(ranks, dim=1, keepdim=True)
     ranks.div_(norm.clamp_(min=1e-30))
-    return ranks, keep
-
-
-def _ranks_numpy(rows: np.ndarray, max_count: int, buffer=None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_centred_unit_ranks` in numpy. ``rows`` (float32 or float64) may be overwritten."""
-    if buffer is None:
-
-        def buffer(name, shape, dtype):
-            return np.empty(shape, dtype=dtype)
-
-    K, n = rows.shape
-    if K == 0:
-        return np.zeros((0, n), dtype=np.float32), np.zeros(0, dtype=bool)
-    if rows.dtype == np.float32:
-        # Sort (value, position) pairs packed into one uint64 (SIMD sort, no argsort): the high 32 bits are an
-        # order-preserving integer image of the float (-0.0 made +0.0 first so both tie), the low bits the position.
-        rows += np.float32(0)
-        bits = rows.view(np.uint32)
-        # flip every bit of negative floats, only the sign bit of the others
-        flip = np.right_shift(bits, np.uint32(31))
-        np.negative(flip, out=flip)
-        flip |= np.uint32(0x80000000)
-        key = buffer("key", (K, n), np.uint64)
-        if sys.byteorder == "little":
-            halves = key.view(np.uint32).reshape(K, n, 2)  # [..., 0] low (position), [..., 1] high (value) bits
-            np.bitwise_xor(bits, flip, out=halves[:, :, 1])
-            halves[:, :, 0] = np.arange(n, dtype=np.uint32)
-            del bits, flip
-            key.sort(axis=1)
-            order = buffer("order", (K, n), np.intp)
-            order[:] = halves[:, :, 0]
-            sorted_values = halves[:, :, 1]
-        else:
-            key[:] = np.bitwise_xor(bits, flip)
-            key <<= np.uint64(32)
-            key |= np.arange(n, dtype=np.uint64)
-            del bits, flip
-            key.sort(axis=1)
-            order = (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
-            key >>= np.uint64(32)
-            sorted_values = key
-    else:
-        rows += 0.0
-        order = np.argsort(rows, axis=1)
-        sorted_values = np.take_along_axis(rows, order, axis=1)
-    new_group = sorted_values[:, 1:] != sorted_values[:, :-1]
-    del sorted_values
-    tied = np.flatnonzero(~new_group.all(axis=1))
-    # Rows without ties rank 0..n-1 in sorted order; rows with ties get average ranks per tie group.
-    centred_sorted = buffer("centred", (K, n), np.float32)
-    centred_sorted[:] = np.arange(n, dtype=np.float32) - np.float32((n - 1) / 2)
-    longest = np.ones(K, dtype=np.intp)
-    if tied.size:
-        starts_mask = np.empty((tied.size, n), dtype=bool)
-        starts_mask[:, 0] = True
-        starts_mask[:, 1:] = new_group[tied]
-        starts = np.flatnonzero(starts_mask)
-        lengths = np.diff(starts, append=starts_mask.size)
-        first_group = np.zeros(tied.size, dtype=np.intp)
-        np.cumsum(np.count_nonzero(starts_mask, axis=1)[:-1], out=first_group[1:])
-        del starts_mask
-        longest[tied] = np.maximum.reduceat(lengths, first_group)
-        position = starts % n
-        centred = ((2 * position + lengths - n) * 0.5).astype(np.float32)
-        centred_sorted[tied] = np.repeat(centred, lengths).reshape(tied.size, n)
-        del starts, lengths, position, centred
-    del new_group
-    keep = (longest <= max_count) & (longest < n)
-    order += (np.arange(K, dtype=np.intp) * n)[:, None]
-    ranks = buffer("ranks", (K, n), np.float32)
-    ranks.ravel()[order.ravel()] = centred_sorted.ravel()
-    del order, centred_sorted
-    norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
-    ranks /= np.maximum(norm, np.float32(1e-30))[:, None]
     return ranks, keep
 
 
@@ -1073,10 +780,7 @@ def _gather_rows(X, idx: np.ndarray, dtype: np.dtype, max_count: int, plan: _Bat
     values.copy_(torch.from_numpy(dense).to(dev).view(b, n, D).transpose(1, 2))
     flat = values.reshape(b * D, n)
     # Cheap pre-filter on zeros (the usual tied value): rows tied out by zeros are never sorted.
-    if dev.type == "cpu":
-        n_zero = n - torch.from_numpy(np.count_nonzero(flat.numpy(), axis=1))
-    else:
-        n_zero = n - torch.count_nonzero(flat, dim=1)
+    n_zero = n - torch.count_nonzero(flat, dim=1)
     candidate = torch.nonzero(n_zero <= max_count).squeeze(1)
     rows = flat if candidate.numel() == b * D else flat.index_select(0, candidate)
     return rows, candidate

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._factors import locality_weights, reconstruct
+
 _EPS = 1e-8
 _ROW_CHUNK = 64
 
@@ -54,11 +56,9 @@ def _cosine_rows(c, h):
 def reconstruction_similarity(C: np.ndarray, C_hat: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Return the a-weighted mean cosine similarity ``sum_i a_i cos(C_i, Chat_i) / sum_i a_i`` (no overestimation weight).
 
-    ``weights`` default to ``a_i = ||C_i|| / sum_{k != i} ||C_k||`` (:func:`lava.core.amf.locality_weights`).
+    ``weights`` default to ``a_i = ||C_i|| / sum_{k != i} ||C_k||`` (:func:`lava.core.locality_weights`).
     0 when all weights are 0.
     """
-    from .amf import locality_weights
-
     C, C_hat = _same_shape(C, C_hat)
     a = locality_weights(C) if weights is None else np.asarray(weights, dtype=np.float64)
     if a.shape != (C.shape[0],):
@@ -72,8 +72,6 @@ def reconstruction_similarity(C: np.ndarray, C_hat: np.ndarray, weights: np.ndar
 
 def _fit_figures(C, presence, modules, *, weights):
     """(similarity, overestimation ratio, locality similarity) of a fit without forming the full reconstruction."""
-    from .amf import reconstruct
-
     n_loc = C.shape[0]
     loc = np.empty(n_loc, dtype=np.float64)
     over, total = 0.0, 0.0

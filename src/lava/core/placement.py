@@ -10,11 +10,11 @@ Lloyd to convergence) in every DIRECT evaluation; k-means++ alone costs ``O(E l 
 probability proportional to their weight (the same seed every time), seeds (greedy k-means++) and converges
 Lloyd on that sample, then converges weighted Lloyd on all samples from there. In low dimension Lloyd keeps
 Hamerly's bounds (only samples near a boundary are looked at again, and then only against the centroids near
-their own, in a numba loop: :mod:`._placement_numba`, with a numpy and KD-tree fallback); above, it uses
-blocked BLAS distances. Centroids are updated in one compiled pass over the samples (weighted bincounts in the
-fallback). The neighbourhoods behind the centrality are found for blocks of nearby samples at once (one candidate
-list per block, bounds that settle most candidates; :func:`_centrality_blocks`). The loss is thus a deterministic
-function of ``alpha, beta`` and the seed.
+their own, in a numba loop: :mod:`._placement_numba`); above, it uses blocked BLAS distances. Centroids are
+updated in one compiled pass over the samples in low dimension (weighted bincounts above). The neighbourhoods
+behind the centrality are found for blocks of nearby samples at once (one candidate list per block, bounds that
+settle most candidates; :func:`_centrality_blocks`). The loss is thus a deterministic function of ``alpha, beta``
+and the seed.
 """
 
 from __future__ import annotations
@@ -155,9 +155,8 @@ def _check_n(n_neighbors, n_samples: int) -> int:
 
 def _centrality(index: NeighborIndex, Z: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     E = Z.shape[0]
-    compiled = _compiled() if index.tree and n >= BLOCK_MIN_NEIGHBORS and E > 2 * n else None
-    if compiled is not None:
-        return _centrality_blocks(index._index, Z, n, compiled)
+    if index.tree and n >= BLOCK_MIN_NEIGHBORS and E > 2 * n:
+        return _centrality_blocks(index._index, Z, n)
     in_degree = np.zeros(E, dtype=np.int64)
     dbar = np.empty(E)
     for rows, dist, idx in index.query_chunks(Z, n):
@@ -184,7 +183,7 @@ def _tree_blocks(tree: cKDTree, size: int) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int, compiled) -> tuple[np.ndarray, np.ndarray]:
+def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_centrality` by blocks of nearby samples: candidates from one ball query per block, then a selection.
 
     A block is a KD-tree subtree of at most ``CENTRALITY_BLOCK`` samples, with centre ``c`` and radius ``rho``;
@@ -192,6 +191,8 @@ def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int, compiled) -> tuple[
     distance), by the triangle inequality. Selecting ``n`` of those candidates is cheaper than the KD-tree's
     ``n``-nearest query with its heap, and the sets are the same (up to ties).
     """
+    from ._placement_numba import block_neighbourhoods
+
     E = Z.shape[0]
     Z = np.ascontiguousarray(Z, dtype=np.float64)
     order = np.asarray(tree.indices, dtype=np.int64)
@@ -216,9 +217,7 @@ def _centrality_blocks(tree: cKDTree, Z: np.ndarray, n: int, compiled) -> tuple[
         cands = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
         q_ptr = np.append(starts[b0:b1], starts[b1] if b1 < len(starts) else E) - starts[b0]
         queries = order[starts[b0] : starts[b0] + q_ptr[-1]]
-        compiled.block_neighbourhoods(
-            Z, queries, q_ptr, centres[b0:b1], reach[b0:b1], cands, c_ptr, n, in_degree, dbar, bad
-        )
+        block_neighbourhoods(Z, queries, q_ptr, centres[b0:b1], reach[b0:b1], cands, c_ptr, n, in_degree, dbar, bad)
     if bad[0]:
         # samples whose bounds rounding left undecided (many duplicates): the KD-tree query for them
         rows = np.flatnonzero(dbar < 0)
@@ -333,43 +332,11 @@ class _Placer:
         return loss
 
 
-_COMPILED: list = []
-
-
-def _compiled():
-    """Return the numba kernels (:mod:`._placement_numba`), or None where numba cannot compile them (numpy then)."""
-    if not _COMPILED:
-        try:
-            from . import _placement_numba
-
-            one = np.zeros((1, 1))
-            index = np.zeros(1, np.int64)
-            _placement_numba.reassign(
-                one,
-                one,
-                index,
-                np.zeros(1),
-                np.zeros(1),
-                np.zeros(1),
-                np.zeros(1),
-                np.zeros(1),
-                0.0,
-                np.zeros((1, 1), np.int64),
-                one,
-                False,
-                index,
-            )
-            _COMPILED.append(_placement_numba)
-        except Exception:  # any failure to import or compile: the numpy versions
-            _COMPILED.append(None)
-    return _COMPILED[0]
-
-
 def kmeans_plusplus(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Greedy weighted k-means++ seeding (as scikit-learn's: ``2 + log k`` candidates per centre, keep the best).
 
-    A lean version (compiled where numba is available): scikit-learn's spends most of its time in per-call
-    input checks at these sizes.
+    A lean version (compiled, :mod:`._placement_numba`): scikit-learn's spends most of its time in per-call input
+    checks at these sizes.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     weights = np.ascontiguousarray(weights, dtype=np.float64)
@@ -377,29 +344,9 @@ def kmeans_plusplus(X: np.ndarray, k: int, weights: np.ndarray, rng: np.random.G
     n_trials = 2 + int(np.log(k))
     first = rng.choice(m, p=weights / weights.sum())
     uniforms = rng.uniform(size=(k - 1, n_trials))
-    compiled = _compiled()
-    if compiled is not None:
-        return compiled.kmeans_plusplus(X, weights, k, first, uniforms)
-    centers = np.empty((k, X.shape[1]))
-    sq = np.einsum("ij,ij->i", X, X)
-    centers[0] = X[first]
-    closest = ((X - X[first]) ** 2).sum(axis=1)
-    potential = float(weights @ closest)
-    for c in range(1, k):
-        if potential <= 0:  # every sample with weight is a centre already: take the farthest others
-            centers[c] = X[np.argmax(closest)]
-            closest = np.minimum(closest, ((X - centers[c]) ** 2).sum(axis=1))
-            continue
-        cumulative = np.cumsum(weights * closest)
-        candidates = np.searchsorted(cumulative, uniforms[c - 1] * cumulative[-1])
-        candidates = np.minimum(candidates, m - 1)
-        dist = sq[candidates, None] - 2.0 * (X[candidates] @ X.T) + sq[None, :]
-        np.clip(dist, 0.0, closest[None, :], out=dist)
-        potentials = dist @ weights
-        best = int(np.argmin(potentials))
-        centers[c] = X[candidates[best]]
-        closest, potential = dist[best], float(potentials[best])
-    return centers
+    from ._placement_numba import kmeans_plusplus as compiled
+
+    return compiled(X, weights, k, first, uniforms)
 
 
 def weighted_lloyd(
@@ -422,11 +369,11 @@ def weighted_lloyd(
     k = centers.shape[0]
     C = np.array(centers, dtype=np.float64)
     bounded = d <= MAX_TREE_DIM and k >= 2
-    compiled = _compiled() if bounded else None
-    if compiled is not None:
+    if bounded:
+        from . import _placement_numba as kernels
+
         Z = np.ascontiguousarray(Z, dtype=np.float64)
         w = np.ascontiguousarray(w, dtype=np.float64)
-    if bounded:
         tree = cKDTree(C)
         dist, idx = tree.query(Z, k=2, workers=_workers(E))
         labels, upper, lower = idx[:, 0].astype(np.int64), dist[:, 0].copy(), dist[:, 1].copy()
@@ -439,8 +386,8 @@ def weighted_lloyd(
         labels, d2 = nearest_centroid(Z, C)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007
-        if compiled is not None:
-            mass, sums = compiled.accumulate(Z, w, labels, k)
+        if bounded:
+            mass, sums = kernels.accumulate(Z, w, labels, k)
         else:
             mass = np.bincount(labels, weights=w, minlength=k)
             if d <= 4:
@@ -471,30 +418,14 @@ def weighted_lloyd(
             C = new
             tree = cKDTree(C)
             near_dist, near = tree.query(C, k=min(NEAR_CENTROIDS + 2, k))
-            if compiled is not None:
-                n_changed, n_pending = compiled.reassign(
-                    Z, C, labels, upper, lower, delta, near_shift, far_old, largest, near, near_dist, has_far, pending
-                )
-                if n_pending:
-                    stale = pending[:n_pending]
-                    dist, idx = tree.query(Z[stale], k=2, workers=_workers(n_pending))
-                    n_changed += int(np.count_nonzero(labels[stale] != idx[:, 0]))
-                    labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
-            else:
-                if has_far:
-                    lower = np.maximum(np.minimum(lower - near_shift[labels], far_old[labels] - upper), lower - largest)
-                else:
-                    lower = lower - near_shift[labels]
-                upper = upper + delta[labels]
-                stale = np.flatnonzero(upper > lower)
-                if stale.size:
-                    upper[stale] = np.sqrt(((Z[stale] - C[labels[stale]]) ** 2).sum(axis=1))
-                    stale = stale[upper[stale] > lower[stale]]
-                n_changed = 0
-                if stale.size:
-                    dist, idx = tree.query(Z[stale], k=2, workers=_workers(stale.size))
-                    n_changed = int(np.count_nonzero(labels[stale] != idx[:, 0]))
-                    labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
+            n_changed, n_pending = kernels.reassign(
+                Z, C, labels, upper, lower, delta, near_shift, far_old, largest, near, near_dist, has_far, pending
+            )
+            if n_pending:
+                stale = pending[:n_pending]
+                dist, idx = tree.query(Z[stale], k=2, workers=_workers(n_pending))
+                n_changed += int(np.count_nonzero(labels[stale] != idx[:, 0]))
+                labels[stale], upper[stale], lower[stale] = idx[:, 0], dist[:, 0], dist[:, 1]
         else:
             C = new
             labels_new, d2 = nearest_centroid(Z, C)

@@ -1,41 +1,33 @@
-"""Choosing the number of modules, presence refinement and the NMF baseline (METHOD.md sections 3-4).
+"""Choosing the number of modules (METHOD.md section 4).
 
-- :func:`select_n_modules` runs AMF ``n_runs`` times for each number of modules M, measures how stable the modules
-  are (k-medoids under cosine distance, silhouette width) and how well they reconstruct the correlations, suggests M
-  at the elbow of the loss curve, and keeps the best run of every M.
-- :func:`refine_presence` re-fits presences with the modules fixed under a pinball (quantile) loss.
-- :func:`fit_nmf` is the scikit-learn NMF baseline of the paper's appendix B.8.
+:func:`select_n_modules` runs AMF ``n_runs`` times for each number of modules M, measures how stable the modules are
+(k-medoids under cosine distance, silhouette width) and how well they reconstruct the correlations, suggests M at the
+elbow of the loss curve, and keeps the best run of every M. Its checkpoints are in :mod:`._checkpoint`; presence
+refinement is :mod:`.refine`, the NMF baseline :mod:`.nmf`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import inspect
-import json
 import os
-import tempfile
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from .._compat import Device, RngLike, as_seed, resolve_device
+from .._compat import RngLike, as_seed
 from . import amf as _amf
+from ._checkpoint import _CHECKPOINT_FORMAT, _fingerprint, _jsonable, _load_run, _open_checkpoint, _save_run
 from .amf import AMFResult, fit_amf
-from .metrics import duplicate_modules, overestimation_ratio, presence_weighted_average, reconstruction_similarity
+from .metrics import duplicate_modules, presence_weighted_average
 
 #: Arguments of :func:`~lava.core.fit_amf` that :func:`select_n_modules` sets itself.
 _RESERVED_FIT_KWARGS = ("C", "n_modules", "rng", "progress", "init")
 
 #: Default near-tie margin of the elbow rule, in units of the normalised loss range (see :func:`elbow`).
 ELBOW_TOLERANCE = 0.05
-
-_CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -238,89 +230,12 @@ def elbow(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# checkpointing
+# seeds
 
 
 def _run_seed(base: int, n_modules: int, run: int) -> int:
     # Independent of the order and range of n_modules: run r with M modules gets the same seed in every call.
     return int(np.random.SeedSequence([base, n_modules, run]).generate_state(1, dtype=np.uint32)[0] >> 1)
-
-
-def _fingerprint(C: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str((C.shape, C.dtype.str)).encode())
-    h.update(np.ascontiguousarray(C).view(np.uint8).reshape(-1))
-    return h.hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except TypeError:
-        return repr(value)
-    return value
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _open_checkpoint(checkpoint: str | os.PathLike, spec: dict) -> Path:
-    directory = Path(checkpoint)
-    if directory.exists() and not directory.is_dir():
-        msg = f"checkpoint={str(checkpoint)!r} exists and is not a directory; pass a directory path."
-        raise ValueError(msg)
-    directory.mkdir(parents=True, exist_ok=True)
-    spec_file = directory / "arguments.json"
-    if spec_file.exists():
-        stored = json.loads(spec_file.read_text())
-        if stored != spec:
-            differ = sorted(k for k in set(stored) | set(spec) if stored.get(k) != spec.get(k))
-            msg = (
-                f"checkpoint {str(directory)!r} was written by a call with other arguments (differing: "
-                f"{', '.join(differ)}); pass the same arguments to resume, or another checkpoint directory "
-                "(or delete this one) to start afresh."
-            )
-            raise ValueError(msg)
-    else:
-        _atomic_write(spec_file, lambda f: f.write(json.dumps(spec, indent=1, sort_keys=True).encode()))
-    return directory
-
-
-def _save_run(path: Path, result: AMFResult) -> None:
-    arrays: dict[str, np.ndarray] = {}
-    none_fields = []
-    for field in dataclasses.fields(result):
-        value = getattr(result, field.name)
-        if value is None:
-            none_fields.append(field.name)
-        elif isinstance(value, Mapping):
-            arrays[f"{field.name}.__dict__"] = np.asarray(list(value), dtype=str)
-            for name, item in value.items():
-                arrays[f"{field.name}.{name}"] = np.asarray(item)
-        else:
-            arrays[field.name] = np.asarray(value)
-    arrays["__none__"] = np.asarray(none_fields, dtype=str)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def _load_run(path: Path) -> AMFResult:
-    with np.load(path, allow_pickle=False) as data:
-        values: dict[str, Any] = {name: None for name in data["__none__"].tolist()}
-        for field in dataclasses.fields(AMFResult):
-            if f"{field.name}.__dict__" in data:
-                values[field.name] = {name: data[f"{field.name}.{name}"] for name in data[f"{field.name}.__dict__"]}
-            elif field.name in data:
-                item = data[field.name]
-                values[field.name] = item.item() if item.ndim == 0 else item
-    return AMFResult(**values)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -623,259 +538,3 @@ def _submitted_runs(client, C, Ms, n_runs: int, base_seed: int, directory, fit_k
         if cluster is not None:
             client.close()
             cluster.close()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# presence refinement
-
-
-def _max_product(presence, modules, top_module=None, *, chunk_elements: int = 2**24):
-    """Take the max over modules of ``presence[:, m, None] * modules[m]``, with the winning module's entry.
-
-    Returns ``(C_hat, argmax, modules[argmax])``, each (b, P). The (b, M, P) product is formed a block of pairs at a
-    time (at most ``chunk_elements`` entries). Where every product is 0 the argmax is the module with the largest
-    entry (``top_module``, default ``modules.argmax(0)``), so a zero presence still gets a gradient.
-    """
-    import torch
-
-    b, n_mod = presence.shape
-    n_pairs = modules.shape[1]
-    chat = torch.empty((b, n_pairs), dtype=modules.dtype, device=modules.device)
-    arg = torch.empty((b, n_pairs), dtype=torch.long, device=modules.device)
-    step = max(1, chunk_elements // max(1, b * n_mod))
-    for s in range(0, n_pairs, step):
-        values, index = (presence[:, :, None] * modules[None, :, s : s + step]).max(dim=1)
-        chat[:, s : s + step] = values
-        arg[:, s : s + step] = index
-    if top_module is None:
-        top_module = modules.argmax(dim=0)
-    arg = torch.where(chat == 0, top_module.expand_as(arg), arg)
-    return chat, arg, modules.gather(0, arg)
-
-
-def pinball(residual, tau: float):
-    """Pinball (quantile) loss of ``residual = C - C_hat``: ``tau * r`` if r >= 0 else ``(tau - 1) * r``."""
-    return residual * (tau - (residual < 0).to(residual.dtype))
-
-
-def refine_presence(
-    C: np.ndarray,
-    modules: np.ndarray,
-    presence: np.ndarray,
-    *,
-    tau: float = 0.1,
-    lr: float = 5e-2,
-    batch_size: int = 64,
-    max_epochs: int = 500,
-    patience: int = 30,
-    tol: float = 1e-4,
-    device: Device = "auto",
-    progress: bool = False,
-) -> np.ndarray:
-    """Re-fit presences with the modules fixed under a pinball (quantile) loss (METHOD.md section 3, optional step).
-
-    With ``C_hat[i, j] = max_m presence[i, m] * modules[m, j]`` and the residual ``r = C - C_hat``, each locality's
-    loss is the mean over pairs of ``tau * r`` (r >= 0, underestimation) or ``(tau - 1) * r`` (r < 0,
-    overestimation), i.e. overestimation costs ``nu = (1 - tau) / tau`` times more (tau = 0.1 matches nu = 9).
-    With the modules fixed the localities are independent; each is optimised from the given presences by Adam
-    with presences clamped to [0, 1] after every step, keeping each locality's best presences. At the optimum about
-    a fraction tau of the (module-weighted) pairs is overestimated; the overestimation *ratio* (a ratio of error
-    magnitudes) then lies near tau, typically a little below it, since overestimated pairs are the small residuals.
-
-    Parameters
-    ----------
-    C
-        (l, P) locality correlations.
-    modules
-        (M, P) modules in [0, 1], kept fixed.
-    presence
-        (l, M) starting presences (e.g. AMF's), clipped to [0, 1].
-    tau
-        Quantile in (0, 1); smaller penalises overestimation more.
-    lr
-        Adam learning rate (presences live in [0, 1]; 0.05 converges to the same optimum as 0.01 in a fraction of the steps).
-    batch_size
-        Localities optimised together (memory: a few ``batch_size x P`` tensors).
-    max_epochs
-        Maximum number of Adam steps per batch.
-    patience
-        Stop a batch when its loss has not improved by more than ``tol`` (relative) for this many steps.
-    tol
-        Relative improvement that resets ``patience``.
-    device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-    progress
-        Show a progress bar over locality batches.
-
-    Returns
-    -------
-    np.ndarray
-        (l, M) float32 refined presences in [0, 1].
-    """
-    import torch
-
-    from ._progress import tqdm
-
-    C = np.asarray(C)
-    modules = np.asarray(modules)
-    presence = np.asarray(presence)
-    if C.ndim != 2 or modules.ndim != 2 or presence.ndim != 2:
-        msg = "C, modules and presence must be 2-D: (l, P), (M, P) and (l, M)."
-        raise ValueError(msg)
-    if modules.shape[1] != C.shape[1] or presence.shape != (C.shape[0], modules.shape[0]):
-        msg = (
-            f"shapes do not fit: C {C.shape}, modules {modules.shape}, presence {presence.shape}; expected "
-            "(l, P), (M, P), (l, M)."
-        )
-        raise ValueError(msg)
-    if not 0 < tau < 1:
-        msg = f"tau must be in (0, 1), got {tau}."
-        raise ValueError(msg)
-    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            msg = f"{name} must be an integer >= 1, got {value!r}."
-            raise ValueError(msg)
-    dev = resolve_device(device)
-    mods = torch.as_tensor(np.ascontiguousarray(modules, dtype=np.float32), device=dev)
-    top_module = mods.argmax(dim=0)
-    out = np.clip(presence, 0.0, 1.0).astype(np.float32)
-    n_loc = C.shape[0]
-    starts = range(0, n_loc, batch_size)
-    for start in tqdm(starts, disable=not progress, desc="refining presence", unit="batch"):
-        stop = min(start + batch_size, n_loc)
-        Cb = torch.as_tensor(np.ascontiguousarray(C[start:stop], dtype=np.float32), device=dev)
-        pres = torch.tensor(out[start:stop], device=dev, requires_grad=True)
-        optimizer = torch.optim.Adam([pres], lr=lr)
-        best_rows = pres.detach().clone()
-        best_row_loss = torch.full((stop - start,), float("inf"), device=dev)
-        best_total, since = float("inf"), 0
-        for _ in range(max_epochs):
-            with torch.no_grad():
-                _, arg, mod_at = _max_product(pres, mods, top_module)
-            chat = pres.gather(1, arg) * mod_at
-            row_loss = pinball(Cb - chat, tau).mean(dim=1)
-            with torch.no_grad():
-                improved = row_loss < best_row_loss
-                best_row_loss = torch.where(improved, row_loss, best_row_loss)
-                best_rows = torch.where(improved[:, None], pres.detach(), best_rows)
-                total = float(row_loss.sum())
-            if total < best_total * (1 - tol):
-                best_total, since = total, 0
-            else:
-                since += 1
-                if since >= patience:
-                    break
-            optimizer.zero_grad(set_to_none=True)
-            row_loss.sum().backward()
-            optimizer.step()
-            with torch.no_grad():
-                pres.clamp_(0.0, 1.0)
-        out[start:stop] = best_rows.cpu().numpy()
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# NMF baseline
-
-
-@dataclass(frozen=True)
-class NMFResult:
-    """Result of :func:`fit_nmf`: the NMF baseline in AMF's terms."""
-
-    #: (M, P) float32, each component divided by its largest entry, so in [0, 1] with max 1 (0 if all zero).
-    modules: np.ndarray
-    #: (l, M) float32 >= 0, multiplied by the same factors (not bounded by 1: NMF presences are unbounded).
-    presence: np.ndarray
-    #: NMF's own objective at the end (scikit-learn's ``reconstruction_err_``, the beta divergence).
-    loss: float
-    #: a-weighted mean cosine similarity of C and the sum reconstruction ``presence @ modules``.
-    similarity: float
-    #: sum(max(C_hat - C, 0)) / sum(|C_hat - C|) of the sum reconstruction.
-    overestimation_ratio: float
-    n_iter: int
-    converged: bool
-    seed: int
-    beta_loss: str
-
-
-def fit_nmf(
-    C: np.ndarray,
-    n_modules: int,
-    *,
-    beta_loss: Literal["kullback-leibler", "frobenius"] = "kullback-leibler",
-    rng: RngLike = 0,
-    max_iter: int = 1000,
-    tol: float = 1e-4,
-) -> NMFResult:
-    """Non-negative matrix factorisation of the locality correlations, the baseline AMF is compared with.
-
-    As in the paper's appendix B.8: :class:`sklearn.decomposition.NMF` with random initialisation and the
-    Kullback-Leibler divergence (multiplicative updates), ``C ~ W @ H`` with ``W`` (l, M) the presences and ``H``
-    (M, P) the components. To compare with AMF modules each component is divided by its largest entry and the
-    presences multiplied by it (the product is unchanged). Figures use NMF's own reconstruction, the SUM
-    ``presence @ modules``: without an overestimation penalty about half the error is overestimation (paper: ~0.5).
-
-    Parameters
-    ----------
-    C
-        (l, P) locality correlations (non-negative).
-    n_modules
-        Number of components M.
-    beta_loss
-        ``"kullback-leibler"`` (the paper's choice) or ``"frobenius"``.
-    rng
-        Seed (int) or :class:`numpy.random.Generator`; the seed used is in ``result.seed``.
-    max_iter
-        Maximum number of NMF iterations (reaching it sets ``converged=False``; no warning).
-    tol
-        scikit-learn's stopping tolerance.
-
-    Returns
-    -------
-    NMFResult
-        Scaled modules and presences, NMF loss, similarity, overestimation ratio, iterations, seed.
-    """
-    from sklearn.decomposition import NMF
-    from sklearn.exceptions import ConvergenceWarning
-
-    C = np.asarray(C)
-    if C.ndim != 2:
-        msg = f"C must be 2-D (localities x pairs), got shape {C.shape}."
-        raise ValueError(msg)
-    if np.any(C < 0):
-        msg = "C must be non-negative for NMF (lava's correlations are absolute values in [0, 1])."
-        raise ValueError(msg)
-    if isinstance(n_modules, bool) or not isinstance(n_modules, int | np.integer) or n_modules < 1:
-        msg = f"n_modules must be an integer >= 1, got {n_modules!r}."
-        raise ValueError(msg)
-    seed = as_seed(rng)
-    model = NMF(
-        n_components=int(n_modules),
-        init="random",
-        solver="mu" if beta_loss != "frobenius" else "cd",
-        beta_loss=beta_loss,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=seed,
-    )
-    X = C.astype(np.float32, copy=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        W = model.fit_transform(X)
-    H = model.components_
-    scale = H.max(axis=1)
-    safe = np.where(scale > 0, scale, 1.0)
-    modules = (H / safe[:, None]).astype(np.float32)
-    presence = (W * np.where(scale > 0, scale, 0.0)[None, :]).astype(np.float32)
-    C_hat = presence @ modules
-    return NMFResult(
-        modules=modules,
-        presence=presence,
-        loss=float(model.reconstruction_err_),
-        similarity=float(reconstruction_similarity(C, C_hat)),
-        overestimation_ratio=float(overestimation_ratio(C, C_hat)),
-        n_iter=int(model.n_iter_),
-        converged=bool(model.n_iter_ < max_iter),
-        seed=seed,
-        beta_loss=beta_loss,
-    )

@@ -338,7 +338,13 @@ def go_bp_human() -> dict[str, list[str]]:
 
 
 def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a GMT file (tab-separated: set name, description, genes...) into a dict of gene lists.
+    """Read a GMT file (one gene set per line: name, description, genes, tab-separated) into a dict of gene lists.
+
+    Offline (nothing is downloaded); the one reader of gene-set files in lava (:func:`lava.tl.enrich` and the command
+    line use it too). Every field is stripped of surrounding whitespace and a leading byte-order mark is ignored.
+    Blank lines and lines with a blank name are skipped, and so are sets without any gene (nothing to test). A name
+    seen again adds its genes to the earlier set, and a gene listed twice in a set counts once (first position kept),
+    so the result holds each set's distinct genes in file order.
 
     Parameters
     ----------
@@ -347,18 +353,29 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
 
     Returns
     -------
-    dict mapping set name to its genes (empty fields dropped); later duplicates of a name replace earlier ones.
+    dict mapping set name to its genes, sets in the order of their first line.
+
+    Raises
+    ------
+    ValueError
+        For a line with a name but no tab (not GMT: often a file separated by spaces), naming the line; and when the
+        file holds no gene set at all.
     """
     gene_sets: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
-            fields = line.rstrip("\r\n").split("\t")
-            if not fields[0].strip():
+            fields = [field.strip() for field in line.rstrip("\r\n").split("\t")]
+            if not fields[0]:
                 continue
             if len(fields) < 2:
                 msg = f"{path}, line {lineno}: a GMT line needs a name, a description and genes, separated by tabs."
                 raise ValueError(msg)
-            gene_sets[fields[0]] = [g for g in fields[2:] if g]
+            genes = [g for g in fields[2:] if g]
+            if genes:
+                gene_sets[fields[0]] = list(dict.fromkeys(gene_sets.get(fields[0], []) + genes))
+    if not gene_sets:
+        msg = f"{path} holds no gene sets; a GMT line is: name <TAB> description <TAB> gene <TAB> gene ..."
+        raise ValueError(msg)
     return gene_sets
 
 

@@ -28,6 +28,7 @@ from ..core.stats import (
     membership_matrix,
     ora,
 )
+from ..datasets._loaders import read_gmt  # the one GMT reader (tests and the CLI import it from here too)
 from ._amf import feature_rows
 
 MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank")
@@ -196,22 +197,6 @@ def _empty_module_genes() -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------------------------------
 # over-representation analysis
-
-
-def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a GMT file (one set per line: name, description, genes, tab-separated) without any network access."""
-    sets: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = [p.strip() for p in line.rstrip("\r\n").split("\t")]
-            if len(parts) < 3 or not parts[0]:
-                continue
-            genes = [g for g in parts[2:] if g]
-            sets[parts[0]] = list(dict.fromkeys(sets.get(parts[0], []) + genes))
-    if not sets:
-        msg = f"{path} holds no gene sets; a GMT line is: name <TAB> description <TAB> gene <TAB> gene ..."
-        raise ValueError(msg)
-    return sets
 
 
 def _fingerprint(sets: Mapping[str, list[str]]) -> str:

@@ -290,7 +290,7 @@ def refine_presence(
     """
     from ..core.amf import AMFResult, amf_loss, locality_weights, reconstruct
     from ..core.metrics import locality_similarity, overestimation_ratio, reconstruction_similarity
-    from ..core.selection import refine_presence as core_refine
+    from ..core.refine import refine_presence as core_refine
     from ._amf import check_stored_inputs, store_amf
 
     check_not_view(adata, copy)
