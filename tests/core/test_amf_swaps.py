@@ -46,8 +46,10 @@ def test_swap_replaces_the_least_needed_module_by_the_unexplained_programme():
     new_modules, new_presence = swap_module(C, modules, presence, weights=weights, rng=0)
     # modules 0 and 1 kept (up to the jitter on exact zeros), module 2 now holds C's pairs, present in 30-39
     np.testing.assert_allclose(new_modules[:2], modules[:2], atol=1e-3)
-    assert new_modules[2, 20:30].min() > 0.5 and new_modules[2, :20].max() <= 1e-3
-    assert new_presence[30:, 2].min() > 0.9 and new_presence[:30, 2].max() < 0.2
+    assert new_modules[2, 20:30].min() > 0.5
+    assert new_modules[2, :20].max() <= 1e-3
+    assert new_presence[30:, 2].min() > 0.9
+    assert new_presence[:30, 2].max() < 0.2
     np.testing.assert_allclose(new_presence[:, :2], presence[:, :2], atol=1e-3)
     assert modules[2, 0] == 0.5  # inputs not changed
 
@@ -73,7 +75,7 @@ def test_no_swap_when_every_locality_is_explained():
         modules[m, cols] = v
         presence[rows, m] = 1
     assert swap_module(C, modules, presence) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="with the same M"):
         swap_module(C, modules, presence[:, :2])
 
 
@@ -81,12 +83,14 @@ def test_fit_with_swaps_covers_what_the_first_fit_left_and_counts_its_epochs():
     C = three_programmes()
     # two modules for three programmes: at most two are explained, whatever the swaps do
     first = fit_amf(C, 2, rng=0, swaps=0)
-    assert first.n_swaps == 0 and first.swap_epochs == 0
+    assert first.n_swaps == 0
+    assert first.swap_epochs == 0
     res = fit_amf(C, 2, rng=0, swaps=3)
     assert res.loss <= first.loss
     if res.n_swaps:
         assert res.swap_epochs >= first.n_epochs
-    assert LOSS_DEFAULTS["expectile"]["swaps"] > 0 and LOSS_DEFAULTS["paper"]["swaps"] == 0
+    assert LOSS_DEFAULTS["expectile"]["swaps"] > 0
+    assert LOSS_DEFAULTS["paper"]["swaps"] == 0
     assert fit_amf(C, 2, loss="paper", max_epochs=5).n_swaps == 0
 
 
@@ -106,7 +110,8 @@ def test_a_swap_that_does_not_lower_the_loss_is_not_kept(monkeypatch):
     res = fit_amf(C, 2, rng=0, swaps=3, max_epochs=3)  # 3 epochs from a flat start cannot beat the first fit
     first3 = fit_amf(C, 2, rng=0, swaps=0, max_epochs=3)
     assert len(calls) == 1  # the first rejected swap ends the search
-    assert res.n_swaps == 0 and res.swap_epochs > 0
+    assert res.n_swaps == 0
+    assert res.swap_epochs > 0
     np.testing.assert_array_equal(res.modules, first3.modules)
     assert first.n_epochs > 0
 

@@ -609,7 +609,8 @@ def test_default_fit_gives_the_sparse_population_a_module():
         stuck = fit_amf(C, 2, rng=seed, locality_weight="norm", swaps=0)
         assert not (stuck.presence[20:40].max(1) >= 0.5).all()
         swapped = fit_amf(C, 2, rng=seed, locality_weight="norm")
-        assert swapped.n_swaps >= 1 and swapped.swap_epochs >= stuck.n_epochs
+        assert swapped.n_swaps >= 1
+        assert swapped.swap_epochs >= stuck.n_epochs
         assert (swapped.presence[20:40].max(1) >= 0.5).all()
         assert swapped.loss < 0.5 * stuck.loss
     assert fit_amf(C, 2, loss="paper", max_epochs=5).locality_weight == "norm"

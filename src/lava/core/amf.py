@@ -559,7 +559,7 @@ SWAP_PRESENCE = 0.5
 def swap_module(
     C: np.ndarray, modules: np.ndarray, presence: np.ndarray, *, weights: np.ndarray | None = None, rng: RngLike = 0
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """A start for another fit: the least needed module replaced by one from the worst explained locality.
+    """Return a start for another fit: the least needed module replaced by one from the worst explained locality.
 
     The target is the locality, among those where no module has presence >= 0.5, with the largest ``a_i (1 -
     cos(C_i, Chat_i))`` (``weights`` ``a``, default uniform: noise-level localities have small balanced weights). The
