@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._docs import doc_params
-from .._store import decode_params, get_step, has_step
+from .._store import check_columns, has_step, read_amf, read_table, stored_params
 from . import _utils as u
 
 
@@ -59,7 +59,7 @@ def module_genes(
         raise ValueError(msg)
     u.check_title(title, 1)
     u.check_save(save)
-    scores = u.feature_scores(adata, key)
+    scores = np.asarray(read_amf(adata, key, require=("feature_scores",)).feature_scores, dtype=np.float64)
     m = u.check_module(module, scores.shape[1])
     if threshold is None:
         threshold = float(_stored_param(adata, key, "module_genes", "threshold", 0.05))
@@ -141,12 +141,11 @@ def enrichment(
         raise ValueError(msg)
     u.check_title(title, 1)
     u.check_save(save)
-    df = pd.DataFrame(get_step(adata, key, "enrichment"))
-    missing = [c for c in ("module", "term", "overlap", "p_adjusted") if c not in df.columns]
-    if missing:
-        msg = f"adata.uns[{key!r}]['enrichment'] lacks columns {missing}; rerun lava.tl.enrich."
-        raise KeyError(msg)
-    chosen = sorted(df["module"].astype(int).unique()) if modules is None else u.resolve_modules(adata, key, modules)
+    df = read_table(adata, key, "enrichment", columns=("module", "term", "overlap", "p_adjusted"))
+    if modules is None:
+        chosen = sorted(df["module"].astype(int).unique())
+    else:
+        chosen = u.resolve_modules(read_amf(adata, key, require=()).n_modules, modules)
     df = df[df["module"].astype(int).isin(chosen)]
     terms: list[str] = []
     for m in chosen:
@@ -195,10 +194,9 @@ def enrichment(
 
 
 def _stored_param(adata, key: str, step: str, name: str, default):
-    params = adata.uns[key].get("params", {}).get(step) if has_step(adata, key, step) else None
-    if params is not None and name in params:
-        return decode_params({name: params[name]})[name]
-    return default
+    if not has_step(adata, key, step):
+        return default
+    return stored_params(adata, key, step).get(name, default)
 
 
 def _p_column(df: pd.DataFrame, method: str, stored_method: str) -> str:
@@ -268,17 +266,14 @@ def association(
 
     u.check_title(title, 1)
     u.check_save(save)
-    df = pd.DataFrame(get_step(adata, key, "association"))
+    df = read_table(adata, key, "association")
     stored_method = str(_stored_param(adata, key, "association", "method", "pearson"))
     method = stored_method if method is None else method
     if method not in ("pearson", "spearman"):
         msg = f"method must be 'pearson' or 'spearman', got {method!r}."
         raise ValueError(msg)
     r_col = f"{method}_r"
-    missing = [c for c in ("module", "groupby", "category", r_col) if c not in df.columns]
-    if missing:
-        msg = f"adata.uns[{key!r}]['association'] lacks columns {missing}; rerun lava.tl.associate."
-        raise KeyError(msg)
+    check_columns(df, key, "association", ("module", "groupby", "category", r_col))
     p_col = _p_column(df, method, stored_method)
     if groupby is not None:
         stored = sorted(df["groupby"].astype(str).unique())

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 
 from .._docs import doc_params
-from .._store import get_step, obs_keys
+from .._store import obs_keys, read_amf, read_localities
 from . import _utils as u
 
 
@@ -78,13 +78,14 @@ def modules(
     if level not in ("probe", "sample"):
         msg = f"level must be 'sample' or 'probe', got {level!r}."
         raise ValueError(msg)
-    chosen = u.resolve_modules(adata, key, modules)
+    fit = read_amf(adata, key)
+    chosen = u.resolve_modules(fit.n_modules, modules)
     u.check_single_ax(ax, len(chosen), "lava.pl.modules")
     u.check_title(title, len(chosen))
     u.check_save(save)
-    basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
-    presence = u.presence_matrix(adata, key)
-    values = u.sample_presence(adata, key) if level == "sample" else presence
+    basis_name, Z, probes = u.embedding_and_probes(adata, read_localities(adata, key), basis)
+    presence = np.asarray(fit.presence, dtype=np.float64)
+    values = np.asarray(fit.need("sample_presence"), dtype=np.float64) if level == "sample" else presence
     shown = values[:, chosen]
     lo, hi = u.color_limits(vmin, vmax, shown, default_vmin=0.0, default_vmax=float(np.max(shown)))
     colormap = u.presence_cmap(cmap)
@@ -225,8 +226,8 @@ def centrality(
 
     u.check_title(title, 3)
     u.check_save(save)
-    loc = get_step(adata, key, "localities")
-    basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
+    loc = read_localities(adata, key)
+    basis_name, Z, probes = u.embedding_and_probes(adata, loc, basis)
     names = obs_keys(key)
     for name in names:
         if name not in adata.obs:
@@ -242,7 +243,7 @@ def centrality(
     diverging = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
 
     fig, axes = u.grid(3, 3, panel_size=(4.0, 3.6))
-    loss = float(loc["loss"]) if "loss" in loc else float(np.sum(np.abs(diff)))
+    loss = loc.loss if loc.loss is not None else float(np.sum(np.abs(diff)))
     panels = [(neigh, shared, cmap), (local, shared, cmap), (diff, diverging, "RdBu_r")]
     defaults = ["neighbourhood centrality", "locality centrality", f"locality − neighbourhood (loss {loss:.3g})"]
     for panel, (v, norm, cm) in zip(axes, panels, strict=True):
@@ -307,8 +308,8 @@ def copresence(
 
     u.check_title(title, 2)
     u.check_save(save)
-    presence = u.presence_matrix(adata, key)
-    basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
+    presence = np.asarray(read_amf(adata, key, require=("presence",)).presence, dtype=np.float64)
+    basis_name, Z, probes = u.embedding_and_probes(adata, read_localities(adata, key), basis)
     if len(probes) != len(presence):
         msg = f"{len(probes)} probes but presence for {len(presence)} localities; rerun lava.tl.amf(adata)."
         raise ValueError(msg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._docs import doc_params
-from .._store import get_step
+from .._store import read_amf, read_correlations
 from . import _utils as u
 
 
@@ -141,15 +141,17 @@ def module_image(
         msg = "pass module=... or locality=..., not both."
         raise ValueError(msg)
     _check_lines(threshold, power, max_lines)
-    _, feature_index = u.correlation_features(adata, key)
+    corr = read_correlations(adata, key, require=("features",) + (("values",) if locality is not None else ()))
+    _, feature_index = u.correlation_features(adata, corr)
     shape = _image_shape(adata, image_shape)
     if locality is not None:
-        values_all = np.asarray(get_step(adata, key, "correlations")["values"])
+        values_all = corr.values
         i = u.check_locality(locality, len(values_all))
         panels = [(np.asarray(values_all[i], dtype=np.float64), f"locality {i}")]
     else:
-        mods = u.module_matrix(adata, key)
-        chosen = u.resolve_modules(adata, key, module)
+        fit = read_amf(adata, key, require=("modules",))
+        mods = np.asarray(fit.modules, dtype=np.float64)
+        chosen = u.resolve_modules(fit.n_modules, module)
         panels = [(mods[m], f"module {m}") for m in chosen]
     u.check_single_ax(ax, len(panels), "lava.pl.module_image with module=None")
     u.check_title(title, len(panels))
@@ -267,9 +269,9 @@ def module_network(
         raise ValueError(msg)
     u.check_title(title, 1)
     u.check_save(save)
-    mods = u.module_matrix(adata, key)
+    mods = np.asarray(read_amf(adata, key, require=("modules",)).modules, dtype=np.float64)
     m = u.check_module(module, len(mods))
-    names, _ = u.correlation_features(adata, key)
+    names, _ = u.correlation_features(adata, read_correlations(adata, key, require=("features",)))
     values = mods[m]
     D = u.n_features_from_pairs(len(values))
     order = np.argsort(-values, kind="stable")[:top]
@@ -412,17 +414,17 @@ def locality(
     _check_lines(threshold, power, max_lines)
     u.check_title(title, 3)
     u.check_save(save)
-    corr = get_step(adata, key, "correlations")
-    amf = u.amf_result(adata, key)
-    values_all = np.asarray(corr["values"])
+    corr = read_correlations(adata, key)
+    amf = read_amf(adata, key)
+    values_all = corr.values
     i = u.check_locality(locality, len(values_all))
-    names, feature_index = u.correlation_features(adata, key)
+    names, feature_index = u.correlation_features(adata, corr)
     C = np.asarray(values_all[i], dtype=np.float64)
-    presence = u.presence_matrix(adata, key)
-    modules_ = u.module_matrix(adata, key)
+    presence = np.asarray(amf.presence, dtype=np.float64)
+    modules_ = np.asarray(amf.modules, dtype=np.float64)
     C_hat = u.reconstruct_one(presence[i], modules_)
-    if "locality_similarity" in amf:
-        similarity = float(np.asarray(amf["locality_similarity"])[i])
+    if amf.locality_similarity is not None:
+        similarity = float(amf.locality_similarity[i])
     else:
         denom = np.linalg.norm(C) * np.linalg.norm(C_hat)
         similarity = float(C @ C_hat / denom) if denom > 0 else 0.0

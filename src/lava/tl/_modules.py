@@ -17,7 +17,7 @@ from scipy import sparse
 from .. import _logging as logg
 from .._compat import as_generator, as_seed
 from .._docs import doc_params
-from .._store import get_step, modules_key, store_step
+from .._store import has_step, read_amf, read_correlations, read_localities, read_table, store_step
 from .._validate import check_modules, check_not_view, check_positive
 from ..core.correlations import correlation_support
 from ..core.stats import (
@@ -28,7 +28,6 @@ from ..core.stats import (
     membership_matrix,
     ora,
 )
-from ._amf import feature_rows
 
 MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank")
 ENRICHMENT_COLUMNS = (
@@ -47,26 +46,6 @@ ENRICHMENT_COLUMNS = (
 
 # --------------------------------------------------------------------------------------------------------------------
 # module genes
-
-
-def _feature_scores(adata, key: str) -> np.ndarray:
-    get_step(adata, key, "amf")
-    name = modules_key(key)
-    if name not in adata.varm:
-        msg = f"adata.varm has no {name!r} (feature scores of the modules); rerun lava.tl.amf(adata, key={key!r})."
-        raise KeyError(msg)
-    scores = np.asarray(adata.varm[name], dtype=np.float64)
-    if scores.ndim != 2 or scores.shape[0] != adata.n_vars:
-        msg = f"adata.varm[{name!r}] must be n_vars x n_modules, got shape {scores.shape}; rerun lava.tl.amf."
-        raise ValueError(msg)
-    return scores
-
-
-def _n_modules(adata, key: str) -> int:
-    name = modules_key(key)
-    if name in adata.varm:
-        return int(np.shape(adata.varm[name])[1])
-    return int(np.shape(get_step(adata, key, "amf")["modules"])[0])
 
 
 @doc_params()
@@ -125,18 +104,21 @@ def module_genes(
     if threshold > 1:
         msg = f"threshold is a fraction of the module's top value and must be in [0, 1], got {threshold!r}."
         raise ValueError(msg)
-    scores = _feature_scores(adata, key)
+    fit = read_amf(adata, key, require=("feature_scores",) + (("modules",) if rule == "core" else ()))
+    scores = np.asarray(fit.feature_scores, dtype=np.float64)
+    corr = read_correlations(adata, key, require=()) if has_step(adata, key, "correlations") else None
     start = logg.info(f"selecting module genes ({rule} rule, threshold {threshold:g})")
     frames = []
     names = np.asarray(adata.var_names, dtype=object)
     empty, broad = [], []
-    corr = adata.uns[key].get("correlations", {})
-    n_tested = len(corr["features"]) if "features" in corr else adata.n_vars
+    n_tested = corr.features.size if corr is not None and corr.features is not None else adata.n_vars
     in_core = None
     if rule == "core":
-        modules = np.asarray(get_step(adata, key, "amf")["modules"], dtype=np.float32)
+        modules = np.asarray(fit.modules, dtype=np.float32)
         in_core = np.zeros(scores.shape, dtype=bool)
-        rows = feature_rows(adata, key)
+        if corr is None:
+            corr = read_correlations(adata, key, require=("features", "feature_index"))
+        rows = corr.var_rows(adata)
         core = core_features(modules, len(rows), threshold=threshold)
         in_core[rows[rows >= 0]] = core[rows >= 0]
     for m in range(scores.shape[1]):
@@ -272,22 +254,15 @@ def entered_features(adata, key: str = "lava") -> list[str]:
     Read from ``uns[key]["correlations"]["feature_n_localities"]``, or computed from the stored values for results
     written before lava stored the counts.
     """
-    corr = get_step(adata, key, "correlations")
-    features = np.asarray(corr["features"]).astype(str)
-    if "feature_n_localities" in corr:
-        counts = np.asarray(corr["feature_n_localities"])
-    elif "values" in corr:
-        counts = correlation_support(np.asarray(corr["values"]), features.size).feature_localities
+    corr = read_correlations(adata, key, require=("features",))
+    if corr.feature_n_localities is not None:
+        counts = corr.feature_n_localities
+    elif corr.values is not None:
+        counts = correlation_support(corr.values, corr.features.size).feature_localities
     else:
         msg = f"adata.uns[{key!r}]['correlations'] has neither counts nor values; rerun lava.tl.correlations."
         raise KeyError(msg)
-    if counts.shape != features.shape:
-        msg = (
-            f"adata.uns[{key!r}]['correlations'] holds {counts.size} per-feature counts for {features.size} "
-            "features; rerun lava.tl.correlations."
-        )
-        raise ValueError(msg)
-    return features[counts > 0].tolist()
+    return corr.features[counts > 0].tolist()
 
 
 def _resolve_background(adata, background, key: str) -> tuple[list[str], str]:
@@ -302,8 +277,7 @@ def _resolve_background(adata, background, key: str) -> tuple[list[str], str]:
                 raise ValueError(msg)
             return genes, "entered"
         if background == "tested":
-            corr = get_step(adata, key, "correlations")
-            return [str(g) for g in np.asarray(corr["features"])], "tested"
+            return read_correlations(adata, key, require=("features",)).features.tolist(), "tested"
         if background == "all":
             return [str(g) for g in adata.var_names], "all"
         msg = (
@@ -384,8 +358,8 @@ def enrich(
     module genes joined by ``";"``, highest score first). Read it with :func:`lava.get.enrichment`.
     """
     check_not_view(adata, copy)
-    table_genes = get_step(adata, key, "module_genes")
-    n_mod = _n_modules(adata, key)
+    table_genes = read_table(adata, key, "module_genes")
+    n_mod = read_amf(adata, key, require=()).n_modules
     selected = check_modules(modules, n_mod)
     check_positive(threshold, "threshold")
     check_positive(min_size, "min_size", integer=True, allow_zero=True)
@@ -394,7 +368,6 @@ def enrich(
         if max_size < min_size:
             msg = f"max_size ({max_size}) must be >= min_size ({min_size})."
             raise ValueError(msg)
-    table_genes = pd.DataFrame(table_genes)
     queries = {}
     for m in selected:
         rows = table_genes[table_genes["module"].to_numpy() == m].sort_values("rank")
@@ -743,19 +716,16 @@ def associate(
     :func:`lava.get.association`.
     """
     check_not_view(adata, copy)
-    amf_res = get_step(adata, key, "amf")
-    loc = get_step(adata, key, "localities")
-    presence = np.asarray(amf_res["presence"], dtype=np.float64)
-    indices = np.asarray(loc["indices"], dtype=np.int64)
-    if presence.ndim != 2 or indices.ndim != 2 or presence.shape[0] != indices.shape[0]:
+    presence = np.asarray(read_amf(adata, key, require=("presence",)).presence, dtype=np.float64)
+    loc = read_localities(adata, key)
+    indices = loc.indices
+    if presence.shape[0] != indices.shape[0]:
         msg = (
             f"stored presence {presence.shape} and locality indices {indices.shape} disagree; rerun lava.tl.amf "
             f"(key={key!r})."
         )
         raise ValueError(msg)
-    if indices.size and (indices.min() < 0 or indices.max() >= adata.n_obs):
-        msg = "stored locality indices point outside adata's samples (was adata subset?); rerun lava.tl.localities."
-        raise ValueError(msg)
+    loc.check_samples(adata.n_obs)
     column = _obs_column(adata, groupby, "groupby")
     if method not in ("pearson", "spearman"):
         msg = f"method must be 'pearson' or 'spearman', got {method!r}."
