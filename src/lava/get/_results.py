@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .._store import (
     PRODUCER,
@@ -27,7 +28,7 @@ def _filter_modules(df: pd.DataFrame, modules: int | Sequence[int] | None) -> pd
     return df[df["module"].isin(wanted)].reset_index(drop=True)
 
 
-def params(adata, step: str, *, key: str = "lava") -> dict[str, Any]:
+def params(adata: AnnData, step: str, *, key: str = "lava") -> dict[str, Any]:
     """Return the parameters a step was run with (decoded), including ``lava_version``.
 
     Parameters
@@ -55,7 +56,7 @@ def params(adata, step: str, *, key: str = "lava") -> dict[str, Any]:
     return decode_params(stored[step])
 
 
-def localities(adata, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame | np.ndarray:
+def localities(adata: AnnData, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame | np.ndarray:
     """Return the samples of each locality.
 
     Parameters
@@ -85,7 +86,7 @@ def localities(adata, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame |
     )
 
 
-def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame:
+def modules(adata: AnnData, *, top: int | None = None, key: str = "lava") -> pd.DataFrame:
     """Return the feature pairs of each module with their weight (the module's correlation for the pair).
 
     Parameters
@@ -135,7 +136,7 @@ def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame
 
 
 def presence(
-    adata,
+    adata: AnnData,
     *,
     level: Literal["sample", "locality"] = "sample",
     groupby: str | None = None,
@@ -196,7 +197,7 @@ def presence(
     return means
 
 
-def feature_scores(adata, *, key: str = "lava") -> pd.DataFrame:
+def feature_scores(adata: AnnData, *, key: str = "lava") -> pd.DataFrame:
     """Return the feature scores of every module (``varm[f"{key}_modules"]``) as a var_names x modules DataFrame.
 
     Parameters
@@ -216,7 +217,7 @@ def feature_scores(adata, *, key: str = "lava") -> pd.DataFrame:
     )
 
 
-def module_genes(adata, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
+def module_genes(adata: AnnData, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
     """Return the genes of each module, from :func:`lava.tl.module_genes`.
 
     Parameters
@@ -236,7 +237,7 @@ def module_genes(adata, *, modules: int | Sequence[int] | None = None, key: str 
 
 
 def enrichment(
-    adata,
+    adata: AnnData,
     *,
     modules: int | Sequence[int] | None = None,
     max_p_adjusted: float | None = None,
@@ -266,7 +267,7 @@ def enrichment(
     return df
 
 
-def association(adata, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
+def association(adata: AnnData, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
     """Return the module-annotation associations of :func:`lava.tl.associate`.
 
     Parameters
@@ -286,7 +287,7 @@ def association(adata, *, modules: int | Sequence[int] | None = None, key: str =
     return _filter_modules(read_table(adata, key, "association").copy(), modules)
 
 
-def selection(adata, *, runs: bool = False, key: str = "lava") -> pd.DataFrame:
+def selection(adata: AnnData, *, runs: bool = False, key: str = "lava") -> pd.DataFrame:
     """Return the model-selection table of :func:`lava.tl.select_n_modules`.
 
     Parameters

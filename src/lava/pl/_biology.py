@@ -122,7 +122,7 @@ def _overlap_count(overlap: pd.Series) -> np.ndarray:
 
 @doc_params(**u.PLOT_DOCS)
 def enrichment(
-    adata,
+    adata: AnnData,
     *,
     modules=None,
     n_terms: int = 5,
@@ -136,7 +136,7 @@ def enrichment(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Dot plot of gene-set enrichment of the module genes (from :func:`lava.tl.enrich`).
 
     Columns are modules; rows are the union of each module's ``n_terms`` most significant terms. A dot's size is the
@@ -243,7 +243,7 @@ def _p_column(df: pd.DataFrame, method: str, stored_method: str) -> str:
 
 @doc_params(**u.PLOT_DOCS)
 def association(
-    adata,
+    adata: AnnData,
     *,
     groupby: str | None = None,
     method: Literal["pearson", "spearman"] | None = None,
@@ -257,7 +257,7 @@ def association(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Plot a module x category heatmap of how presence correlates with category fractions over localities.
 
     From :func:`lava.tl.associate`: for each module and category, the correlation ``r`` between the module's presence

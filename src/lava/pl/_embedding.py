@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from anndata import AnnData
 
 from .._docs import doc_params
 from .._store import obs_keys, read_amf, read_localities
 from . import _utils as u
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 
 @doc_params(**u.PLOT_DOCS)
 def modules(
-    adata,
+    adata: AnnData,
     *,
     modules=None,
     basis: str | None = None,
@@ -30,7 +35,7 @@ def modules(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | list[Axes] | Figure | None:
     """Presence of each module over the embedding, one panel per module.
 
     ``level="sample"`` (default) colours every sample by ``adata.obsm["<key>_presence"]`` (the mean presence
@@ -177,7 +182,7 @@ def _sample_presence_panels(adata, Z, basis_name, shown, chosen, *, ncols, cmap,
 
 @doc_params(**u.PLOT_DOCS)
 def centrality(
-    adata,
+    adata: AnnData,
     *,
     basis: str | None = None,
     cmap: str = "viridis",
@@ -190,7 +195,7 @@ def centrality(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """How well the localities cover the embedding: sample neighbourhood centrality beside locality centrality.
 
     Three panels over the embedding: the relative neighbourhood in-degree centrality (how often a sample is among
@@ -260,7 +265,7 @@ def centrality(
 
 @doc_params(**u.PLOT_DOCS)
 def copresence(
-    adata,
+    adata: AnnData,
     *,
     basis: str | None = None,
     min_total: float = 0.5,
@@ -273,7 +278,7 @@ def copresence(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """Co-presence of modules per locality: Shannon entropy (bits) of its presences scaled to sum 1.
 
     0 means one module explains the locality; ``log2(M)`` means all modules are equally present. Left: the

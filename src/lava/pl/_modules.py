@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from anndata import AnnData
 
 from .._docs import doc_params
 from .._store import read_amf, read_correlations
 from . import _utils as u
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def _image_shape(adata, image_shape) -> tuple[int, int]:
@@ -78,7 +85,7 @@ def draw_image(
 
 @doc_params(**u.PLOT_DOCS)
 def module_image(
-    adata,
+    adata: AnnData,
     module: int | None = None,
     *,
     locality: int | None = None,
@@ -96,7 +103,7 @@ def module_image(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | list[Axes] | Figure | None:
     """Draw a module (or one locality's correlations) of image-shaped features as the paper does.
 
     Each pixel's colour is the sum of the correlations it takes part in (relative within the panel). Lines join
@@ -213,7 +220,7 @@ def spring_layout(
 
 @doc_params(**u.PLOT_DOCS)
 def module_network(
-    adata,
+    adata: AnnData,
     module: int,
     *,
     top: int = 30,
@@ -227,7 +234,7 @@ def module_network(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Draw the strongest feature pairs of a module as a graph.
 
     Nodes are the features of the ``top`` strongest pairs, labelled with their names and sized by their summed
@@ -355,7 +362,7 @@ def separate_labels(ax, labels, *, pad: float = 1.5, iterations: int = 300) -> N
 
 @doc_params(**u.PLOT_DOCS)
 def locality(
-    adata,
+    adata: AnnData,
     locality: int,
     *,
     image_shape: tuple[int, int] | None = None,
@@ -371,7 +378,7 @@ def locality(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """One locality's correlations beside their reconstruction from the stored modules and presence.
 
     The reconstruction is AMF's: for every pair, the largest presence x module value over modules. A third panel

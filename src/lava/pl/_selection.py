@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .._docs import doc_params
 from .._store import has_step, read_localities, read_selection, read_table
 from . import _utils as u
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def _summary_by_m(summary) -> pd.DataFrame:
@@ -20,7 +27,7 @@ def _summary_by_m(summary) -> pd.DataFrame:
 
 @doc_params(**u.PLOT_DOCS)
 def selection(
-    adata,
+    adata: AnnData,
     *,
     show_runs: bool = True,
     title: str | list[str] | None = None,
@@ -28,7 +35,7 @@ def selection(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """Fit quality and stability against the number of modules M, from :func:`lava.tl.select_n_modules`.
 
     Three panels sharing the x axis: reconstruction similarity (the loss's main term as a similarity; higher is
@@ -108,7 +115,7 @@ def retention_peak(table: pd.DataFrame, n_obs: int) -> int | None:
 
 @doc_params(**u.PLOT_DOCS)
 def neighborhood_retention(
-    adata,
+    adata: AnnData,
     *,
     logx: bool = True,
     baseline: bool = True,
@@ -119,7 +126,7 @@ def neighborhood_retention(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Neighbourhood retention against the neighbourhood size, from :func:`lava.tl.neighborhood_retention`.
 
     The mean Jaccard similarity between each sample's ``n`` nearest neighbours in the original space and in the

@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
@@ -166,7 +167,7 @@ def _warn_design(obs: pd.DataFrame, groupby: str, fractions: np.ndarray, categor
 
 @doc_params()
 def associate(
-    adata,
+    adata: AnnData,
     groupby: str,
     *,
     min_presence: float = 0.01,
@@ -176,7 +177,7 @@ def associate(
     rng: int | np.random.Generator | None = 0,
     key: str = "lava",
     copy: bool = False,
-):
+) -> AnnData | None:
     """Test whether each module's presence follows a sample annotation (categories or a numeric value).
 
     For each module and each category of ``adata.obs[groupby]``: over the localities where the module's presence

@@ -6,6 +6,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
@@ -36,7 +37,7 @@ def sparsity_advice(tie_fraction: float) -> str:
 
 @doc_params()
 def correlations(
-    adata,
+    adata: AnnData,
     *,
     layer: str | None = None,
     use_raw: bool = False,
@@ -48,7 +49,7 @@ def correlations(
     copy: bool = False,
     progress: bool = True,
     client=None,
-):
+) -> AnnData | None:
     """Absolute Spearman correlation of every pair of features within every locality (LAVA step 2).
 
     For each locality stored by :func:`lava.tl.localities` and each pair of selected features ``i < j``,

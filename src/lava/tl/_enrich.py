@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .. import _logging as logg
 from .._docs import doc_params
@@ -137,7 +138,7 @@ def _resolve_background(adata, background, key: str) -> tuple[list[str], str]:
 
 @doc_params()
 def enrich(
-    adata,
+    adata: AnnData,
     gene_sets,
     *,
     modules: int | Sequence[int] | None = None,
@@ -148,7 +149,7 @@ def enrich(
     organism: str = "Human",
     key: str = "lava",
     copy: bool = False,
-):
+) -> AnnData | None:
     """Over-representation analysis (ORA) of each module's genes in a collection of gene sets.
 
     For every module, a hypergeometric test of its genes (from :func:`lava.tl.module_genes`) against each gene set,

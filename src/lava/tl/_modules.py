@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .. import _logging as logg
 from .._docs import doc_params
@@ -25,13 +26,13 @@ MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank")
 
 @doc_params()
 def module_genes(
-    adata,
+    adata: AnnData,
     *,
     rule: Literal["core", "score"] = "core",
     threshold: float | None = None,
     key: str = "lava",
     copy: bool = False,
-):
+) -> AnnData | None:
     """Pick each module's genes: the features of its strongest pairs (default) or with a high feature score.
 
     A feature's score in a module (``adata.varm[f"{key}_modules"]``, written by :func:`lava.tl.amf`) is the sum of

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .. import _logging as logg
 from .._compat import Device, RngLike, as_seed
@@ -89,7 +90,7 @@ def _best_entry(result) -> dict[str, Any]:
 
 @doc_params()
 def select_n_modules(
-    adata,
+    adata: AnnData,
     n_modules: Iterable[int] | int = range(2, 16),
     *,
     n_runs: int = 10,
@@ -101,7 +102,7 @@ def select_n_modules(
     progress: bool = True,
     client=None,
     **amf_kwargs: Any,
-):
+) -> AnnData | None:
     """Choose the number of modules M: AMF ``n_runs`` times per M, reconstruction and stability per M.
 
     For each M, ``n_runs`` AMF fits from different seeds (METHOD.md section 4). Reconstruction: the loss of each
@@ -226,7 +227,7 @@ def select_n_modules(
 
 @doc_params()
 def refine_presence(
-    adata,
+    adata: AnnData,
     *,
     tau: float = 0.1,
     lr: float = 5e-2,
@@ -238,7 +239,7 @@ def refine_presence(
     key: str = "lava",
     copy: bool = False,
     progress: bool = True,
-):
+) -> AnnData | None:
     """Re-fit the presences with the modules fixed, under a pinball (quantile) loss with quantile ``tau``.
 
     Optional fine-tuning after :func:`lava.tl.amf` (METHOD.md section 3): each locality's presences are re-fitted
