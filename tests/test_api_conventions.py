@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
+from anndata import AnnData
 
 import lava
 
@@ -12,6 +14,13 @@ P = inspect.Parameter
 
 TOOLS = [getattr(lava.tl, name) for name in lava.tl.__all__]
 PLOTS = [getattr(lava.pl, name) for name in getattr(lava.pl, "__all__", [])]
+GETTERS = [getattr(lava.get, name) for name in lava.get.__all__]
+#: The names a return annotation may use, per module (as scanpy's package-structure test checks return types).
+RETURN_NAMES = {
+    "tl": {"AnnData", "None"},
+    "pl": {"Axes", "Figure", "list", "None"},
+    "get": {"pd", "DataFrame", "np", "ndarray", "dict", "str", "Any"},
+}
 # Tools that take one or two positional arguments after adata (scanpy style: the essential input).
 POSITIONAL = {
     "amf": {"n_modules"},
@@ -80,3 +89,59 @@ def test_plot_signature(func):
 def test_public_core_names():
     for name in ("place_localities", "locality_correlations", "fit_amf"):
         assert callable(getattr(lava.core, name))
+
+
+def _annotation_names(annotation) -> set[str]:
+    """The names an annotation uses: ``"pd.DataFrame | None"`` gives {"pd", "DataFrame", "None"}.
+
+    With ``from __future__ import annotations`` an annotation is its source text; a class stands for its name.
+    """
+    if annotation is P.empty or annotation is inspect.Signature.empty:
+        return set()
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    return set(re.findall(r"[A-Za-z_]\w*", text))
+
+
+@pytest.mark.parametrize("func", TOOLS + PLOTS + GETTERS, ids=lambda f: f"{f.__module__}.{f.__name__}")
+def test_first_parameter_is_annotated_anndata(func):
+    first = next(iter(inspect.signature(func).parameters.values()))
+    assert first.name == "adata", f"{func.__name__}: the first parameter is {first.name!r}"
+    assert first.annotation is AnnData or first.annotation == "AnnData", (
+        f"{func.__name__}: annotate the first parameter as adata: AnnData, not {first.annotation!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "func"),
+    [("tl", f) for f in TOOLS] + [("pl", f) for f in PLOTS] + [("get", f) for f in GETTERS],
+    ids=lambda x: x if isinstance(x, str) else x.__name__,
+)
+def test_return_type_is_annotated(module, func):
+    signature = inspect.signature(func)
+    names = _annotation_names(signature.return_annotation)
+    assert names, f"lava.{module}.{func.__name__} has no return annotation"
+    allowed = RETURN_NAMES[module]
+    assert names <= allowed, f"lava.{module}.{func.__name__} returns {signature.return_annotation!r}: not {allowed}"
+    if module == "tl":
+        # a tool returns None, or the modified copy with copy=True (documented in its Returns section)
+        expected = {"AnnData", "None"} if "copy" in signature.parameters else {"None"}
+        assert names == expected, f"lava.tl.{func.__name__} -> {signature.return_annotation!r}"
+    if module == "pl":
+        assert {"Figure", "None"} <= names, f"lava.pl.{func.__name__} returns a Figure (return_fig) or None (show)"
+    if module == "get":
+        assert "None" not in names
+
+
+def test_annotation_checks_can_fail():
+    """The checks above reject what they should (guards against a check that passes on everything)."""
+
+    def untyped(adata, *, key="lava"):
+        return None
+
+    def wrong(adata: int, *, key: str = "lava") -> pd.DataFrame:  # noqa: F821 (a string annotation)
+        return None
+
+    assert _annotation_names(inspect.signature(untyped).return_annotation) == set()
+    assert inspect.signature(untyped).parameters["adata"].annotation is P.empty
+    assert inspect.signature(wrong).parameters["adata"].annotation == "int"
+    assert not _annotation_names(inspect.signature(wrong).return_annotation) <= RETURN_NAMES["pl"]

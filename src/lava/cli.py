@@ -481,6 +481,8 @@ def _compute(job: _Job) -> None:
     """Run the steps in order, storing everything under ``adata.uns['lava']``."""
     import lava
 
+    from ._store import read_selection
+
     adata = job.adata
     _timed(
         job,
@@ -521,7 +523,7 @@ def _compute(job: _Job) -> None:
             **fit_options,
         )
         if n_modules is None:
-            n_modules = int(adata.uns["lava"]["selection"]["suggested_n_modules"])
+            n_modules = read_selection(adata, "lava").suggested_n_modules
         _timed(job, "amf", lava.tl.amf, adata, from_selection=n_modules)
     else:
         _timed(
@@ -605,10 +607,9 @@ def _figures(job: _Job) -> None:
     adata = job.adata
     start = perf_counter()
     job.figures.mkdir(parents=True, exist_ok=True)
-    n_modules = int(np.shape(adata.uns["lava"]["amf"]["presence"])[1])
     plots: list[tuple[str, Callable[[], object]]] = [
         ("modules", lambda: lava.pl.modules(adata, show=False, return_fig=True)),
-        ("module_genes", lambda: _module_genes_figure(adata, n_modules)),
+        ("module_genes", lambda: lava.pl.module_genes(adata, n_genes=15, ncols=3, show=False, return_fig=True)),
         ("centrality", lambda: lava.pl.centrality(adata, show=False, return_fig=True)),
         ("copresence", lambda: lava.pl.copresence(adata, show=False, return_fig=True)),
     ]
@@ -616,7 +617,7 @@ def _figures(job: _Job) -> None:
         plots.append(("module_images", lambda: lava.pl.module_image(adata, show=False, return_fig=True)))
     if has_step(adata, "lava", "selection"):
         plots.append(("selection", lambda: lava.pl.selection(adata, show=False, return_fig=True)))
-    if has_step(adata, "lava", "enrichment") and len(adata.uns["lava"]["enrichment"]):
+    if has_step(adata, "lava", "enrichment") and len(lava.get.enrichment(adata)):
         plots.append(("enrichment", lambda: lava.pl.enrichment(adata, show=False, return_fig=True)))
     if has_step(adata, "lava", "association"):
         plots.append(("association", lambda: lava.pl.association(adata, show=False, return_fig=True)))
@@ -629,127 +630,22 @@ def _figures(job: _Job) -> None:
     job.timings["figures"] = perf_counter() - start
 
 
-def _module_genes_figure(adata, n_modules: int, *, ncols: int = 3):
-    """One panel per module: its top features by score."""
-    import matplotlib.pyplot as plt
-
-    import lava
-
-    ncols = min(ncols, n_modules)
-    nrows = -(-n_modules // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4.5 * nrows), squeeze=False, layout="constrained")
-    for m, ax in enumerate(axes.flat):
-        if m < n_modules:
-            lava.pl.module_genes(adata, m, n_genes=15, ax=ax, show=False)
-        else:
-            ax.set_axis_off()
-    return fig
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # summary
-
-
-def _enrichment_params(adata, key: str) -> dict:
-    """Return the stored parameters of lava.tl.enrich (empty when they cannot be read)."""
-    from ._store import decode_params
-
-    try:
-        params = decode_params(adata.uns[key]["params"]["enrichment"])
-    except (KeyError, TypeError, ValueError):
-        return {}
-    return params if isinstance(params, dict) else {}
-
-
-def _fmt_seconds(s: float) -> str:
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
 def summary(
     adata, *, key: str = "lava", timings: dict[str, float] | None = None, files: Sequence[str] = (), top: int = 8
 ) -> str:
-    """Summarise stored results as plain text: localities, pairs, modules, fit figures, top features, files, times."""
-    from . import core
-    from ._store import get_step, has_step
+    """Summarise stored results as plain text: localities, pairs, modules, fit figures, top features, files, times.
 
-    loc = get_step(adata, key, "localities")
-    corr = get_step(adata, key, "correlations")
-    fit = get_step(adata, key, "amf")
-    n_loc, n = np.shape(loc["indices"])
-    n_pairs = np.shape(corr["values"])[1]
-    n_features = len(corr["features"])
-    presence = np.asarray(fit["presence"])
-    M = presence.shape[1]
-    lines = [
-        f"lava summary ({adata.n_obs} samples x {adata.n_vars} features, basis {loc.get('basis', '?')!s})",
-        f"  localities          {n_loc} of {n} samples each; placement loss {float(loc['loss']):.4f}"
-        + (f" (unoptimised {float(loc['loss_unoptimized']):.4f})" if "loss_unoptimized" in loc else ""),
-        f"  feature pairs       {n_pairs:,} ({n_features} features)",
-        f"  modules             {M}",
-        f"  fit                 loss {float(fit['loss']):.4f}, similarity {float(fit['similarity']):.3f}, "
-        f"overestimation ratio {float(fit['overestimation_ratio']):.3f}, "
-        f"{int(fit['n_epochs'])} epochs (best {int(fit['best_epoch'])}"
-        + (", converged" if bool(fit.get("converged", False)) else ", not converged")
-        + ")",
-    ]
-    sums = presence.sum(axis=1)
-    if np.any(sums >= 0.5):
-        entropy = np.asarray(core.copresence_entropy(presence), dtype=float)
-        entropy = entropy[np.isfinite(entropy)]
-        if entropy.size:
-            lines.append(
-                f"  co-presence entropy {entropy.mean():.2f} ± {entropy.std():.2f} bits (0 = one module, "
-                f"{np.log2(M):.2f} = all equal)"
-            )
-    if has_step(adata, key, "module_genes"):
-        table = adata.uns[key]["module_genes"]
-        lines.append(f"  top features per module (of {len(table)} module features)")
-        for m in range(M):
-            rows = table[table["module"] == m].sort_values("rank")
-            names = ", ".join(rows["feature"].astype(str).head(top))
-            lines.append(f"    module {m}: {names if names else '(none above threshold)'}")
-    if has_step(adata, key, "association"):
-        assoc = adata.uns[key]["association"]
-        p_col = "p_adjusted" if "p_adjusted" in assoc.columns else "pearson_p"
-        best = assoc.sort_values(p_col).head(3)
-        lines.append(f"  strongest associations ({best['groupby'].iloc[0] if len(best) else ''})")
-        for _, row in best.iterrows():
-            lines.append(
-                f"    module {int(row['module'])} ~ {row['category']}: r = {float(row['pearson_r']):+.2f}, "
-                f"{p_col} = {float(row[p_col]):.2g}"
-            )
-    if has_step(adata, key, "enrichment"):
-        enr = adata.uns[key]["enrichment"]
-        params = _enrichment_params(adata, key)
-        tested = sorted(int(m) for m in params.get("modules", range(M)))
-        source = params.get("gene_sets")
-        if isinstance(source, str):  # a file by its name, a library by its name as spelled in the library
-            source = Path(source).name if source.lower().endswith(".gmt") else source
-            source = f"; gene sets {source}"
-        else:
-            source = ""
-        n_sig = int((enr["p_adjusted"] < 0.05).sum())
-        lines.append(f"  top term per module ({n_sig} terms at adjusted p < 0.05{source})")
-        for m in tested:
-            rows = enr[enr["module"] == m].sort_values(["p_adjusted", "p_value"], kind="stable").head(1)
-            if rows.empty:
-                lines.append(f"    module {m}: (no gene set shares a module gene)")
-                continue
-            row = rows.iloc[0]
-            p_adj = float(row["p_adjusted"])
-            mark = "" if p_adj < 0.05 else ", not significant"
-            lines.append(f"    module {m}: {row['term']} ({row['overlap']} genes, adjusted p {p_adj:.2g}{mark})")
-    if files:
-        lines.append("  files")
-        lines.extend(f"    {f}" for f in files)
-    if timings:
-        total = sum(timings.values())
-        lines.append(
-            "  step times          "
-            + ", ".join(f"{name} {_fmt_seconds(t)}" for name, t in timings.items())
-            + f"; total {_fmt_seconds(total)}"
-        )
-    return "\n".join(lines)
+    The figures are those of :func:`lava.get.summary`; ``timings`` (seconds per step) and ``files`` are appended.
+    """
+    import lava
+
+    from .get._summary import summary_text
+
+    return summary_text(lava.get.summary(adata, top=top, key=key), timings=timings, files=files)
 
 
 def _finish(job: _Job) -> None:

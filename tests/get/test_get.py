@@ -9,6 +9,7 @@ import pytest
 
 import lava
 from lava._store import encode_params
+from reliability_helpers import N_MODULES, N_OBS, pipeline
 
 D, L, N, M = 6, 5, 4, 2
 
@@ -165,3 +166,32 @@ def test_filters_on_stored_tables(adata):
     assert len(lava.get.enrichment(adata, max_p_adjusted=1.0)) == len(enr)
     enr.loc[0, "term"] = "changed"
     assert lava.get.enrichment(adata).loc[0, "term"] != "changed"  # a copy
+
+
+def test_summary_of_a_pipeline_run():
+    adata = pipeline()
+    info = lava.get.summary(adata, top=2)
+    assert (info["n_obs"], info["n_modules"], info["basis"]) == (N_OBS, N_MODULES, "X_umap")
+    assert info["n_localities"] == len(adata.uns["lava"]["localities"]["indices"])
+    assert info["n_pairs"] == info["n_features"] * (info["n_features"] - 1) // 2
+    assert info["loss"] == adata.uns["lava"]["amf"]["loss"]
+    genes = lava.get.module_genes(adata)
+    assert info["n_module_features"] == len(genes)
+    top = info["top_features"]
+    assert list(top.columns[:4]) == ["module", "feature", "score", "rank"]
+    assert (top.groupby("module").size() <= 2).all()
+    assert set(top["feature"]) <= set(genes[genes["rank"] <= 2]["feature"])
+    assert len(info["top_associations"]) == 3
+    assert info["association_p_column"] == "p_adjusted"
+    assert info["top_associations"]["p_adjusted"].is_monotonic_increasing
+    terms = info["top_terms"]
+    enr = lava.get.enrichment(adata)
+    assert list(terms["module"]) == sorted(enr["module"].unique())
+    for row in terms.itertuples():
+        assert row.p_adjusted == enr[enr["module"] == row.module]["p_adjusted"].min()
+    assert info["n_significant_terms"] == int((enr["p_adjusted"] < 0.05).sum())
+    with pytest.raises(ValueError, match="top"):
+        lava.get.summary(adata, top=0)
+    del adata.uns["lava"]["amf"]
+    with pytest.raises(KeyError, match=r"lava\.tl\.amf"):
+        lava.get.summary(adata)

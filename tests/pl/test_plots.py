@@ -469,6 +469,21 @@ def test_module_genes_bars_and_cutoff(adata):
         lava.pl.module_genes(adata, 0, n_genes=0, show=False)
 
 
+def test_module_genes_of_every_module_in_a_grid(adata):
+    axes = lava.pl.module_genes(adata, n_genes=5, ncols=2, show=False)
+    assert len(axes) == M
+    assert len(axes[0].figure.axes) == M  # the unused grid cell is removed
+    for m, ax in enumerate(axes):
+        single = lava.pl.module_genes(adata, m, n_genes=5, show=False)
+        assert ax.get_title() == single.get_title() == f"module {m}: top 5 features"
+        assert [t.get_text() for t in ax.get_yticklabels()] == [t.get_text() for t in single.get_yticklabels()]
+    assert len(lava.pl.module_genes(adata, [2, 0], show=False)) == 2
+    with pytest.raises(ValueError, match="single-panel"):
+        lava.pl.module_genes(adata, ax=axes[0], show=False)
+    with pytest.raises(ValueError, match=r"list of 3 str"):
+        lava.pl.module_genes(adata, title=["a", "b"], show=False)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # selection, centrality, copresence, locality
 

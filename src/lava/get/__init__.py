@@ -11,6 +11,7 @@ from ._results import (
     presence,
     selection,
 )
+from ._summary import summary
 
 __all__ = [
     "association",
@@ -22,4 +23,5 @@ __all__ = [
     "params",
     "presence",
     "selection",
+    "summary",
 ]

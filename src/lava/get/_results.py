@@ -7,12 +7,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
-from .._store import PRODUCER, decode_params, get_step, modules_key, presence_key
-
-
-def _frame(stored) -> pd.DataFrame:
-    return pd.DataFrame(stored).copy()
+from .._store import (
+    PRODUCER,
+    decode_params,
+    get_step,
+    read_amf,
+    read_correlations,
+    read_localities,
+    read_selection,
+    read_table,
+)
 
 
 def _filter_modules(df: pd.DataFrame, modules: int | Sequence[int] | None) -> pd.DataFrame:
@@ -22,7 +28,7 @@ def _filter_modules(df: pd.DataFrame, modules: int | Sequence[int] | None) -> pd
     return df[df["module"].isin(wanted)].reset_index(drop=True)
 
 
-def params(adata, step: str, *, key: str = "lava") -> dict[str, Any]:
+def params(adata: AnnData, step: str, *, key: str = "lava") -> dict[str, Any]:
     """Return the parameters a step was run with (decoded), including ``lava_version``.
 
     Parameters
@@ -50,7 +56,7 @@ def params(adata, step: str, *, key: str = "lava") -> dict[str, Any]:
     return decode_params(stored[step])
 
 
-def localities(adata, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame | np.ndarray:
+def localities(adata: AnnData, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame | np.ndarray:
     """Return the samples of each locality.
 
     Parameters
@@ -67,7 +73,7 @@ def localities(adata, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame |
     A DataFrame with columns ``locality`` (int), ``sample`` (str, obs_name) and ``position`` (int, row in adata),
     one row per (locality, sample) in stored order; or a copy of ``uns[key]["localities"]["indices"]``.
     """
-    idx = np.asarray(get_step(adata, key, "localities")["indices"], dtype=np.int64)
+    idx = read_localities(adata, key).indices
     if not tidy:
         return idx.copy()
     flat = idx.ravel()
@@ -80,7 +86,7 @@ def localities(adata, *, tidy: bool = True, key: str = "lava") -> pd.DataFrame |
     )
 
 
-def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame:
+def modules(adata: AnnData, *, top: int | None = None, key: str = "lava") -> pd.DataFrame:
     """Return the feature pairs of each module with their weight (the module's correlation for the pair).
 
     Parameters
@@ -98,8 +104,8 @@ def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame
     in the correlations' feature order), ``correlation`` (float, in [0, 1]); only non-zero pairs, sorted by module
     then decreasing correlation.
     """
-    mods = np.asarray(get_step(adata, key, "amf")["modules"], dtype=np.float64)
-    features = np.asarray(get_step(adata, key, "correlations")["features"], dtype=object).astype(str).astype(object)
+    mods = np.asarray(read_amf(adata, key, require=("modules",)).modules, dtype=np.float64)
+    features = read_correlations(adata, key, require=("features",)).features.astype(object)
     D = features.size
     ia, ib = np.triu_indices(D, k=1)  # row-major upper triangle: the stored pair order
     if mods.ndim != 2 or mods.shape[1] != ia.size:
@@ -130,7 +136,7 @@ def modules(adata, *, top: int | None = None, key: str = "lava") -> pd.DataFrame
 
 
 def presence(
-    adata,
+    adata: AnnData,
     *,
     level: Literal["sample", "locality"] = "sample",
     groupby: str | None = None,
@@ -174,16 +180,11 @@ def presence(
             msg = f"groupby must be a column of adata.obs, got {groupby!r}; available: {shown}."
             raise KeyError(msg)
     if level == "locality":
-        pres = np.asarray(get_step(adata, key, "amf")["presence"])
+        pres = read_amf(adata, key, require=("presence",)).presence
         df = pd.DataFrame(pres.copy(), columns=pd.RangeIndex(pres.shape[1], name="module"))
         df.index.name = "locality"
         return df
-    get_step(adata, key, "amf")
-    name = presence_key(key)
-    if name not in adata.obsm:
-        msg = f"adata.obsm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
-        raise KeyError(msg)
-    pres = np.asarray(adata.obsm[name])
+    pres = read_amf(adata, key, require=("sample_presence",)).sample_presence
     df = pd.DataFrame(pres.copy(), index=adata.obs_names.copy(), columns=pd.RangeIndex(pres.shape[1], name="module"))
     if groupby is None:
         return df
@@ -196,7 +197,7 @@ def presence(
     return means
 
 
-def feature_scores(adata, *, key: str = "lava") -> pd.DataFrame:
+def feature_scores(adata: AnnData, *, key: str = "lava") -> pd.DataFrame:
     """Return the feature scores of every module (``varm[f"{key}_modules"]``) as a var_names x modules DataFrame.
 
     Parameters
@@ -210,18 +211,13 @@ def feature_scores(adata, *, key: str = "lava") -> pd.DataFrame:
     -------
     A DataFrame indexed by var_names with the module numbers 0..M-1 as columns.
     """
-    get_step(adata, key, "amf")
-    name = modules_key(key)
-    if name not in adata.varm:
-        msg = f"adata.varm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
-        raise KeyError(msg)
-    scores = np.asarray(adata.varm[name])
+    scores = read_amf(adata, key, require=("feature_scores",)).feature_scores
     return pd.DataFrame(
         scores.copy(), index=adata.var_names.copy(), columns=pd.RangeIndex(scores.shape[1], name="module")
     )
 
 
-def module_genes(adata, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
+def module_genes(adata: AnnData, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
     """Return the genes of each module, from :func:`lava.tl.module_genes`.
 
     Parameters
@@ -237,11 +233,11 @@ def module_genes(adata, *, modules: int | Sequence[int] | None = None, key: str 
     -------
     A DataFrame with columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int).
     """
-    return _filter_modules(_frame(get_step(adata, key, "module_genes")), modules)
+    return _filter_modules(read_table(adata, key, "module_genes").copy(), modules)
 
 
 def enrichment(
-    adata,
+    adata: AnnData,
     *,
     modules: int | Sequence[int] | None = None,
     max_p_adjusted: float | None = None,
@@ -265,13 +261,13 @@ def enrichment(
     A DataFrame with columns ``module``, ``term``, ``overlap``, ``n_overlap``, ``set_size``, ``p_value``,
     ``p_adjusted``, ``odds_ratio``, ``significant``, ``genes`` (";"-joined), sorted by module then p-value.
     """
-    df = _filter_modules(_frame(get_step(adata, key, "enrichment")), modules)
+    df = _filter_modules(read_table(adata, key, "enrichment").copy(), modules)
     if max_p_adjusted is not None:
         df = df[df["p_adjusted"] <= max_p_adjusted].reset_index(drop=True)
     return df
 
 
-def association(adata, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
+def association(adata: AnnData, *, modules: int | Sequence[int] | None = None, key: str = "lava") -> pd.DataFrame:
     """Return the module-annotation associations of :func:`lava.tl.associate`.
 
     Parameters
@@ -288,10 +284,10 @@ def association(adata, *, modules: int | Sequence[int] | None = None, key: str =
     A DataFrame with columns ``module``, ``groupby``, ``category``, ``n_localities``, ``pearson_r``, ``pearson_p``,
     ``spearman_r``, ``spearman_p``, ``p_adjusted`` (and ``permutation_p``, ``permutation_p_adjusted`` when run).
     """
-    return _filter_modules(_frame(get_step(adata, key, "association")), modules)
+    return _filter_modules(read_table(adata, key, "association").copy(), modules)
 
 
-def selection(adata, *, runs: bool = False, key: str = "lava") -> pd.DataFrame:
+def selection(adata: AnnData, *, runs: bool = False, key: str = "lava") -> pd.DataFrame:
     """Return the model-selection table of :func:`lava.tl.select_n_modules`.
 
     Parameters
@@ -308,9 +304,10 @@ def selection(adata, *, runs: bool = False, key: str = "lava") -> pd.DataFrame:
     The summary DataFrame indexed by ``n_modules`` (loss, similarity, overestimation ratio means and standard
     deviations, silhouette), or the runs DataFrame (one row per fit).
     """
-    sel = get_step(adata, key, "selection")
+    sel = read_selection(adata, key)
     part = "runs" if runs else "summary"
-    if part not in sel:
+    table = sel.runs if runs else sel.summary
+    if table is None:
         msg = f"adata.uns[{key!r}]['selection'] has no {part!r}; rerun lava.tl.select_n_modules(adata)."
         raise KeyError(msg)
-    return _frame(sel[part])
+    return table.copy()

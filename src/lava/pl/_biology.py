@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .._docs import doc_params
-from .._store import decode_params, get_step, has_step
+from .._store import check_columns, has_step, read_amf, read_table, stored_params
 from . import _utils as u
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 @doc_params(**u.PLOT_DOCS)
 def module_genes(
-    adata,
-    module: int,
+    adata: AnnData,
+    module: int | Sequence[int] | None = None,
     *,
     n_genes: int = 20,
     threshold: float | None = None,
+    ncols: int = 3,
     color: str = "tab:blue",
-    title: str | None = None,
+    title: str | list[str] | None = None,
     save: bool | str | None = None,
     key: str = "lava",
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
-):
-    """Plot a module's top features by score, with the module-gene cut-off.
+) -> Axes | list[Axes] | Figure | None:
+    """Plot a module's top features by score, with the module-gene cut-off; or every module's, one panel each.
 
     A feature's score is the sum of the module's correlations over the pairs it is in
     (``adata.varm["<key>_modules"]``). The orange line is the cut-off ``threshold`` x the largest score that
@@ -37,51 +44,73 @@ def module_genes(
     ----------
     {adata}
     module
-        Module to draw (0..M-1).
+        Module to draw (0..M-1); a list of modules, or None (every module), draws one panel per module in a grid.
     n_genes
         Number of top features.
     threshold
         Cut-off as a fraction of the largest score; default the one :func:`lava.tl.module_genes` used, else 0.05.
+    ncols
+        Panels per row when drawing several modules.
     color
         Colour of the bars above the cut-off.
-    {title}
+    {title_panels}
     {save}
     {key}
     {show}
 
     Returns
     -------
-    Axes, Figure or None
-        The Axes (``show=False``), the Figure (``return_fig=True``) or None.
+    Axes, list of Axes, Figure or None
+        The Axes (one ``module``) or list of Axes (several) when ``show=False``; the Figure with
+        ``return_fig=True``; else None.
     """
     if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
         msg = f"n_genes must be a positive integer, got {n_genes!r}."
         raise ValueError(msg)
-    u.check_title(title, 1)
+    single = isinstance(module, int | np.integer)
+    if single:
+        u.check_title(title, 1)
     u.check_save(save)
-    scores = u.feature_scores(adata, key)
-    m = u.check_module(module, scores.shape[1])
+    scores = np.asarray(read_amf(adata, key, require=("feature_scores",)).feature_scores, dtype=np.float64)
+    chosen = [u.check_module(module, scores.shape[1])] if single else u.resolve_modules(scores.shape[1], module)
+    u.check_single_ax(ax, len(chosen), "lava.pl.module_genes with several modules")
+    u.check_title(title, len(chosen))
     if threshold is None:
         threshold = float(_stored_param(adata, key, "module_genes", "threshold", 0.05))
     elif isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or not 0 <= threshold <= 1:
         msg = f"threshold must be a fraction in [0, 1], got {threshold!r}."
         raise ValueError(msg)
-    s = scores[:, m]
+
+    n_shown = min(n_genes, scores.shape[0])
+    if single or ax is not None:
+        fig, one = u.new_axes(ax, figsize=(4.5, 1.0 + 0.22 * n_shown))
+        axes = [one]
+    else:
+        fig, axes = u.grid(len(chosen), ncols, panel_size=(4.2, 1.2 + 0.22 * n_genes))
+    defaults = []
+    for panel, m in zip(axes, chosen, strict=True):
+        defaults.append(_draw_module_genes(panel, adata, scores[:, m], m, n_genes, threshold, color))
+    u.set_titles(fig, axes, title, defaults)
+    result = axes[0] if single else axes
+    return u.finish(
+        fig, result, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="module_genes"
+    )
+
+
+def _draw_module_genes(ax, adata, s: np.ndarray, m: int, n_genes: int, threshold: float, color: str) -> str:
+    """Draw one module's top features as horizontal bars; return the panel's default title."""
     top = np.argsort(-s, kind="stable")[:n_genes]
     cut = float(threshold) * float(s.max())
-
-    fig, ax_ = u.new_axes(ax, figsize=(4.5, 1.0 + 0.22 * len(top)))
     y = np.arange(len(top))[::-1]
     colors = [color if s[t] >= cut else "0.75" for t in top]
-    ax_.barh(y, s[top], color=colors)
-    ax_.set_yticks(y, np.asarray(adata.var_names)[top])
-    ax_.axvline(cut, color="tab:orange", linewidth=1.5)
-    ax_.set_ylim(-0.6, len(top) - 0.4)
+    ax.barh(y, s[top], color=colors)
+    ax.set_yticks(y, np.asarray(adata.var_names)[top])
+    ax.axvline(cut, color="tab:orange", linewidth=1.5)
+    ax.set_ylim(-0.6, len(top) - 0.4)
     # the cut-off is named in the axis label, not a legend: bars may reach any part of the Axes (alike top scores),
     # and a legend outside it would run into a neighbouring panel
-    ax_.set_xlabel(f"score (sum of correlations)\norange: cut-off {threshold:g} × max")
-    u.set_titles(fig, [ax_], title, [f"module {m}: top {len(top)} features"])
-    return u.finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None, save=save, name="module_genes")
+    ax.set_xlabel(f"score (sum of correlations)\norange: cut-off {threshold:g} × max")
+    return f"module {m}: top {len(top)} features"
 
 
 def _overlap_count(overlap: pd.Series) -> np.ndarray:
@@ -93,7 +122,7 @@ def _overlap_count(overlap: pd.Series) -> np.ndarray:
 
 @doc_params(**u.PLOT_DOCS)
 def enrichment(
-    adata,
+    adata: AnnData,
     *,
     modules=None,
     n_terms: int = 5,
@@ -107,7 +136,7 @@ def enrichment(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Dot plot of gene-set enrichment of the module genes (from :func:`lava.tl.enrich`).
 
     Columns are modules; rows are the union of each module's ``n_terms`` most significant terms. A dot's size is the
@@ -141,12 +170,11 @@ def enrichment(
         raise ValueError(msg)
     u.check_title(title, 1)
     u.check_save(save)
-    df = pd.DataFrame(get_step(adata, key, "enrichment"))
-    missing = [c for c in ("module", "term", "overlap", "p_adjusted") if c not in df.columns]
-    if missing:
-        msg = f"adata.uns[{key!r}]['enrichment'] lacks columns {missing}; rerun lava.tl.enrich."
-        raise KeyError(msg)
-    chosen = sorted(df["module"].astype(int).unique()) if modules is None else u.resolve_modules(adata, key, modules)
+    df = read_table(adata, key, "enrichment", columns=("module", "term", "overlap", "p_adjusted"))
+    if modules is None:
+        chosen = sorted(df["module"].astype(int).unique())
+    else:
+        chosen = u.resolve_modules(read_amf(adata, key, require=()).n_modules, modules)
     df = df[df["module"].astype(int).isin(chosen)]
     terms: list[str] = []
     for m in chosen:
@@ -195,10 +223,9 @@ def enrichment(
 
 
 def _stored_param(adata, key: str, step: str, name: str, default):
-    params = adata.uns[key].get("params", {}).get(step) if has_step(adata, key, step) else None
-    if params is not None and name in params:
-        return decode_params({name: params[name]})[name]
-    return default
+    if not has_step(adata, key, step):
+        return default
+    return stored_params(adata, key, step).get(name, default)
 
 
 def _p_column(df: pd.DataFrame, method: str, stored_method: str) -> str:
@@ -216,7 +243,7 @@ def _p_column(df: pd.DataFrame, method: str, stored_method: str) -> str:
 
 @doc_params(**u.PLOT_DOCS)
 def association(
-    adata,
+    adata: AnnData,
     *,
     groupby: str | None = None,
     method: Literal["pearson", "spearman"] | None = None,
@@ -230,7 +257,7 @@ def association(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Plot a module x category heatmap of how presence correlates with category fractions over localities.
 
     From :func:`lava.tl.associate`: for each module and category, the correlation ``r`` between the module's presence
@@ -268,17 +295,14 @@ def association(
 
     u.check_title(title, 1)
     u.check_save(save)
-    df = pd.DataFrame(get_step(adata, key, "association"))
+    df = read_table(adata, key, "association")
     stored_method = str(_stored_param(adata, key, "association", "method", "pearson"))
     method = stored_method if method is None else method
     if method not in ("pearson", "spearman"):
         msg = f"method must be 'pearson' or 'spearman', got {method!r}."
         raise ValueError(msg)
     r_col = f"{method}_r"
-    missing = [c for c in ("module", "groupby", "category", r_col) if c not in df.columns]
-    if missing:
-        msg = f"adata.uns[{key!r}]['association'] lacks columns {missing}; rerun lava.tl.associate."
-        raise KeyError(msg)
+    check_columns(df, key, "association", ("module", "groupby", "category", r_col))
     p_col = _p_column(df, method, stored_method)
     if groupby is not None:
         stored = sorted(df["groupby"].astype(str).unique())

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from anndata import AnnData
 
 from .._docs import doc_params
-from .._store import get_step, obs_keys
+from .._store import obs_keys, read_amf, read_localities
 from . import _utils as u
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 @doc_params(**u.PLOT_DOCS)
 def modules(
-    adata,
+    adata: AnnData,
     *,
     modules=None,
     basis: str | None = None,
@@ -30,7 +35,7 @@ def modules(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | list[Axes] | Figure | None:
     """Presence of each module over the embedding, one panel per module.
 
     ``level="sample"`` (default) colours every sample by ``adata.obsm["<key>_presence"]`` (the mean presence
@@ -78,13 +83,14 @@ def modules(
     if level not in ("probe", "sample"):
         msg = f"level must be 'sample' or 'probe', got {level!r}."
         raise ValueError(msg)
-    chosen = u.resolve_modules(adata, key, modules)
+    fit = read_amf(adata, key)
+    chosen = u.resolve_modules(fit.n_modules, modules)
     u.check_single_ax(ax, len(chosen), "lava.pl.modules")
     u.check_title(title, len(chosen))
     u.check_save(save)
-    basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
-    presence = u.presence_matrix(adata, key)
-    values = u.sample_presence(adata, key) if level == "sample" else presence
+    basis_name, Z, probes = u.embedding_and_probes(adata, read_localities(adata, key), basis)
+    presence = np.asarray(fit.presence, dtype=np.float64)
+    values = np.asarray(fit.need("sample_presence"), dtype=np.float64) if level == "sample" else presence
     shown = values[:, chosen]
     lo, hi = u.color_limits(vmin, vmax, shown, default_vmin=0.0, default_vmax=float(np.max(shown)))
     colormap = u.presence_cmap(cmap)
@@ -176,7 +182,7 @@ def _sample_presence_panels(adata, Z, basis_name, shown, chosen, *, ncols, cmap,
 
 @doc_params(**u.PLOT_DOCS)
 def centrality(
-    adata,
+    adata: AnnData,
     *,
     basis: str | None = None,
     cmap: str = "viridis",
@@ -189,7 +195,7 @@ def centrality(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """How well the localities cover the embedding: sample neighbourhood centrality beside locality centrality.
 
     Three panels over the embedding: the relative neighbourhood in-degree centrality (how often a sample is among
@@ -225,8 +231,8 @@ def centrality(
 
     u.check_title(title, 3)
     u.check_save(save)
-    loc = get_step(adata, key, "localities")
-    basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
+    loc = read_localities(adata, key)
+    basis_name, Z, probes = u.embedding_and_probes(adata, loc, basis)
     names = obs_keys(key)
     for name in names:
         if name not in adata.obs:
@@ -242,7 +248,7 @@ def centrality(
     diverging = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
 
     fig, axes = u.grid(3, 3, panel_size=(4.0, 3.6))
-    loss = float(loc["loss"]) if "loss" in loc else float(np.sum(np.abs(diff)))
+    loss = loc.loss if loc.loss is not None else float(np.sum(np.abs(diff)))
     panels = [(neigh, shared, cmap), (local, shared, cmap), (diff, diverging, "RdBu_r")]
     defaults = ["neighbourhood centrality", "locality centrality", f"locality − neighbourhood (loss {loss:.3g})"]
     for panel, (v, norm, cm) in zip(axes, panels, strict=True):
@@ -259,7 +265,7 @@ def centrality(
 
 @doc_params(**u.PLOT_DOCS)
 def copresence(
-    adata,
+    adata: AnnData,
     *,
     basis: str | None = None,
     min_total: float = 0.5,
@@ -272,7 +278,7 @@ def copresence(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """Co-presence of modules per locality: Shannon entropy (bits) of its presences scaled to sum 1.
 
     0 means one module explains the locality; ``log2(M)`` means all modules are equally present. Left: the
@@ -307,8 +313,8 @@ def copresence(
 
     u.check_title(title, 2)
     u.check_save(save)
-    presence = u.presence_matrix(adata, key)
-    basis_name, Z, probes = u.embedding_and_probes(adata, key, basis)
+    presence = np.asarray(read_amf(adata, key, require=("presence",)).presence, dtype=np.float64)
+    basis_name, Z, probes = u.embedding_and_probes(adata, read_localities(adata, key), basis)
     if len(probes) != len(presence):
         msg = f"{len(probes)} probes but presence for {len(presence)} localities; rerun lava.tl.amf(adata)."
         raise ValueError(msg)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from anndata import AnnData
 
 from .._docs import doc_params
-from .._store import get_step
+from .._store import read_amf, read_correlations
 from . import _utils as u
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def _image_shape(adata, image_shape) -> tuple[int, int]:
@@ -78,7 +85,7 @@ def draw_image(
 
 @doc_params(**u.PLOT_DOCS)
 def module_image(
-    adata,
+    adata: AnnData,
     module: int | None = None,
     *,
     locality: int | None = None,
@@ -96,7 +103,7 @@ def module_image(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | list[Axes] | Figure | None:
     """Draw a module (or one locality's correlations) of image-shaped features as the paper does.
 
     Each pixel's colour is the sum of the correlations it takes part in (relative within the panel). Lines join
@@ -141,15 +148,17 @@ def module_image(
         msg = "pass module=... or locality=..., not both."
         raise ValueError(msg)
     _check_lines(threshold, power, max_lines)
-    _, feature_index = u.correlation_features(adata, key)
+    corr = read_correlations(adata, key, require=("features",) + (("values",) if locality is not None else ()))
+    _, feature_index = u.correlation_features(adata, corr)
     shape = _image_shape(adata, image_shape)
     if locality is not None:
-        values_all = np.asarray(get_step(adata, key, "correlations")["values"])
+        values_all = corr.values
         i = u.check_locality(locality, len(values_all))
         panels = [(np.asarray(values_all[i], dtype=np.float64), f"locality {i}")]
     else:
-        mods = u.module_matrix(adata, key)
-        chosen = u.resolve_modules(adata, key, module)
+        fit = read_amf(adata, key, require=("modules",))
+        mods = np.asarray(fit.modules, dtype=np.float64)
+        chosen = u.resolve_modules(fit.n_modules, module)
         panels = [(mods[m], f"module {m}") for m in chosen]
     u.check_single_ax(ax, len(panels), "lava.pl.module_image with module=None")
     u.check_title(title, len(panels))
@@ -211,7 +220,7 @@ def spring_layout(
 
 @doc_params(**u.PLOT_DOCS)
 def module_network(
-    adata,
+    adata: AnnData,
     module: int,
     *,
     top: int = 30,
@@ -225,7 +234,7 @@ def module_network(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Draw the strongest feature pairs of a module as a graph.
 
     Nodes are the features of the ``top`` strongest pairs, labelled with their names and sized by their summed
@@ -267,9 +276,9 @@ def module_network(
         raise ValueError(msg)
     u.check_title(title, 1)
     u.check_save(save)
-    mods = u.module_matrix(adata, key)
+    mods = np.asarray(read_amf(adata, key, require=("modules",)).modules, dtype=np.float64)
     m = u.check_module(module, len(mods))
-    names, _ = u.correlation_features(adata, key)
+    names, _ = u.correlation_features(adata, read_correlations(adata, key, require=("features",)))
     values = mods[m]
     D = u.n_features_from_pairs(len(values))
     order = np.argsort(-values, kind="stable")[:top]
@@ -353,7 +362,7 @@ def separate_labels(ax, labels, *, pad: float = 1.5, iterations: int = 300) -> N
 
 @doc_params(**u.PLOT_DOCS)
 def locality(
-    adata,
+    adata: AnnData,
     locality: int,
     *,
     image_shape: tuple[int, int] | None = None,
@@ -369,7 +378,7 @@ def locality(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """One locality's correlations beside their reconstruction from the stored modules and presence.
 
     The reconstruction is AMF's: for every pair, the largest presence x module value over modules. A third panel
@@ -412,17 +421,17 @@ def locality(
     _check_lines(threshold, power, max_lines)
     u.check_title(title, 3)
     u.check_save(save)
-    corr = get_step(adata, key, "correlations")
-    amf = u.amf_result(adata, key)
-    values_all = np.asarray(corr["values"])
+    corr = read_correlations(adata, key)
+    amf = read_amf(adata, key)
+    values_all = corr.values
     i = u.check_locality(locality, len(values_all))
-    names, feature_index = u.correlation_features(adata, key)
+    names, feature_index = u.correlation_features(adata, corr)
     C = np.asarray(values_all[i], dtype=np.float64)
-    presence = u.presence_matrix(adata, key)
-    modules_ = u.module_matrix(adata, key)
+    presence = np.asarray(amf.presence, dtype=np.float64)
+    modules_ = np.asarray(amf.modules, dtype=np.float64)
     C_hat = u.reconstruct_one(presence[i], modules_)
-    if "locality_similarity" in amf:
-        similarity = float(np.asarray(amf["locality_similarity"])[i])
+    if amf.locality_similarity is not None:
+        similarity = float(amf.locality_similarity[i])
     else:
         denom = np.linalg.norm(C) * np.linalg.norm(C_hat)
         similarity = float(C @ C_hat / denom) if denom > 0 else 0.0

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .._docs import doc_params
-from .._store import decode_params, get_step, has_step
+from .._store import has_step, read_localities, read_selection, read_table
 from . import _utils as u
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def _summary_by_m(summary) -> pd.DataFrame:
@@ -20,7 +27,7 @@ def _summary_by_m(summary) -> pd.DataFrame:
 
 @doc_params(**u.PLOT_DOCS)
 def selection(
-    adata,
+    adata: AnnData,
     *,
     show_runs: bool = True,
     title: str | list[str] | None = None,
@@ -28,7 +35,7 @@ def selection(
     key: str = "lava",
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> list[Axes] | Figure | None:
     """Fit quality and stability against the number of modules M, from :func:`lava.tl.select_n_modules`.
 
     Three panels sharing the x axis: reconstruction similarity (the loss's main term as a similarity; higher is
@@ -53,14 +60,17 @@ def selection(
     """
     u.check_title(title, 3)
     u.check_save(save)
-    sel = get_step(adata, key, "selection")
-    runs = pd.DataFrame(sel["runs"])
+    sel = read_selection(adata, key)
+    if sel.runs is None:
+        msg = f"adata.uns[{key!r}]['selection'] has no 'runs'; rerun lava.tl.select_n_modules."
+        raise KeyError(msg)
+    runs = sel.runs
     for column in ("n_modules", "similarity", "overestimation_ratio"):
         if column not in runs.columns:
             msg = f"adata.uns[{key!r}]['selection']['runs'] has no {column!r} column; rerun lava.tl.select_n_modules."
             raise KeyError(msg)
-    summary = _summary_by_m(sel["summary"]) if "summary" in sel else pd.DataFrame()
-    suggested = int(sel["suggested_n_modules"]) if "suggested_n_modules" in sel else None
+    summary = _summary_by_m(sel.summary) if sel.summary is not None else pd.DataFrame()
+    suggested = sel.suggested_n_modules
     grouped = runs.groupby("n_modules")
     ms = np.asarray(sorted(grouped.groups), dtype=int)
 
@@ -105,7 +115,7 @@ def retention_peak(table: pd.DataFrame, n_obs: int) -> int | None:
 
 @doc_params(**u.PLOT_DOCS)
 def neighborhood_retention(
-    adata,
+    adata: AnnData,
     *,
     logx: bool = True,
     baseline: bool = True,
@@ -116,7 +126,7 @@ def neighborhood_retention(
     ax=None,
     show: bool | None = None,
     return_fig: bool = False,
-):
+) -> Axes | Figure | None:
     """Neighbourhood retention against the neighbourhood size, from :func:`lava.tl.neighborhood_retention`.
 
     The mean Jaccard similarity between each sample's ``n`` nearest neighbours in the original space and in the
@@ -147,11 +157,7 @@ def neighborhood_retention(
     """
     u.check_title(title, 1)
     u.check_save(save)
-    table = pd.DataFrame(get_step(adata, key, "neighborhood_retention"))
-    missing = [c for c in ("n_neighbors", "jaccard") if c not in table.columns]
-    if missing:
-        msg = f"adata.uns[{key!r}]['neighborhood_retention'] lacks columns {missing}; rerun lava.tl.neighborhood_retention."
-        raise KeyError(msg)
+    table = read_table(adata, key, "neighborhood_retention", columns=("n_neighbors", "jaccard"))
     table = table.sort_values("n_neighbors", kind="stable")
     n = table["n_neighbors"].to_numpy(dtype=np.float64)
     jaccard = table["jaccard"].to_numpy(dtype=np.float64)
@@ -188,11 +194,4 @@ def _localities_n(adata, key: str) -> int | None:
     """Return the ``n_neighbors`` lava.tl.localities used under ``key`` (None if it has not run)."""
     if not has_step(adata, key, "localities"):
         return None
-    loc = adata.uns[key]["localities"]
-    if "n_neighbors" in loc:
-        return int(np.asarray(loc["n_neighbors"]))
-    params = adata.uns[key].get("params", {}).get("localities")
-    if params is not None and "n_neighbors" in params:
-        value = decode_params({"n_neighbors": params["n_neighbors"]})["n_neighbors"]
-        return None if value is None else int(value)
-    return None
+    return read_localities(adata, key).n_neighbors

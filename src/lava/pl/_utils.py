@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._store import get_step, modules_key, presence_key
+from .._store import Correlations, Localities
 from .._validate import get_embedding, resolve_basis
 
 #: Colour of the cells drawn behind probes and presence.
@@ -207,23 +207,14 @@ def grid(n_panels: int, ncols: int, *, panel_size=(3.6, 3.2), sharex=False, shar
 # stored results
 
 
-def amf_result(adata, key: str) -> dict:
-    return get_step(adata, key, "amf")
-
-
-def n_modules(adata, key: str) -> int:
-    return int(np.asarray(amf_result(adata, key)["modules"]).shape[0])
-
-
-def resolve_modules(adata, key: str, modules) -> list[int]:
+def resolve_modules(n_modules: int, modules) -> list[int]:
     """Return the module numbers to draw: None = all, an int, or a sequence of ints in 0..M-1."""
-    M = n_modules(adata, key)
     if modules is None:
-        return list(range(M))
+        return list(range(n_modules))
     seq = [modules] if isinstance(modules, int | np.integer) else list(modules)
     out = []
     for m in seq:
-        out.append(check_module(m, M))
+        out.append(check_module(m, n_modules))
     if not out:
         msg = "modules is empty; pass None for all modules or a list of module numbers."
         raise ValueError(msg)
@@ -250,47 +241,16 @@ def check_locality(locality, n_loc: int) -> int:
     return int(locality)
 
 
-def presence_matrix(adata, key: str) -> np.ndarray:
-    return np.asarray(amf_result(adata, key)["presence"], dtype=np.float64)
-
-
-def module_matrix(adata, key: str) -> np.ndarray:
-    return np.asarray(amf_result(adata, key)["modules"], dtype=np.float64)
-
-
-def sample_presence(adata, key: str) -> np.ndarray:
-    amf_result(adata, key)  # clear KeyError naming lava.tl.amf when the step has not run
-    name = presence_key(key)
-    if name not in adata.obsm:
-        msg = f"no {name!r} in adata.obsm; rerun lava.tl.amf(adata, key={key!r}) to store per-sample presence."
-        raise KeyError(msg)
-    return np.asarray(adata.obsm[name], dtype=np.float64)
-
-
-def feature_scores(adata, key: str) -> np.ndarray:
-    amf_result(adata, key)
-    name = modules_key(key)
-    if name not in adata.varm:
-        msg = f"no {name!r} in adata.varm; rerun lava.tl.amf(adata, key={key!r}) to store feature scores."
-        raise KeyError(msg)
-    return np.asarray(adata.varm[name], dtype=np.float64)
-
-
-def correlation_features(adata, key: str) -> tuple[np.ndarray, np.ndarray]:
+def correlation_features(adata, corr: Correlations) -> tuple[np.ndarray, np.ndarray]:
     """``(names, var positions)`` of the features whose pairs were correlated."""
-    corr = get_step(adata, key, "correlations")
-    names = np.asarray(corr["features"], dtype=object).astype(str)  # zarr reads text back as StringDType
-    if "feature_index" in corr:
-        index = np.asarray(corr["feature_index"], dtype=np.int64)
-    else:
-        index = adata.var_names.get_indexer(names)
+    names = corr.need("features")
+    index = corr.feature_index if corr.feature_index is not None else adata.var_names.get_indexer(names)
     return names, index
 
 
-def embedding_and_probes(adata, key: str, basis: str | None) -> tuple[str, np.ndarray, np.ndarray]:
+def embedding_and_probes(adata, loc: Localities, basis: str | None) -> tuple[str, np.ndarray, np.ndarray]:
     """Return the embedding (first two dimensions) and the probes on it; ``basis`` defaults to the one localities used."""
-    loc = get_step(adata, key, "localities")
-    stored = str(loc["basis"]) if "basis" in loc else None
+    stored = loc.basis
     if basis is None:
         if stored is None:
             msg = "no basis stored by lava.tl.localities; pass basis=... (e.g. 'umap')."
@@ -300,17 +260,16 @@ def embedding_and_probes(adata, key: str, basis: str | None) -> tuple[str, np.nd
     if Z.shape[1] < 2:
         msg = f"adata.obsm[{name!r}] has {Z.shape[1]} dimension; plots need at least 2."
         raise ValueError(msg)
-    probes = np.asarray(loc["probes"], dtype=np.float64)
+    probes = loc.probes
     same = False
     if stored is not None:
         try:
             same = resolve_basis(adata, stored) == name
         except KeyError:
             same = False
-    if not same or probes.ndim != 2 or probes.shape[1] != Z.shape[1]:
+    if not same or probes is None or probes.ndim != 2 or probes.shape[1] != Z.shape[1]:
         # probes live in the basis localities were placed in; elsewhere, draw them at their samples' mean position
-        indices = np.asarray(loc["indices"], dtype=np.int64)
-        probes = Z[indices, :2].mean(axis=1)
+        probes = Z[loc.indices, :2].mean(axis=1)
     return name, Z[:, :2], probes[:, :2]
 
 

@@ -13,11 +13,10 @@ from .. import _logging as logg
 from .. import _store
 from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
-from .._store import decode_params
 from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
-from ._correlations import report_dropped_pairs, sparsity_advice, stored_tie_fraction
+from ._correlations import report_dropped_pairs, sparsity_advice
 
 #: A locality is explained by the fit when some module's presence there is at least this.
 EXPLAINED_PRESENCE = 0.5
@@ -27,9 +26,9 @@ UNEXPLAINED_SHARE = 0.25
 
 def report_fit(adata: AnnData, key: str) -> None:
     """Warn about what a stored fit leaves out: localities no module explains, and near-duplicate modules."""
-    fit = adata.uns[key]["amf"]
-    n_loc = int(np.shape(fit["presence"])[0])
-    n_un = int(fit.get("n_unexplained", 0))
+    fit = _store.read_amf(adata, key, require=("presence",))
+    n_loc = int(fit.presence.shape[0])
+    n_un = fit.n_unexplained or 0
     if n_un > UNEXPLAINED_SHARE * n_loc:
         logg.warning(
             f"{n_un} of {n_loc} localities have no module with presence >= {EXPLAINED_PRESENCE}: the fit does not "
@@ -37,7 +36,7 @@ def report_fit(adata: AnnData, key: str) -> None:
             "lava.tl.select_n_modules), or check whether those localities have strong pairs at all "
             f"(adata.uns[{key!r}]['correlations'])."
         )
-    dups = np.asarray(fit.get("duplicates", np.zeros((0, 2), np.int64))).reshape(-1, 2)
+    dups = fit.duplicates if fit.duplicates is not None else np.zeros((0, 2), np.int64)
     if dups.size:
         listed = ", ".join(f"{a} and {b}" for a, b in dups.tolist())
         logg.warning(
@@ -170,10 +169,10 @@ def amf(
         msg = f"key must be a non-empty string, got {key!r}."
         raise TypeError(msg)
     check_not_view(adata, copy)
-    corr = _store.get_step(adata, key, "correlations")
-    C = np.asarray(corr["values"])
-    localities = _store.get_step(adata, key, "localities")
-    check_stored_inputs(adata, key)
+    corr = _store.read_correlations(adata, key, require=("values", "features", "feature_index"))
+    C = corr.values
+    localities = _store.read_localities(adata, key)
+    check_stored_inputs(adata, localities, corr)
     n_loc = C.shape[0] if C.ndim == 2 else 0
     if from_selection is not None:
         return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
@@ -205,7 +204,7 @@ def amf(
     if not np.any(C):
         msg = (
             f"every correlation in adata.uns[{key!r}]['correlations']['values'] is 0, so AMF has nothing to fit. "
-            + sparsity_advice(stored_tie_fraction(adata, key))
+            + sparsity_advice(corr.tie_fraction)
         )
         raise ValueError(msg)
     seed = as_seed(rng)
@@ -230,7 +229,7 @@ def amf(
         device=device,
         progress=progress,
     )
-    report_dropped_pairs(result.n_pairs_dropped, C.shape[1], stored_tie_fraction(adata, key))
+    report_dropped_pairs(result.n_pairs_dropped, C.shape[1], corr.tie_fraction)
     if result.interrupted:
         warnings.warn(
             f"the AMF fit was interrupted after {result.n_epochs} epochs; storing the best matrices so far "
@@ -262,7 +261,7 @@ def amf(
         "progress": bool(progress),
     }
     adata = adata.copy() if copy else adata
-    store_amf(adata, result, key=key, params=params)
+    store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
     logg.finished(
         start,
@@ -287,14 +286,15 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
             f"lava.tl.select_n_modules(adata, key={key!r}) first, or pass from_selection=None to fit."
         )
         raise KeyError(msg)
-    best = adata.uns[key]["selection"].get("best", {})
-    if str(n_modules) not in best:
+    selection = _store.read_selection(adata, key)
+    if n_modules not in selection.best:
         msg = (
             f"lava.tl.select_n_modules kept no run with {n_modules} modules; available: "
-            f"{', '.join(sorted(best, key=int)) or 'none'}. Pass one of these, or rerun lava.tl.select_n_modules."
+            f"{', '.join(map(str, sorted(selection.best))) or 'none'}. Pass one of these, or rerun "
+            "lava.tl.select_n_modules."
         )
         raise KeyError(msg)
-    entry = best[str(n_modules)]
+    entry = selection.best[n_modules]
     modules = np.asarray(entry["modules"], dtype=np.float32)
     presence = np.asarray(entry["presence"], dtype=np.float32)
     if modules.shape != (n_modules, C.shape[1]) or presence.shape != (C.shape[0], n_modules):
@@ -303,7 +303,7 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
             f"do not match the correlations {C.shape}; rerun lava.tl.select_n_modules."
         )
         raise ValueError(msg)
-    sel_params = decode_params(adata.uns[key].get("params", {}).get("selection", {}))
+    sel_params = selection.params
     sel_loss = sel_params.get("loss") or core_amf.DEFAULT_LOSS
     weight_kind = sel_params.get("locality_weight") or core_amf.resolve_options(sel_loss)["locality_weight"]
     weights = core_amf.locality_weights(C, weight_kind)
@@ -338,79 +338,57 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
         "copy": copy,
     }
     adata = adata.copy() if copy else adata
-    store_amf(adata, result, key=key, params=params)
+    store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
     logg.logger.info("    adopted the best selection run with %d modules (loss %.4g)", n_modules, result.loss)
     return adata if copy else None
 
 
-def check_stored_inputs(adata: AnnData, key: str) -> None:
+def check_stored_inputs(adata: AnnData, localities: _store.Localities, correlations: _store.Correlations) -> None:
     """Raise if the stored localities and correlations do not describe this AnnData (e.g. it was subset since).
 
     Feature scores go to ``varm`` rows ``feature_index`` and presences to the samples in the localities' ``indices``,
     so both must still point at the same samples and features; checked before fitting so nothing is lost.
     """
-    corr = _store.get_step(adata, key, "correlations")
-    indices = np.asarray(_store.get_step(adata, key, "localities")["indices"])
-    C = np.asarray(corr["values"])
-    if C.ndim != 2 or indices.ndim != 2 or C.shape[0] != indices.shape[0]:
+    C, indices = correlations.values, localities.indices
+    if C.shape[0] != indices.shape[0]:
         msg = (
-            f"adata.uns[{key!r}] holds correlations of shape {C.shape} for localities of shape {indices.shape}; "
-            f"rerun lava.tl.correlations(adata, key={key!r})."
+            f"adata.uns[{correlations.key!r}] holds correlations of shape {C.shape} for localities of shape "
+            f"{indices.shape}; rerun lava.tl.correlations(adata, key={correlations.key!r})."
         )
         raise ValueError(msg)
-    if indices.size and (indices.min() < 0 or indices.max() >= adata.n_obs):
-        msg = (
-            f"the stored localities refer to samples beyond adata.n_obs={adata.n_obs} (was adata subset after "
-            "lava.tl.localities?); rerun lava.tl.localities and lava.tl.correlations on this AnnData."
-        )
-        raise ValueError(msg)
-    feature_rows(adata, key)
+    localities.check_samples(adata.n_obs, rerun="lava.tl.localities and lava.tl.correlations")
+    correlations.var_rows(adata)
 
 
-def feature_rows(adata: AnnData, key: str) -> np.ndarray:
-    """``varm`` rows of the correlated features (-1 for a ``use_raw`` feature that ``var`` lacks).
-
-    Raises when the stored ``feature_index`` no longer points at the stored ``features`` (``var_names``, or
-    ``raw.var_names`` after ``use_raw=True``): the AnnData was subset or reordered after the correlations.
-    """
-    corr = _store.get_step(adata, key, "correlations")
-    feature_index = np.asarray(corr["feature_index"], dtype=np.int64)
-    names = np.asarray(corr["features"], dtype=object).astype(str)
-    params = _store.decode_params(adata.uns[key].get("params", {}).get("correlations", {}))
-    use_raw = bool(params.get("use_raw", False))
-    var_names = adata.raw.var_names if use_raw and adata.raw is not None else adata.var_names
-    ok = (not use_raw or adata.raw is not None) and names.shape == feature_index.shape
-    if ok and feature_index.size:
-        ok = feature_index.min() >= 0 and feature_index.max() < len(var_names)
-        ok = ok and np.array_equal(np.asarray(var_names[feature_index], dtype=object).astype(str), names)
-    if not ok:
-        msg = (
-            f"the stored correlations refer to features that are not at the same positions in adata."
-            f"{'raw.' if use_raw else ''}var_names any more (was adata subset after lava.tl.correlations?); rerun "
-            "lava.tl.correlations(adata" + (f", key={key!r}" if key != "lava" else "") + ") on this AnnData."
-        )
-        raise ValueError(msg)
-    return adata.var_names.get_indexer(names) if use_raw else feature_index
-
-
-def store_amf(adata: AnnData, result: core_amf.AMFResult, *, key: str, params: Mapping[str, Any]) -> None:
+def store_amf(
+    adata: AnnData,
+    result: core_amf.AMFResult,
+    *,
+    key: str,
+    params: Mapping[str, Any],
+    localities: _store.Localities | None = None,
+    correlations: _store.Correlations | None = None,
+) -> None:
     """Write an :class:`~lava.core.AMFResult` per the storage contract (uns, varm scores, obsm presence).
 
-    Needs ``adata.uns[key]["correlations"]`` (``feature_index``) and ``["localities"]`` (``indices``).
-    Shared by :func:`lava.tl.amf`, :func:`lava.tl.select_n_modules` (adoption) and :func:`lava.tl.refine_presence`.
+    Needs ``adata.uns[key]["correlations"]`` (``feature_index``) and ``["localities"]`` (``indices``), read here
+    unless the caller passes what it read. Shared by :func:`lava.tl.amf`, :func:`lava.tl.select_n_modules`
+    (adoption) and :func:`lava.tl.refine_presence`.
     """
-    corr = _store.get_step(adata, key, "correlations")
-    indices = np.asarray(_store.get_step(adata, key, "localities")["indices"])
-    feature_index = np.asarray(corr["feature_index"], dtype=np.int64)
+    if correlations is None:
+        correlations = _store.read_correlations(adata, key, require=("features", "feature_index"))
+    if localities is None:
+        localities = _store.read_localities(adata, key)
+    indices = localities.indices
     modules = np.asarray(result.modules, dtype=np.float32)
     presence = np.asarray(result.presence, dtype=np.float32)
     n_modules = modules.shape[0]
 
-    rows = feature_rows(adata, key)
+    rows = correlations.var_rows(adata)
     scores = np.zeros((adata.n_vars, n_modules), dtype=np.float32)
     in_var = rows >= 0
-    scores[rows[in_var]] = feature_scores(modules, len(feature_index))[in_var]
+    scores[rows[in_var]] = feature_scores(modules, len(correlations.feature_index))[in_var]
     if not in_var.all():
         logg.warning(
             f"{int((~in_var).sum())} of the {in_var.size} features correlated from adata.raw are not in "

@@ -6,12 +6,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
 from .._compat import MEMORY_LIMIT_ENV, MemoryLimitError, memory_limit, resolve_device
 from .._docs import doc_params
-from .._store import decode_params, get_step, store_step
+from .._store import read_localities, store_step
 from .._validate import check_finite, get_data, select_features
 from ..core.correlations import _host_memory, _is_dask, correlation_support, locality_correlations, n_pairs
 
@@ -36,7 +37,7 @@ def sparsity_advice(tie_fraction: float) -> str:
 
 @doc_params()
 def correlations(
-    adata,
+    adata: AnnData,
     *,
     layer: str | None = None,
     use_raw: bool = False,
@@ -48,7 +49,7 @@ def correlations(
     copy: bool = False,
     progress: bool = True,
     client=None,
-):
+) -> AnnData | None:
     """Absolute Spearman correlation of every pair of features within every locality (LAVA step 2).
 
     For each locality stored by :func:`lava.tl.localities` and each pair of selected features ``i < j``,
@@ -138,17 +139,9 @@ def correlations(
             "Call adata = adata.copy() first, or pass copy=True to get a new AnnData back."
         )
         raise ValueError(msg)
-    localities = get_step(adata, key, "localities")
-    indices = np.asarray(localities["indices"])
-    if indices.ndim != 2 or indices.dtype.kind not in "iu":
-        msg = f"adata.uns[{key!r}]['localities']['indices'] must be a 2-D integer array; rerun lava.tl.localities."
-        raise ValueError(msg)
-    if indices.size and (indices.min() < 0 or indices.max() >= adata.n_obs):
-        msg = (
-            f"the stored localities refer to samples beyond adata.n_obs={adata.n_obs} (was adata subset after "
-            "lava.tl.localities?); rerun lava.tl.localities on this AnnData."
-        )
-        raise ValueError(msg)
+    localities = read_localities(adata, key)
+    localities.check_samples(adata.n_obs)
+    indices = localities.indices
     X, var_names, where = get_data(adata, layer=layer, use_raw=use_raw)
     feature_index = select_features(adata, var_names, features, use_raw=use_raw)
     if isinstance(tie_fraction, bool) or not isinstance(tie_fraction, int | float | np.number):
@@ -226,12 +219,6 @@ def correlations(
     store_step(adata, key, "correlations", result, params)
     logg.finished(start, f"{n_features} features, {P} pairs, {values.nbytes / 2**20:.1f} MiB")
     return adata if copy else None
-
-
-def stored_tie_fraction(adata, key: str) -> float:
-    """Return the tie_fraction the stored correlations were computed with (the default 0.75 if not recorded)."""
-    value = decode_params(adata.uns[key].get("params", {}).get("correlations", {})).get("tie_fraction")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.75
 
 
 def report_dropped_pairs(n_dropped: int, P: int, tie_fraction: float) -> None:

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._docs import doc_params
-from .._store import get_step, presence_key, presence_obs_key
+from .._store import presence_obs_key, read_amf
 from .._validate import check_modules, check_not_view
 
 
@@ -52,17 +52,9 @@ def presence_to_obs(
         msg = f"adata must be an AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
     check_not_view(adata, copy)
-    amf = get_step(adata, key, "amf")
-    name = presence_key(key)
-    if name not in adata.obsm:
-        msg = f"adata.obsm has no {name!r}; rerun lava.tl.amf(adata, key={key!r})."
-        raise KeyError(msg)
-    presence = np.asarray(adata.obsm[name], dtype=np.float32)
-    M = int(np.asarray(amf["modules"]).shape[0])
-    if presence.shape != (adata.n_obs, M):
-        msg = f"adata.obsm[{name!r}] has shape {presence.shape}, expected {(adata.n_obs, M)}; rerun lava.tl.amf."
-        raise ValueError(msg)
-    chosen = check_modules(modules, M)
+    amf = read_amf(adata, key, require=("modules", "sample_presence"))
+    presence = np.asarray(amf.sample_presence, dtype=np.float32)
+    chosen = check_modules(modules, amf.n_modules)
 
     adata = adata.copy() if copy else adata
     columns = [presence_obs_key(key, m) for m in chosen]

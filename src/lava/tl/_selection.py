@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from .. import _logging as logg
 from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
-from .._store import decode_params, get_step, store_step
+from .._store import read_amf, read_correlations, read_localities, store_step
 from .._validate import check_not_view
 
 #: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit.
@@ -89,7 +90,7 @@ def _best_entry(result) -> dict[str, Any]:
 
 @doc_params()
 def select_n_modules(
-    adata,
+    adata: AnnData,
     n_modules: Iterable[int] | int = range(2, 16),
     *,
     n_runs: int = 10,
@@ -101,7 +102,7 @@ def select_n_modules(
     progress: bool = True,
     client=None,
     **amf_kwargs: Any,
-):
+) -> AnnData | None:
     """Choose the number of modules M: AMF ``n_runs`` times per M, reconstruction and stability per M.
 
     For each M, ``n_runs`` AMF fits from different seeds (METHOD.md section 4). Reconstruction: the loss of each
@@ -173,8 +174,7 @@ def select_n_modules(
 
     check_not_view(adata, copy)
     _check_amf_kwargs(amf_kwargs)
-    correlations = get_step(adata, key, "correlations")
-    C = np.asarray(correlations["values"])
+    C = read_correlations(adata, key, require=("values",)).values
     Ms = _check_n_modules(n_modules, C.shape[0])
     if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
         msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
@@ -227,7 +227,7 @@ def select_n_modules(
 
 @doc_params()
 def refine_presence(
-    adata,
+    adata: AnnData,
     *,
     tau: float = 0.1,
     lr: float = 5e-2,
@@ -239,7 +239,7 @@ def refine_presence(
     key: str = "lava",
     copy: bool = False,
     progress: bool = True,
-):
+) -> AnnData | None:
     """Re-fit the presences with the modules fixed, under a pinball (quantile) loss with quantile ``tau``.
 
     Optional fine-tuning after :func:`lava.tl.amf` (METHOD.md section 3): each locality's presences are re-fitted
@@ -294,14 +294,14 @@ def refine_presence(
     from ._amf import check_stored_inputs, store_amf
 
     check_not_view(adata, copy)
-    amf = get_step(adata, key, "amf")
-    correlations = get_step(adata, key, "correlations")
-    check_stored_inputs(adata, key)
-    C = np.asarray(correlations["values"])
-    modules = np.asarray(amf["modules"], dtype=np.float32)
-    presence = np.asarray(amf["presence"], dtype=np.float32)
-    stored = adata.uns[key].get("params", {}).get("amf", {})
-    amf_params = {name: value for name, value in decode_params(stored).items() if name != "lava_version"}
+    amf = read_amf(adata, key)
+    correlations = read_correlations(adata, key, require=("values", "features", "feature_index"))
+    localities = read_localities(adata, key)
+    check_stored_inputs(adata, localities, correlations)
+    C = correlations.values
+    modules = np.asarray(amf.modules, dtype=np.float32)
+    presence = np.asarray(amf.presence, dtype=np.float32)
+    amf_params = {name: value for name, value in amf.params.items() if name != "lava_version"}
     nu = float(amf_params.get("nu", 9.0))
     gamma = float(amf_params.get("gamma", 1e-4))
     weight_kind = str(amf_params.get("locality_weight", "norm"))  # fits stored before the option were "norm"
@@ -321,7 +321,7 @@ def refine_presence(
         progress=progress,
     )
     C_hat = np.asarray(reconstruct(refined, modules))
-    history = {name: np.asarray(values) for name, values in amf.get("history", {}).items()}
+    history = amf.history
     result = AMFResult(
         modules=modules,
         presence=refined,
@@ -330,12 +330,12 @@ def refine_presence(
         overestimation_ratio=float(overestimation_ratio(C, C_hat)),
         locality_similarity=np.asarray(locality_similarity(C, C_hat)),
         history=history,
-        n_epochs=int(amf.get("n_epochs", 0)),
-        best_epoch=int(amf.get("best_epoch", 0)),
-        converged=bool(amf.get("converged", True)),
-        interrupted=bool(amf.get("interrupted", False)),
-        seed=int(amf.get("seed", amf_params.get("rng", 0))),
-        n_pairs_dropped=int(amf.get("n_pairs_dropped", 0)),
+        n_epochs=amf.n_epochs if amf.n_epochs is not None else 0,
+        best_epoch=amf.best_epoch if amf.best_epoch is not None else 0,
+        converged=amf.converged if amf.converged is not None else True,
+        interrupted=amf.interrupted if amf.interrupted is not None else False,
+        seed=amf.seed if amf.seed is not None else int(amf_params.get("rng", 0)),
+        n_pairs_dropped=amf.n_pairs_dropped if amf.n_pairs_dropped is not None else 0,
         locality_weight=weight_kind,
     )
     params = {
@@ -352,7 +352,7 @@ def refine_presence(
     }
     if copy:
         adata = adata.copy()
-    store_amf(adata, result, key=key, params=params)
+    store_amf(adata, result, key=key, params=params, localities=localities, correlations=correlations)
     adata.uns[key]["amf"]["refined_tau"] = float(tau)
     logg.finished(start, f"overestimation ratio {result.overestimation_ratio:.3f} (tau = {tau})")
     return adata if copy else None
