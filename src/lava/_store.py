@@ -436,6 +436,9 @@ class AMF:
     #: (k, 2) int64 pairs of near-duplicate modules, or None.
     duplicates: np.ndarray | None
     n_unexplained: int | None
+    #: Module swaps kept after the first fit and the epochs of the fits before the stored one (None if not stored).
+    n_swaps: int | None
+    swap_epochs: int | None
     #: The ``tau`` of :func:`lava.tl.refine_presence` when the presences were refined, else None.
     refined_tau: float | None
     #: (n_obs, M) per-sample presence (``adata.obsm[f"{key}_presence"]``), or None.
@@ -539,6 +542,8 @@ def read_amf(adata, key: str = "lava", *, require=("modules", "presence")) -> AM
         n_pairs_dropped=_scalar(stored, "n_pairs_dropped", int),
         duplicates=np.asarray(stored["duplicates"], dtype=np.int64).reshape(-1, 2) if "duplicates" in stored else None,
         n_unexplained=_scalar(stored, "n_unexplained", int),
+        n_swaps=_scalar(stored, "n_swaps", int),
+        swap_epochs=_scalar(stored, "swap_epochs", int),
         refined_tau=_scalar(stored, "refined_tau", float),
         params=stored_params(adata, key, "amf"),
         stored=stored,

@@ -64,6 +64,7 @@ def amf(
     l1: float | None = None,
     background: bool | None = None,
     refine: bool | None = None,
+    swaps: int | None = None,
     rng: RngLike = 0,
     device: Device = "auto",
     from_selection: int | None = None,
@@ -129,6 +130,11 @@ def amf(
         copies) and continue with the paper's loss (``nu`` 5) on those pairs only (entries that are 0 stay 0),
         which covers noisy modules more fully; see :func:`lava.core.fit_amf`. Default (None): the loss's (True for
         the variants, False for ``"paper"``).
+    swaps
+        Up to this many module swaps after the fit: while some locality has no module with presence >= 0.5, the
+        module the reconstruction needs least is replaced by one started from the worst explained such locality and
+        the fit is rerun; a swap is kept when it lowers the loss (the first that does not ends the search). Each costs
+        about one fit. Default (None): 4 for the variants, 0 for ``"paper"``; see :func:`lava.core.fit_amf`.
     {rng}
     {device}
     from_selection
@@ -150,8 +156,9 @@ def amf(
         ``batch_loss``, ``seconds``), ``n_epochs``, ``best_epoch``, ``seed``, ``n_pairs_dropped`` (int),
         ``converged``, ``interrupted`` (bool), ``duplicates`` (k x 2 int64: pairs of near-duplicate modules,
         :func:`lava.core.duplicate_modules`; logged as a warning), ``n_unexplained`` (int: localities where no
-        module's presence reaches 0.5; a warning when more than a quarter); with ``background=True`` also
-        ``background`` (l float32).
+        module's presence reaches 0.5; a warning when more than a quarter), ``n_swaps`` and ``swap_epochs`` (int:
+        module swaps kept, epochs of the fits before the stored one; ``history`` and ``n_epochs`` are the stored
+        fit's); with ``background=True`` also ``background`` (l float32).
     ``adata.varm[key + "_modules"]``
         n_vars x M float32 feature scores: the sum of the module's correlations over the pairs a feature is in
         (0 for features that did not enter the correlations).
@@ -170,7 +177,7 @@ def amf(
         raise TypeError(msg)
     check_not_view(adata, copy)
     corr = _store.read_correlations(adata, key, require=("values", "features", "feature_index"))
-    C = corr.values
+    C = np.asarray(corr.values)
     localities = _store.read_localities(adata, key)
     check_stored_inputs(adata, localities, corr)
     n_loc = C.shape[0] if C.ndim == 2 else 0
@@ -179,10 +186,10 @@ def amf(
 
     loss = core_amf.DEFAULT_LOSS if loss is None else loss
     opts = core_amf.resolve_options(
-        loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background, refine=refine
+        loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background, refine=refine, swaps=swaps
     )
     nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
-    refine = opts["refine"]
+    refine, swaps = opts["refine"], opts["swaps"]
     core_amf._check_fit_args(
         n_modules=n_modules,
         n_localities=n_loc,
@@ -225,6 +232,7 @@ def amf(
         l1=l1,
         background=background,
         refine=refine,
+        swaps=swaps,
         rng=seed,
         device=device,
         progress=progress,
@@ -252,6 +260,7 @@ def amf(
         "l1": float(l1),
         "background": bool(background),
         "refine": bool(refine),
+        "swaps": int(swaps),
         "locality_weight": result.locality_weight,
         "rng": seed,
         "device": str(device),
@@ -267,7 +276,8 @@ def amf(
         start,
         f"loss {result.loss:.4g}, similarity {result.similarity:.3f}, overestimation ratio "
         f"{result.overestimation_ratio:.3f} after {result.n_epochs} epochs (best {result.best_epoch}"
-        + (", converged)" if result.converged else ", not converged)"),
+        + (", converged)" if result.converged else ", not converged)")
+        + (f"; {result.n_swaps} module swap(s) kept, {result.swap_epochs} epochs before" if result.n_swaps else ""),
     )
     return adata if copy else None
 
@@ -328,6 +338,8 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
         n_pairs_dropped=int(np.count_nonzero(~np.any(C, axis=0))),
         background=np.asarray(entry["background"], dtype=np.float32) if "background" in entry else None,
         locality_weight=weight_kind,
+        n_swaps=int(entry.get("n_swaps", 0)),
+        swap_epochs=int(entry.get("swap_epochs", 0)),
     )
     params = {
         "n_modules": n_modules,
@@ -415,6 +427,8 @@ def store_amf(
             [(a, b) for a, b, _, _ in duplicate_modules(modules, presence)], dtype=np.int64
         ).reshape(-1, 2),
         "n_unexplained": int(np.count_nonzero(presence.max(axis=1, initial=0) < EXPLAINED_PRESENCE)),
+        "n_swaps": int(getattr(result, "n_swaps", 0)),
+        "swap_epochs": int(getattr(result, "swap_epochs", 0)),
     }
     if getattr(result, "background", None) is not None:  # never store None in uns
         stored["background"] = np.asarray(result.background, dtype=np.float32)

@@ -80,6 +80,8 @@ def _best_entry(result) -> dict[str, Any]:
         "history": {name: np.asarray(values) for name, values in result.history.items()},
         "n_epochs": int(result.n_epochs),
         "best_epoch": int(result.best_epoch),
+        "n_swaps": int(result.n_swaps),
+        "swap_epochs": int(result.swap_epochs),
         "converged": bool(result.converged),
         "interrupted": bool(result.interrupted),
     }
@@ -165,7 +167,8 @@ def select_n_modules(
         int, the suggested M.
     ``adata.uns[key]["selection"]["best"]``
         dict keyed by ``str(M)``: the lowest-loss run, ``modules`` (M x P float32), ``presence`` (l x M float32),
-        ``loss``, ``similarity``, ``overestimation_ratio`` (float), ``seed``, ``n_epochs``, ``best_epoch`` (int),
+        ``loss``, ``similarity``, ``overestimation_ratio`` (float), ``seed``, ``n_epochs``, ``best_epoch``, ``n_swaps``,
+        ``swap_epochs`` (int),
         ``converged``, ``interrupted`` (bool), ``history`` (dict of 1-D arrays).
     ``adata.uns[key]["params"]["selection"]``
         The arguments, with the seed used.
