@@ -232,6 +232,7 @@ def fit_amf(
     refine_nu: float = REFINE_NU,
     locality_weight: Literal["norm", "balanced"] | None = None,
     swaps: int | None = None,
+    _swap: int = 0,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -287,6 +288,7 @@ def fit_amf(
         Show a tqdm progress bar per phase (``AMF (expectile)``, then ``AMF (refine)``): epochs towards the first
         one at which the stopping rule may end the phase (the total grows with each improvement), with the
         loss, the best loss and ``patience=k/p``, the epochs since the last improvement by more than ``tol``.
+        The fit of a swap shows its own bars (``AMF swap 1 (expectile)``, ...).
     init
         ``"random"`` (the paper: uniform [0, 1] entries), ``"localities"`` (modules taken from
         representative localities: greedy picks of the locality with the largest unexplained correlation, parts
@@ -473,6 +475,7 @@ def fit_amf(
         # (median by blocks of rows: np.median partitions a copy of its input, here a copy of C)
         medians = [np.median(Ck[r0 : r0 + _ROW_CHUNK], axis=1) for r0 in range(0, n_loc, _ROW_CHUNK)]
         presence0 = np.hstack([presence0, np.concatenate(medians)[:, None].astype(np.float32)])
+    label = f" swap {_swap}" if _swap else ""  # the progress bars of a swap's fit: "AMF swap 1 (expectile)"
     out = amft.train(
         problem,
         np.ascontiguousarray(presence0, dtype=np.float32),
@@ -485,7 +488,7 @@ def fit_amf(
         generator=generator,
         progress=progress,
         stop=stop,
-        desc=f"AMF ({loss})",
+        desc=f"AMF{label} ({loss})",
     )
     # a second phase, in the epochs that the first left (max_epochs caps both together)
     phase = {"lr": lr, "batch_size": batch_size, "tol": tol, "max_epochs": max_epochs - out["n_epochs"],
@@ -493,7 +496,7 @@ def fit_amf(
     if phase["max_epochs"] > 0 and not out["interrupted"]:
         if polish and l1 > 0:  # the same loss without the l1 penalty
             problem.l1 = 0.0
-            out = _second_phase(amft, problem, out, patience=patience, desc="AMF (polish)", **phase)
+            out = _second_phase(amft, problem, out, patience=patience, desc=f"AMF{label} (polish)", **phase)
         elif refine:  # the paper's loss on the modules' support, completed and pruned (not the floor's row)
             settled, presence = out["modules"][:n_modules], out["presence"][:, :n_modules]
             if not _streamed.is_store(C):  # completion indexes C by rows and columns: C in memory only
@@ -502,7 +505,9 @@ def fit_amf(
             out = {**out, "modules": np.vstack([settled, out["modules"][n_modules:]])}
             problem.use_paper_loss(refine_nu)
             problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
-            out = _second_phase(amft, problem, out, patience=refine_patience(patience), desc="AMF (refine)", **phase)
+            out = _second_phase(
+                amft, problem, out, patience=refine_patience(patience), desc=f"AMF{label} (refine)", **phase
+            )
     del C_t
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     modules[:, kept] = out["modules"][:n_modules]
@@ -535,7 +540,7 @@ def fit_amf(
             C, n_modules, nu=nu, gamma=gamma, lr=lr, batch_size=batch_size, patience=patience, tol=tol,
             max_epochs=max_epochs, rng=generator, device=device, progress=progress, init=start, loss=loss,
             kernel=kernel, stop=stop, l1=l1, background=background, nu_background=nu_background, polish=polish,
-            refine=refine, refine_nu=refine_nu, locality_weight=locality_weight, swaps=0,
+            refine=refine, refine_nu=refine_nu, locality_weight=locality_weight, swaps=0, _swap=n_swaps + 1,
         )  # fmt: skip
 
     spent, n_swaps = 0, 0
