@@ -33,6 +33,7 @@ AMF_KWARGS = (
     "polish",
     "refine",
     "refine_nu",
+    "swaps",
     "device",
 )
 
@@ -144,8 +145,9 @@ def select_n_modules(
     **amf_kwargs
         AMF options for every run, as in :func:`lava.tl.amf`: ``loss``, ``nu``, ``gamma``, ``lr``, ``batch_size``,
         ``patience``, ``tol``, ``max_epochs``, ``stop``, ``l1``, ``background``, ``nu_background``, ``polish``,
-        ``refine``, ``refine_nu``, ``device``. The start is the loss's default: with the default loss (``"expectile"``) every run starts from
-        representative localities with seeded jitter and its own minibatch order, so the silhouette measures
+        ``refine``, ``refine_nu``, ``swaps``, ``device``. The start is the loss's default: with the default loss
+        (``"expectile"``) every run starts from the same representative localities (the start does not depend on the
+        seed) with seeded jitter, its own minibatch order and its own module swaps, so the silhouette measures
         stability against those; ``loss="paper"`` gives the paper's independent random starts.
 
     Returns
