@@ -559,6 +559,8 @@ def fit_amf(
 
 #: swap_module: a locality is explained when some module's presence there is at least this (as in lava.tl.amf).
 SWAP_PRESENCE = 0.5
+#: swap_module: only localities of at least this share of the largest weight are targets.
+_SWAP_WEIGHT = 0.5
 
 
 def swap_module(
@@ -566,8 +568,9 @@ def swap_module(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Return a start for another fit: the least needed module replaced by one from the worst explained locality.
 
-    The target is the locality, among those where no module has presence >= 0.5, with the largest ``a_i (1 -
-    cos(C_i, Chat_i))`` (``weights`` ``a``, default uniform: noise-level localities have small balanced weights). The
+    The target is the locality, among those where no module has presence >= 0.5 and whose weight is at least half
+    the largest, with the largest ``a_i (1 - cos(C_i, Chat_i))`` (``weights`` ``a``, default uniform; with balanced
+    weights, noise-level localities, weaker than half the median, are never targets). The
     module replaced is the one whose removal adds the least to ``sum_i a_i ||max(C_i - Chat_i, 0)||^2`` (where it is
     the maximum, the second largest product takes over). The new module is the target's residual ``max(C - Chat,
     0)`` without the replaced module, averaged with up to 4 residuals of cosine >= 0.8 to it, entries below half its
@@ -582,7 +585,9 @@ def swap_module(
     _check_factor_shapes(presence, modules)
     n_loc, n_modules = presence.shape
     weights = np.ones(n_loc) if weights is None else np.asarray(weights, dtype=np.float64)
-    poor = np.flatnonzero(presence.max(axis=1, initial=0) < SWAP_PRESENCE)
+    # unexplained localities of at least half the largest weight: with balanced weights, not the noise-level ones
+    # (strength below half the median), which a module would fit only by overestimating elsewhere
+    poor = np.flatnonzero((presence.max(axis=1, initial=0) < SWAP_PRESENCE) & (weights >= _SWAP_WEIGHT * weights.max()))
     if poor.size == 0 or n_modules == 0:
         return None
     # per entry the largest product, its module and the second largest (the maximum without that module)
