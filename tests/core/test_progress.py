@@ -56,7 +56,7 @@ def _never_passed(bar: Recorder) -> None:
 
 
 def test_amf_bars_are_labelled_per_phase_and_end_at_their_total(bars):
-    fit = fit_amf(_planted(), 3, rng=0, max_epochs=400, patience=20, progress=True)
+    fit = fit_amf(_planted(), 3, rng=0, max_epochs=400, patience=20, progress=True, swaps=0)
     assert [b.desc for b in bars] == ["AMF (expectile)", "AMF (refine)"]
     for bar in bars:
         _never_passed(bar)
@@ -69,6 +69,22 @@ def test_amf_bars_are_labelled_per_phase_and_end_at_their_total(bars):
     assert first.states[0][1] < 400
     assert "patience=" in str(first.postfix)
     assert "/20" in str(first.postfix)
+
+
+def test_a_swap_fit_has_bars_of_its_own(bars):
+    # two modules for three programmes: one locality set stays unexplained, so a swap is tried (and not kept)
+    from test_amf_swaps import three_programmes
+
+    fit = fit_amf(three_programmes(), 2, rng=0, swaps=1, progress=True)
+    assert [b.desc for b in bars] == [
+        "AMF (expectile)",
+        "AMF (refine)",
+        "AMF swap 1 (expectile)",
+        "AMF swap 1 (refine)",
+    ]
+    assert sum(b.n for b in bars) == fit.n_epochs + fit.swap_epochs
+    for bar in bars:
+        _never_passed(bar)
 
 
 def test_amf_bar_of_the_paper_loss(bars):

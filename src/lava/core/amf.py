@@ -440,6 +440,7 @@ def fit_amf(
         Show a tqdm progress bar per phase (``AMF (expectile)``, then ``AMF (refine)``): epochs towards the first
         one at which the stopping rule may end the phase (the total grows with each improvement), with the
         loss, the best loss and ``patience=k/p``, the epochs since the last improvement by more than ``tol``.
+        The fit of a swap shows its own bars (``AMF swap 1 (expectile)``, ...).
     warm_start
         ``(modules, presence)`` to start from instead of ``init``, shapes (M, P) and (l, M); values are clipped to
         [0, 1] (a floor, with ``background=True``, starts at each locality's median correlation).
@@ -531,7 +532,6 @@ def fit_amf(
         The best epoch's ``modules`` (M, P) and ``presence`` (l, M), float32, with the loss, quality figures and
         the per-epoch history.
     """
-    from . import _amf_torch as amft
     from . import _streamed
 
     C = _check_C(C)
@@ -549,6 +549,14 @@ def fit_amf(
     if streamed and (config.init == "localities" or config.background or config.swaps):
         msg = "init='localities', background=True and swaps need C in memory; pass np.asarray(C) (or another init)."
         raise ValueError(msg)
+    return _fit(C, n_modules, config, rng=rng, device=device, progress=progress, warm_start=warm_start)
+
+
+def _fit(C, n_modules: int, config: AMFConfig, *, rng, device, progress, warm_start, label: str = "") -> AMFResult:
+    """:func:`fit_amf` on a checked ``C`` with a resolved ``config``; ``label`` names a swap's progress bars."""
+    from . import _amf_torch as amft
+    from . import _streamed
+
     loss, nu, gamma, lr, init, stop, l1 = (
         getattr(config, k) for k in ("loss", "nu", "gamma", "lr", "init", "stop", "l1")
     )
@@ -613,7 +621,7 @@ def fit_amf(
         generator=generator,
         progress=progress,
         stop=stop,
-        desc=f"AMF ({loss})",
+        desc=f"AMF{label} ({loss})",
     )
     # a second phase, in the epochs that the first left (max_epochs caps both together)
     phase = {"lr": lr, "batch_size": batch_size, "tol": tol, "max_epochs": max_epochs - out["n_epochs"],
@@ -627,7 +635,9 @@ def fit_amf(
             out = {**out, "modules": np.vstack([settled, out["modules"][n_modules:]])}
             problem.use_paper_loss(refine_nu)
             problem.module_mask = torch.from_numpy((out["modules"] > 0).astype(np.float32)).to(device)
-            out = _second_phase(amft, problem, out, patience=refine_patience(patience), desc="AMF (refine)", **phase)
+            out = _second_phase(
+                amft, problem, out, patience=refine_patience(patience), desc=f"AMF{label} (refine)", **phase
+            )
     del C_t
     modules = np.zeros((n_modules, n_pairs), dtype=np.float32)
     modules[:, kept] = out["modules"][:n_modules]
@@ -658,8 +668,8 @@ def fit_amf(
         return result
 
     def refit(start):
-        once = fit_amf(C, n_modules, config=config.replace(swaps=0), rng=generator, device=device, progress=progress,
-                       warm_start=start)  # fmt: skip
+        once = _fit(C, n_modules, config.replace(swaps=0), rng=generator, device=device, progress=progress,
+                    warm_start=start, label=f" swap {n_swaps + 1}")  # fmt: skip
         return dataclasses.replace(once, config=config)
 
     spent, n_swaps = 0, 0
