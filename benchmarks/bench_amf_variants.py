@@ -43,11 +43,12 @@ _VARIANT = {
     "stop": "learned",
     "lr": 1e-2,
     "background": True,
-    "nu_background": 9.0,
     "l1": 0.003,
     "refine": False,
 }
-#: name -> fit_amf options. "paper" is the paper's setting with lava's previous defaults.
+#: name -> fit_amf options. "paper" is the paper's setting with lava's previous defaults. Options that lava no longer
+#: has are the benchmark's own and run through :func:`fit` (``"loss": "cosine_expectile"``, ``"polish"``,
+#: ``"phase2"``).
 CONFIGS = {
     "paper": {"loss": "paper", "init": "random", "stop": "paper", "lr": 3e-3},
     "paper_loc": {"loss": "paper", "init": "localities", "stop": "learned", "lr": 1e-2},
@@ -92,49 +93,109 @@ CONFIGS = {
 }
 
 
-def two_phase_fit(C, n_modules, *, phase2, **options):
-    """``fit_amf`` with ``options``, then a second phase at ``phase2["nu"]`` from the first phase's best matrices.
+#: The options of a config that lava.core.fit_amf does not have: the benchmark runs them itself (see fit).
+RESIDUE = ("polish", "phase2")
 
-    An experiment beyond the library's options (``refine=True`` is the case ``{"loss": "paper", "freeze":
-    "support"}`` with a patience of 20, after completing and pruning the modules, which this function does not):
-    the second phase runs through ``polish=True``'s hook
-    (``lava.core.amf._second_phase`` is replaced for the call) and freezes entries through the training step's
-    module mask (``Problem.module_mask``). A frozen entry gets no gradient, so Adam leaves it where it is.
-    ``n_epochs`` counts both phases; the returned figures are the second phase's.
+
+def engine_phase(C, start, *, loss, nu, l1, background, lr, patience, tol, max_epochs, stop, locality_weight,
+                 rng, freeze="none", gamma=1e-4, batch_size=64):  # fmt: skip
+    """Train from ``start`` (an AMFResult: modules, presence and floor) with lava's training engine.
+
+    The benchmark's own phase for the options lava.core.fit_amf does not have (``docs/amf_loss.md`` measured them
+    and they did not help): another loss (``"cosine_expectile"``), a continuation without the l1 penalty
+    (``polish``) or at another ``nu`` with frozen entries (``phase2``: ``freeze="support"`` trains only the
+    module entries that are not 0, ``"presence"`` none of them, ``"none"`` all; a frozen entry gets no gradient,
+    so Adam leaves it where it is). It uses ``lava.core._amf_torch`` (Problem, train) as ``fit_amf`` does,
+    without patching it. Returns the engine's dict (``modules`` and ``presence`` with the floor as the last
+    module, ``loss``, ``n_epochs``, ...), with ``modules`` on the pairs not 0 everywhere (``kept``).
     """
     import torch
 
-    from lava.core import amf, fit_amf
+    from lava.core import _amf_torch as amft
+    from lava.core.amf import NU_BACKGROUND, locality_weights
 
-    original = amf._second_phase
-
-    def second_phase(amft_, problem, first, **kwargs):
-        problem.nu, problem.nu2 = float(phase2["nu"]), float(phase2["nu"]) ** 2
-        if phase2.get("loss") == "paper":  # the paper's weighted cosine (no squared error, no l1)
-            problem.use_paper_loss(phase2["nu"])
-        modules = torch.from_numpy(first["modules"])
-        if phase2["freeze"] == "support":
-            problem.module_mask = (modules > 0).float()
-        elif phase2["freeze"] == "presence":
-            problem.module_mask = torch.zeros_like(modules)
-        kwargs["patience"] = phase2.get("patience", kwargs["patience"])
-        kwargs["lr"] = phase2.get("lr", kwargs["lr"])
-        return original(amft_, problem, first, **kwargs)
-
-    amf._second_phase = second_phase
-    try:
-        return fit_amf(C, n_modules, polish=True, **options)
-    finally:
-        amf._second_phase = original
+    kept = np.asarray(C != 0).any(0)
+    Ck = np.ascontiguousarray(C[:, kept], dtype=np.float32)
+    M = start.modules.shape[0]
+    modules0, presence0 = start.modules[:, kept], start.presence
+    if background:  # the fixed all-ones module and its presence, the floor
+        floor = start.background if start.background is not None else np.median(Ck, axis=1)
+        modules0 = np.vstack([modules0, np.ones((1, modules0.shape[1]), np.float32)])
+        presence0 = np.hstack([presence0, np.asarray(floor, np.float32)[:, None]])
+    weights = locality_weights(Ck, locality_weight)
+    device = torch.device("cpu")
+    problem = amft.Problem(torch.from_numpy(Ck), torch.from_numpy(weights), nu=nu, gamma=gamma,
+                           n_pairs_total=C.shape[1], kernel=amft.resolve_kernel("auto", device), loss=loss)  # fmt: skip
+    problem.l1, problem.background, problem.nu_background, problem.bg_index = float(l1), background, NU_BACKGROUND, M
+    if loss == "paper":
+        problem.use_paper_loss(nu)
+    if freeze == "support":
+        problem.module_mask = torch.from_numpy((modules0 > 0).astype(np.float32))
+    elif freeze == "presence":
+        problem.module_mask = torch.zeros(modules0.shape)
+    out = amft.train(problem, np.ascontiguousarray(presence0, np.float32), np.ascontiguousarray(modules0, np.float32),
+                     lr=lr, batch_size=batch_size, patience=patience, tol=tol, max_epochs=max_epochs,
+                     generator=np.random.default_rng(rng), progress=False, stop=stop)  # fmt: skip
+    modules = np.zeros((M, C.shape[1]), np.float32)
+    modules[:, kept] = out["modules"][:M]
+    return {**out, "modules": modules, "presence": out["presence"][:, :M],
+            "background": out["presence"][:, M] if background else None}  # fmt: skip
 
 
 def fit(C, n_modules, seed, max_epochs, config):
-    from lava.core import fit_amf
+    """Fit ``config``: lava.core.fit_amf's options, composed with :func:`engine_phase` for the residue ones.
+
+    ``"loss": "cosine_expectile"``: the localities start (:func:`lava.core.amf.init_from_localities`, with the floor
+    at each locality's median), then one engine phase with that loss. ``polish`` / ``phase2``: ``fit_amf`` with
+    the other options (``refine=False``), then an engine phase from its matrices: ``polish`` without the l1 penalty
+    (same loss and ``nu``, the paper's stopping rule), ``phase2`` at ``phase2["nu"]`` (``"loss": "paper"``: the
+    paper's weighted cosine) with ``phase2["freeze"]`` and ``phase2.get("patience")``, in the epochs the first
+    left. Returns an object with lava's AMFResult's fields that the scores read.
+    """
+    from types import SimpleNamespace
+
+    from lava.core import AMFConfig, AMFResult, fit_amf
+    from lava.core.amf import _fit_figures, init_from_localities, locality_weights
 
     options = dict(CONFIGS[config])
-    if "phase2" in options:
-        return two_phase_fit(C, n_modules, rng=seed, max_epochs=max_epochs, **options)
-    return fit_amf(C, n_modules, rng=seed, max_epochs=max_epochs, **options)
+    residue = {k: options.pop(k) for k in RESIDUE if k in options}
+    if options.get("loss") == "cosine_expectile":  # the whole fit through the engine, from the localities start
+        cfg = AMFConfig.from_flavor(**{**options, "loss": "expectile"})
+        kept = np.asarray(C != 0).any(0)
+        mods = np.zeros((n_modules, C.shape[1]), np.float32)
+        mods[:, kept], pres = init_from_localities(np.ascontiguousarray(C[:, kept]), n_modules, rng=seed,
+                                                   locality_weight=cfg.locality_weight)  # fmt: skip
+        first = SimpleNamespace(modules=mods, presence=pres, background=None, n_epochs=0, seed=seed, config=cfg)
+        out = engine_phase(C, first, loss="cosine_expectile", nu=cfg.nu, l1=cfg.l1, background=cfg.background,
+                           lr=cfg.lr, patience=cfg.patience, tol=cfg.tol, max_epochs=max_epochs, stop=cfg.stop,
+                           locality_weight=cfg.locality_weight, rng=seed)  # fmt: skip
+    elif residue:
+        first = fit_amf(C, n_modules, rng=seed, max_epochs=max_epochs, **{**options, "refine": False})
+        cfg = first.config
+        if first.n_epochs >= max_epochs:
+            return first
+        if "phase2" in residue:
+            p2 = residue["phase2"]
+            out = engine_phase(C, first, loss=p2.get("loss", cfg.loss), nu=p2["nu"], l1=cfg.l1,
+                               background=cfg.background, lr=p2.get("lr", cfg.lr),
+                               patience=p2.get("patience", cfg.patience), tol=cfg.tol,
+                               max_epochs=max_epochs - first.n_epochs, stop="paper",
+                               locality_weight=cfg.locality_weight, rng=seed, freeze=p2["freeze"])  # fmt: skip
+        else:  # polish: the same loss without the l1 penalty
+            out = engine_phase(C, first, loss=cfg.loss, nu=cfg.nu, l1=0.0, background=cfg.background, lr=cfg.lr,
+                               patience=cfg.patience, tol=cfg.tol, max_epochs=max_epochs - first.n_epochs,
+                               stop="paper", locality_weight=cfg.locality_weight, rng=seed)  # fmt: skip
+    else:
+        return fit_amf(C, n_modules, rng=seed, max_epochs=max_epochs, **options)
+    similarity, ratio, loc_sim = _fit_figures(C, out["presence"], out["modules"],
+                                              weights=locality_weights(C, cfg.locality_weight))  # fmt: skip
+    return AMFResult(
+        modules=out["modules"], presence=np.ascontiguousarray(out["presence"]), loss=float(out["loss"]),
+        similarity=similarity, overestimation_ratio=ratio, locality_similarity=loc_sim, history=out["history"],
+        n_epochs=first.n_epochs + out["n_epochs"], best_epoch=first.n_epochs + out["epoch"],
+        converged=bool(out["converged"]), interrupted=bool(out["interrupted"]), seed=int(first.seed),
+        background=out["background"], locality_weight=cfg.locality_weight, config=cfg,
+    )  # fmt: skip
 
 
 LAYOUTS = {
@@ -357,7 +418,7 @@ def copies(args):
         cleaned[m3, truth[2] > 0] = 0
         row = {"seed": seed, "copied_mass": float(first.modules[m3, truth[2] > 0].sum())}
         for name, start in (("as_fitted", first.modules), ("cleaned", cleaned)):
-            res = fit_amf(C, truth.shape[0] + 1, rng=seed, **{**options, "init": (start, first.presence)})
+            res = fit_amf(C, truth.shape[0] + 1, rng=seed, warm_start=(start, first.presence), **options)
             _, _, unit_cos, _ = score(C, truth, region, layout, res.modules, res.presence)
             row[name] = {"loss": res.loss, "module3_cosine": unit_cos[3],
                          "copied_mass": float(res.modules[m3, truth[2] > 0].sum())}  # fmt: skip

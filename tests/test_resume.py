@@ -17,7 +17,7 @@ from lava.core import _amf_torch as amft
 from lava.core import selection as core_selection
 from reliability_helpers import AMF, assert_adata_equal, assert_equal_value, pipeline
 
-# swaps=0: every run is exactly max_epochs epochs, so the interrupt lands in a known run
+# swaps=0: every run is one fit of max_epochs epochs, so an interrupt at a given epoch falls in a known run
 SELECT = {"n_modules": [2, 3], "n_runs": 2, "max_epochs": 6, "rng": 5, "progress": False, "swaps": 0}
 
 

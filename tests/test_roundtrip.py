@@ -27,7 +27,7 @@ PRODUCERS = {
     "neighborhood_retention": lava.tl.neighborhood_retention,
 }
 #: Arguments that do not change results (where they go, whether to show bars) or are not data (a Dask client).
-NOT_RESULT_ARGUMENTS = {"adata", "key", "key_added", "copy", "progress", "client", "amf_kwargs"}
+NOT_RESULT_ARGUMENTS = {"adata", "key", "key_added", "copy", "progress", "client", "amf_kwargs", "options"}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def _rerun_arguments(adata, step: str) -> dict:
     if "rng" in accepted:
         assert isinstance(params["rng"], int)  # the seed actually used
     args = {name: value for name, value in params.items() if name in accepted}
-    if step == "selection":  # the AMF options it passes on
+    if step in ("selection", "amf"):  # the AMF options they pass on (the resolved AMFConfig's fields)
         args.update({name: value for name, value in params.items() if name in lava.tl._selection.AMF_KWARGS})
     return args
 

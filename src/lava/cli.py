@@ -131,10 +131,16 @@ def _add_pipeline_options(p: argparse.ArgumentParser, output: argparse._Argument
         help="weight of AMF's MAE term (default 1e-4; the paper used 10 on sparse single-cell data)",
     )
     g.add_argument(
-        "--loss",
-        choices=("expectile", "cosine_expectile", "paper"),
+        "--flavor",
+        choices=("lava", "paper"),
         default=None,
-        help="AMF loss (default: lava.tl.amf's, 'expectile'; 'paper' reproduces the paper)",
+        help="AMF recipe (default: lava.tl.amf's, 'lava'; 'paper' reproduces the paper)",
+    )
+    g.add_argument(
+        "--loss",
+        choices=("expectile", "paper"),
+        default=None,
+        help="AMF loss (default: the flavor's, 'expectile' for 'lava')",
     )
     g.add_argument(
         "--nu", type=_positive_float, default=None, help="overestimation weight of AMF (default: the loss's, 9)"
@@ -305,6 +311,7 @@ class _Job:
     out: Path
     figures: Path
     gamma: float | None
+    flavor: str | None
     loss: str | None
     nu: float | None
     lr: float | None
@@ -453,6 +460,7 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
         out=out,
         figures=figures,
         gamma=args.gamma,
+        flavor=args.flavor,
         loss=args.loss,
         nu=args.nu,
         lr=args.lr,
@@ -507,7 +515,9 @@ def _compute(job: _Job) -> None:
         device=job.device,
         progress=job.progress,
     )
-    fit_options = _drop_none(loss=job.loss, nu=job.nu, gamma=job.gamma, lr=job.lr, max_epochs=job.max_epochs)
+    fit_options = _drop_none(
+        flavor=job.flavor, loss=job.loss, nu=job.nu, gamma=job.gamma, lr=job.lr, max_epochs=job.max_epochs
+    )
     n_modules = job.n_modules
     if job.select is not None:
         _timed(
@@ -696,6 +706,7 @@ def _cmd_demo(args) -> int:
         groupby=DEMO_GROUPBY,
         gene_sets=None,
         gamma=args.gamma,
+        flavor=args.flavor,
         loss=args.loss,
         nu=args.nu,
         lr=args.lr if args.lr is not None else settings["lr"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -225,9 +227,9 @@ def test_all_zero_pairs_are_dropped_and_return_as_zero():
     assert res.loss == pytest.approx(amf_loss(C, res.presence, res.modules), rel=1e-5)
 
 
-def test_init_is_used():
+def test_warm_start_is_used():
     C, modules, presence = planted(seed=4, n_loc=60)
-    res = fit_amf(C, 3, max_epochs=1, rng=0, init=(modules, presence), lr=1e-6)
+    res = fit_amf(C, 3, max_epochs=1, rng=0, warm_start=(modules, presence), lr=1e-6)
     # float32 sums: the training path agrees with the float64 reference to ~1e-7 absolute
     assert res.history["loss"][0] == pytest.approx(amf_loss(C, presence, modules), abs=1e-6)
     np.testing.assert_allclose(res.modules, modules, atol=1e-5)
@@ -314,8 +316,39 @@ def test_invalid_arguments():
     C_nan[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         fit_amf(C_nan, 2)
-    with pytest.raises(ValueError, match="init"):
-        fit_amf(C, 2, init=(np.zeros((3, C.shape[1])), np.zeros((20, 3))))
+    with pytest.raises(ValueError, match="warm_start"):
+        fit_amf(C, 2, warm_start=(np.zeros((3, C.shape[1])), np.zeros((20, 3))))
+    with pytest.raises(TypeError, match="warm_start must be a pair"):
+        fit_amf(C, 2, warm_start=np.zeros((3, C.shape[1])))
+    with pytest.raises(TypeError, match="warm_start"):  # the start of one's own is no longer an init
+        fit_amf(C, 2, init=(np.zeros((2, C.shape[1])), np.zeros((C.shape[0], 2))))
+
+
+def test_flavors_are_the_recipes_of_the_loss():
+    from lava.core import AMFConfig
+
+    C, _, _ = planted(seed=4, n_loc=60)
+    paper = _fit_amf(C, 3, flavor="paper", max_epochs=30, rng=0)
+    old_paper = _fit_amf(C, 3, loss="paper", max_epochs=30, rng=0)
+    recipe = {"nu": 9.0, "lr": 3e-3, "init": "random", "stop": "paper", "l1": 0.0, "background": False}
+    explicit = _fit_amf(C, 3, loss="paper", **recipe, refine=False, locality_weight="norm", swaps=0, max_epochs=30)
+    for other in (old_paper, explicit):
+        np.testing.assert_array_equal(paper.modules, other.modules)
+        np.testing.assert_array_equal(paper.presence, other.presence)
+        assert paper.loss == other.loss
+    assert paper.config == AMFConfig.from_flavor("paper", max_epochs=30)
+    assert paper.device == "cpu"
+    lava_ = _fit_amf(C, 3, max_epochs=30, rng=0, swaps=0)
+    via_config = _fit_amf(C, 3, config=AMFConfig(max_epochs=30, swaps=0), rng=0)
+    np.testing.assert_array_equal(lava_.modules, via_config.modules)
+    assert lava_.config == via_config.config == AMFConfig(max_epochs=30, swaps=0)
+    assert (lava_.config.loss, lava_.background is not None) == ("expectile", True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lava_.config.nu = 3.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="nu must be"):
+        AMFConfig(nu=-1.0)
+    with pytest.raises(ValueError, match="nu must be"):
+        lava_.config.replace(nu=0.0)
 
 
 @pytest.mark.parametrize(

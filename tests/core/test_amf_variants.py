@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from lava.core import _amf_torch as amft
 from lava.core import amf_loss, fit_amf, reconstruct
 from lava.core.amf import init_from_localities, locality_weights
 
+#: The variant losses of the training engine and amf_loss (``"cosine_expectile"``: the benchmark's, not fit_amf's).
 VARIANTS = ["expectile", "cosine_expectile"]
 
 
@@ -148,7 +151,7 @@ def test_init_from_localities_starts_every_module_including_the_colocated_one():
     assert (unit @ fitted.T).max(1).min() >= 0.9
 
 
-@pytest.mark.parametrize("loss", VARIANTS)
+@pytest.mark.parametrize("loss", ["expectile"])
 def test_variant_fit_recovers_the_colocated_module_without_overestimating(loss):
     C, modules, _ = colocated()
     res = fit_amf(
@@ -180,14 +183,14 @@ def test_background_fit_loss_is_the_loss_with_a_fixed_all_ones_module():
     assert (C != 0).any(0).all()  # no dropped pairs, so the background covers every pair
     kwargs = {"loss": "expectile", "lr": 1e-2, "rng": 0, "max_epochs": 30, "background": True, "l1": 0.0}
     kwargs["refine"] = False  # the variant's own loss (refine=True would report the paper's)
-    res = fit_amf(C, 3, nu=9.0, nu_background=9.0, **kwargs)
+    res = fit_amf(C, 3, nu=9.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
     modules = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
     assert res.loss == pytest.approx(
         amf_loss(C, presence, modules, loss="expectile", weights=locality_weights(C, res.locality_weight)), rel=1e-4
     )
-    # a different weight where the floor is the maximum and overestimates
-    res = fit_amf(C, 3, nu=3.0, nu_background=9.0, **kwargs)
+    # a different weight where the floor is the maximum and overestimates (NU_BACKGROUND, 9)
+    res = fit_amf(C, 3, nu=3.0, **kwargs)
     presence = np.hstack([res.presence, res.background[:, None]])
     chat = reconstruct(presence, np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)]))
     floor_max = res.background[:, None] > reconstruct(res.presence, res.modules)
@@ -249,8 +252,10 @@ def test_invalid_variant_arguments():
         fit_amf(C, 3, init="kmeans")
     with pytest.raises(ValueError, match="stop must be one of"):
         fit_amf(C, 3, stop="never")
-    with pytest.raises(ValueError, match="nu_background must be"):
-        fit_amf(C, 3, background=True, nu_background=0.0)
+    with pytest.raises(ValueError, match="flavor must be one of"):
+        fit_amf(C, 3, flavor="scanpy")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        fit_amf(C, 3, loss="cosine_expectile")  # measured, not better (docs/amf_loss.md): the benchmark's own
     with pytest.raises(ValueError, match="l1 must be"):
         fit_amf(C, 3, loss="expectile", l1=-1.0)
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -287,11 +292,16 @@ def test_tl_amf_passes_the_variant_options_and_stores_the_background():
 
 
 def test_options_left_none_take_the_loss_defaults():
-    from lava.core.amf import LOSS_DEFAULTS, resolve_options
+    from lava.core import AMFConfig
+    from lava.core.amf import LOSS_DEFAULTS
 
-    assert resolve_options("paper") == LOSS_DEFAULTS["paper"]
-    assert resolve_options("expectile", nu=5.0)["nu"] == 5.0
-    assert resolve_options("expectile")["init"] == "localities"
+    paper = AMFConfig.from_flavor("paper")
+    assert {k: getattr(paper, k) for k in LOSS_DEFAULTS["paper"]} == LOSS_DEFAULTS["paper"]
+    assert AMFConfig.from_flavor(nu=5.0).nu == 5.0
+    assert AMFConfig.from_flavor(nu=None).nu == LOSS_DEFAULTS["expectile"]["nu"]
+    assert AMFConfig.from_flavor().init == "localities"
+    assert AMFConfig.from_flavor() == AMFConfig()  # the class defaults are the "lava" flavor's
+    assert AMFConfig.from_flavor(loss="paper") == dataclasses.replace(paper, flavor="lava")  # loss picks the recipe
     C, _, _ = colocated()
     explicit = fit_amf(C, 3, loss="expectile", rng=0, max_epochs=15, **LOSS_DEFAULTS["expectile"])
     defaulted = fit_amf(C, 3, loss="expectile", rng=0, max_epochs=15)
@@ -299,24 +309,14 @@ def test_options_left_none_take_the_loss_defaults():
     assert defaulted.background is not None
 
 
-def test_polish_continues_without_the_penalty():
+def test_removed_options_raise_type_error():
+    # polish, nu_background and the cosine_expectile fit left the library (benchmarks/bench_amf_variants.py has them)
     C, _, _ = colocated()
-    kwargs = {"loss": "expectile", "nu": 9.0, "nu_background": 9.0, "rng": 0, "max_epochs": 60, "patience": 10}
-    first = fit_amf(C, 3, l1=0.03, **kwargs)
-    res = fit_amf(C, 3, l1=0.03, polish=True, **kwargs)
-    # the reported loss is the second phase's: without the l1 term (the floor as a fixed all-ones module)
-    presence = np.hstack([res.presence, res.background[:, None]])
-    full = np.vstack([res.modules, np.ones((1, C.shape[1]), np.float32)])
-    assert res.loss == pytest.approx(
-        amf_loss(C, presence, full, loss="expectile", weights=locality_weights(C, "balanced")), rel=1e-4
-    )
-    assert res.history["loss"].shape == (res.n_epochs + 1,)
-    assert res.n_epochs > first.n_epochs
-    assert res.loss == res.history["loss"][res.best_epoch]
-    # most entries that the penalty set to 0 stay 0 (the floor, not they, is the maximum there)
-    zero = first.modules == 0
-    assert zero.mean() > 0.5
-    assert (res.modules[zero] == 0).mean() >= 0.5
+    for option in ({"polish": True}, {"nu_background": 9.0}, {"init": (np.zeros((3, 1)), np.zeros((1, 3)))}):
+        with pytest.raises(TypeError):
+            fit_amf(C, 3, max_epochs=1, **option)
+    with pytest.raises(TypeError, match="unexpected AMF option"):
+        fit_amf(C, 3, max_epochs=1, polish=True)
 
 
 def test_a_store_on_disk_defaults_to_the_paper_loss(tmp_path):
@@ -346,18 +346,6 @@ def test_nu_trades_coverage_of_noisy_modules_against_overestimation():
     coverage3, ratio3 = figures(3.0)
     assert coverage3 > coverage9 + 0.02
     assert ratio3 > ratio9
-
-
-def test_polish_second_phase_stops_by_the_paper_rule():
-    # the second phase starts converged: with nothing left to gain (a negligible penalty) it stops after
-    # ``patience`` epochs, not after the "learned" rule's 10 * patience of waiting for a first improvement
-    C, _, _ = colocated()
-    kwargs = {"loss": "expectile", "nu": 9.0, "stop": "learned", "rng": 0, "max_epochs": 500, "patience": 10}
-    first = fit_amf(C, 3, l1=1e-9, **kwargs)
-    res = fit_amf(C, 3, l1=1e-9, polish=True, **kwargs)
-    assert first.converged
-    assert res.converged
-    assert res.n_epochs - first.n_epochs <= 2 * 10
 
 
 def noisy_colocated():
@@ -435,8 +423,6 @@ def test_invalid_refine_arguments():
     C, _, _ = colocated()
     with pytest.raises(ValueError, match="with loss='paper' pass refine=False"):
         fit_amf(C, 3, loss="paper", refine=True)
-    with pytest.raises(ValueError, match="alternative second phases"):
-        fit_amf(C, 3, refine=True, polish=True)
     with pytest.raises(ValueError, match="refine_nu must be"):
         fit_amf(C, 3, refine=True, refine_nu=0.0)
     with pytest.raises(TypeError, match="refine must be True or False"):
@@ -488,7 +474,7 @@ def test_refine_starts_from_the_pruned_modules():
     )
     pairs = np.flatnonzero(leaky[k] >= 0.7 * np.quantile(leaky[k][leaky[k] > 0], 0.9))[:3]
     leaky[m, pairs] = 0.9
-    refined = fit_amf(C, 3, rng=0, max_epochs=400, init=(leaky, res.presence), refine=True)
+    refined = fit_amf(C, 3, rng=0, max_epochs=400, warm_start=(leaky, res.presence), refine=True)
     assert np.all(refined.modules[m, pairs] == 0)
 
 

@@ -290,7 +290,11 @@ def test_select_n_modules_validates():
     with pytest.raises(TypeError, match="valid ones"):
         select_n_modules(C, [2], n_runs=1, nu_=3)
     with pytest.raises(TypeError, match="valid ones"):
-        select_n_modules(C, [2], n_runs=1, init=None)
+        select_n_modules(C, [2], n_runs=1, warm_start=None)
+    with pytest.raises(TypeError, match="valid ones"):
+        select_n_modules(C, [2], n_runs=1, polish=True)
+    with pytest.raises(ValueError, match="nu must be"):  # the options are resolved before the first fit
+        select_n_modules(C, [2], n_runs=1, nu=-1.0)
     with pytest.raises(ValueError, match="n_runs"):
         select_n_modules(C, [2], n_runs=0)
     with pytest.raises(ValueError, match="repeated"):

@@ -111,6 +111,21 @@ def test_stores_every_field():
     assert params["rng"] == 3
     assert params["n_modules"] == 2
     assert params["from_selection"] is None
+    assert params["device"] == "cpu"  # the device used, not "auto"
+
+
+def test_params_are_the_config_resolved_once_by_core():
+    adata = make_adata()
+    lava.tl.amf(adata, 2, flavor="paper", nu=5.0, max_epochs=5, rng=1, progress=False)
+    params = lava.get.params(adata, "amf")
+    C = adata.uns["lava"]["correlations"]["values"]
+    result = lava.core.fit_amf(C, 2, flavor="paper", nu=5.0, max_epochs=5, rng=1)
+    assert {k: params[k] for k in result.config.to_dict()} == result.config.to_dict()
+    assert (params["flavor"], params["loss"], params["nu"], params["lr"]) == ("paper", "paper", 5.0, 3e-3)
+    assert params["device"] == result.device
+    np.testing.assert_array_equal(adata.uns["lava"]["amf"]["modules"], result.modules)
+    with pytest.raises(TypeError, match="unexpected AMF option"):
+        lava.tl.amf(adata, 2, polish=True, progress=False)
 
 
 def test_copy_and_stale_dependents():

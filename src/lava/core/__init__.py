@@ -4,6 +4,7 @@ Usable on its own for plain arrays: embeddings of any model, images, expression 
 """
 
 from .amf import (
+    AMFConfig,
     AMFResult,
     amf_loss,
     complete_modules,
@@ -37,6 +38,7 @@ from .selection import ModelSelection, select_n_modules
 from .stats import association_test, benjamini_hochberg, ora
 
 __all__ = [
+    "AMFConfig",
     "AMFResult",
     "CorrelationSupport",
     "LocalityPlacement",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .amf import AMFResult
+from .amf import AMFConfig, AMFResult
 
 #: Version of the checkpoint layout, stored in ``arguments.json``.
 _CHECKPOINT_FORMAT = 1
@@ -78,6 +78,8 @@ def _save_run(path: Path, result: AMFResult) -> None:
         value = getattr(result, field.name)
         if value is None:
             none_fields.append(field.name)
+        elif isinstance(value, AMFConfig):  # JSON text: np.load without pickles
+            arrays[f"{field.name}.__config__"] = np.asarray(json.dumps(value.to_dict(), sort_keys=True))
         elif isinstance(value, Mapping):
             arrays[f"{field.name}.__dict__"] = np.asarray(list(value), dtype=str)
             for name, item in value.items():
@@ -92,7 +94,9 @@ def _load_run(path: Path) -> AMFResult:
     with np.load(path, allow_pickle=False) as data:
         values: dict[str, Any] = {name: None for name in data["__none__"].tolist()}
         for field in dataclasses.fields(AMFResult):
-            if f"{field.name}.__dict__" in data:
+            if f"{field.name}.__config__" in data:
+                values[field.name] = AMFConfig(**json.loads(data[f"{field.name}.__config__"].item()))
+            elif f"{field.name}.__dict__" in data:
                 values[field.name] = {name: data[f"{field.name}.{name}"] for name in data[f"{field.name}.__dict__"]}
             elif field.name in data:
                 item = data[field.name]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -61,17 +61,191 @@ _EPS = 1e-8
 _ROW_CHUNK = 64
 
 #: The losses :func:`fit_amf` can minimise (docs/amf_loss.md).
-LOSSES = ("paper", "expectile", "cosine_expectile")
+LOSSES = ("paper", "expectile")
+#: The losses :func:`amf_loss` evaluates: also ``"cosine_expectile"`` (an unweighted cosine plus the expectile term,
+#: measured in docs/amf_loss.md and not better; ``benchmarks/bench_amf_variants.py`` still fits it).
+_EVAL_LOSSES = (*LOSSES, "cosine_expectile")
 #: The default loss (evidence in docs/amf_loss.md; with ``refine=True``, its default): better than the paper's on
 #: planted co-located modules on every criterion, in 3.4-9x fewer epochs, and no worse on MNIST. A C stored on disk
 #: (streamed) defaults to "paper".
 DEFAULT_LOSS = "expectile"
+#: The recipes of :func:`fit_amf` (scanpy-style ``flavor``): ``"lava"`` (the default loss with its options) and
+#: ``"paper"`` (the paper's loss, random start, stopping rule and weights). A flavor sets the default ``loss``,
+#: whose :data:`LOSS_DEFAULTS` fill the options not given.
+FLAVORS = {"lava": DEFAULT_LOSS, "paper": "paper"}
+#: With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (the floor
+#: stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the modules' asymmetry).
+NU_BACKGROUND = 9.0
 #: ``nu`` of the paper's loss in the second phase of ``refine=True`` (docs/amf_loss.md).
 REFINE_NU = 5.0
 #: The starts: "random" (the paper: uniform [0, 1]) and "localities" (modules from representative localities).
 INITS = ("random", "localities")
 #: The stopping rules: "paper" (1% in ``patience`` epochs) and "learned" (the same, not on the initial plateau).
 STOPS = ("paper", "learned")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
+@dataclass(frozen=True)
+class AMFConfig:
+    """Every option of an AMF fit, resolved and validated (:func:`fit_amf`, ``lava.tl.amf``).
+
+    Build one with :meth:`from_flavor` (a recipe plus overrides, the way :func:`fit_amf` does); constructing or
+    :func:`dataclasses.replace`-ing one validates it too. The attributes are :func:`fit_amf`'s options (see there):
+    ``flavor`` (the recipe it came from), ``loss``, ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``,
+    ``max_epochs``, ``init``, ``stop``, ``l1``, ``background``, ``refine``, ``refine_nu``, ``locality_weight``,
+    ``swaps`` and ``kernel``. The defaults are the ``"lava"`` flavor's.
+    """
+
+    flavor: str = "lava"
+    loss: str = DEFAULT_LOSS
+    nu: float = 12.0
+    gamma: float = 1e-4
+    lr: float = 1e-2
+    batch_size: int = 64
+    patience: int = 100
+    tol: float = 0.01
+    max_epochs: int = DEFAULT_MAX_EPOCHS
+    init: str = "localities"
+    stop: str = "learned"
+    l1: float = 0.003
+    background: bool = True
+    refine: bool = True
+    refine_nu: float = REFINE_NU
+    locality_weight: str = "balanced"
+    swaps: int = 4
+    kernel: str = "auto"
+
+    @classmethod
+    def from_flavor(cls, flavor: str = "lava", *, in_memory: bool = True, **options: Any) -> AMFConfig:
+        """Resolve ``flavor``'s recipe with ``options`` (AMFConfig field names) overriding it; validated.
+
+        The flavor sets the default ``loss`` (``"lava"``: ``"expectile"``, ``"paper"``: ``"paper"``), and the loss's
+        :data:`LOSS_DEFAULTS` fill ``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ``refine``,
+        ``locality_weight`` and ``swaps``; the other fields default as in the class. An option passed as None takes
+        its default. ``in_memory=False`` (a C streamed from disk): without an explicit ``loss`` the recipe is the
+        paper's, and a variant's in-memory defaults fall back (``init="random"``, no floor, no swaps) unless given.
+        An unknown option raises TypeError.
+        """
+        unknown = sorted(set(options) - set(CONFIG_FIELDS))
+        if unknown:
+            msg = (
+                f"unexpected AMF option(s) {', '.join(map(repr, unknown))}; the options are "
+                f"{', '.join(CONFIG_FIELDS)} (and flavor)."
+            )
+            raise TypeError(msg)
+        if not isinstance(flavor, str) or flavor not in FLAVORS:
+            msg = f"flavor must be one of {tuple(FLAVORS)}, got {flavor!r}."
+            raise ValueError(msg)
+        options = {k: v for k, v in options.items() if v is not None}
+        loss = options.get("loss", FLAVORS[flavor] if in_memory else "paper")
+        if not isinstance(loss, str) or loss not in LOSSES:
+            msg = f"loss must be one of {LOSSES}, got {loss!r}."
+            raise ValueError(msg)
+        values = {**LOSS_DEFAULTS[loss], **options, "loss": loss, "flavor": flavor}
+        if not in_memory:  # the localities start, the floor and the swaps need C in memory
+            for name, fallback in (("init", "random"), ("background", False), ("swaps", 0)):
+                if name not in options:
+                    values[name] = fallback
+        return cls(**values)
+
+    def __post_init__(self):
+        check = _check_config(self)
+        for name, value in check.items():  # numbers and flags as plain Python types (JSON-safe params)
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes: Any) -> AMFConfig:
+        """Return a copy with ``changes`` (field names; None keeps a field), validated."""
+        unknown = sorted(set(changes) - set(CONFIG_FIELDS))
+        if unknown:
+            msg = (
+                f"unexpected AMF option(s) {', '.join(map(repr, unknown))}; the options are {', '.join(CONFIG_FIELDS)}."
+            )
+            raise TypeError(msg)
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a dict of plain Python values (as ``lava.tl.amf`` stores them in its params)."""
+        return dataclasses.asdict(self)
+
+
+def _check_config(config: AMFConfig) -> dict[str, Any]:
+    """Validate ``config``'s fields (raise naming the fix); return the numbers and flags as plain Python types."""
+    c = config
+    if not isinstance(c.flavor, str) or c.flavor not in FLAVORS:
+        msg = f"flavor must be one of {tuple(FLAVORS)}, got {c.flavor!r}."
+        raise ValueError(msg)
+    if isinstance(c.swaps, bool) or not isinstance(c.swaps, int | np.integer) or c.swaps < 0:
+        msg = f"swaps must be a non-negative integer, got {c.swaps!r}."
+        raise ValueError(msg)
+    if not isinstance(c.locality_weight, str) or c.locality_weight not in LOCALITY_WEIGHTS:
+        msg = f"locality_weight must be one of {LOCALITY_WEIGHTS}, got {c.locality_weight!r}."
+        raise ValueError(msg)
+    if not _is_real(c.nu) or c.nu <= 0:
+        msg = f"nu must be a positive number (9 in the paper), got {c.nu!r}."
+        raise ValueError(msg)
+    if not _is_real(c.gamma) or c.gamma < 0:
+        msg = f"gamma must be a non-negative number (1e-4 by default), got {c.gamma!r}."
+        raise ValueError(msg)
+    if not _is_real(c.lr) or c.lr <= 0:
+        msg = f"lr must be a positive number ({DEFAULT_LR} by default), got {c.lr!r}."
+        raise ValueError(msg)
+    for name in ("batch_size", "patience", "max_epochs"):
+        value = getattr(c, name)
+        if not _is_int(value) or value < 1:
+            msg = f"{name} must be a positive integer, got {value!r}."
+            raise ValueError(msg)
+    if not _is_real(c.tol) or not 0 <= c.tol < 1:
+        msg = f"tol must be a number in [0, 1) (a relative improvement), got {c.tol!r}."
+        raise ValueError(msg)
+    if not isinstance(c.loss, str) or c.loss not in LOSSES:
+        msg = f"loss must be one of {LOSSES}, got {c.loss!r}."
+        raise ValueError(msg)
+    if not isinstance(c.init, str):
+        msg = (
+            f"init must be one of {INITS}, got {type(c.init).__name__}; pass a start (modules, presence) as warm_start."
+        )
+        raise TypeError(msg)
+    if c.init not in INITS:
+        msg = f"init must be one of {INITS}, got {c.init!r}."
+        raise ValueError(msg)
+    if not isinstance(c.stop, str) or c.stop not in STOPS:
+        msg = f"stop must be one of {STOPS}, got {c.stop!r}."
+        raise ValueError(msg)
+    if not isinstance(c.refine, bool | np.bool_):
+        msg = f"refine must be True or False (None: the loss's default), got {c.refine!r}."
+        raise TypeError(msg)
+    if not _is_real(c.refine_nu) or c.refine_nu <= 0:
+        msg = f"refine_nu must be a positive number ({REFINE_NU} by default), got {c.refine_nu!r}."
+        raise ValueError(msg)
+    if c.refine and c.loss == "paper":
+        msg = "refine=True continues a variant's fit with the paper's loss; with loss='paper' pass refine=False."
+        raise ValueError(msg)
+    if not _is_real(c.l1) or c.l1 < 0:
+        msg = f"l1 must be a non-negative number, got {c.l1!r}."
+        raise ValueError(msg)
+    if not isinstance(c.background, bool | np.bool_):
+        msg = f"background must be True or False (None: the loss's default), got {c.background!r}."
+        raise TypeError(msg)
+    if c.kernel not in ("auto", "compiled", "eager"):
+        msg = f"kernel must be 'auto', 'compiled' or 'eager', got {c.kernel!r}."
+        raise ValueError(msg)
+    return {
+        "nu": float(c.nu), "gamma": float(c.gamma), "lr": float(c.lr), "batch_size": int(c.batch_size),
+        "patience": int(c.patience), "tol": float(c.tol), "max_epochs": int(c.max_epochs), "l1": float(c.l1),
+        "background": bool(c.background), "refine": bool(c.refine), "refine_nu": float(c.refine_nu),
+        "swaps": int(c.swaps),
+    }  # fmt: skip
+
+
+#: The options of :func:`fit_amf` (the fields of :class:`AMFConfig` but ``flavor``).
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(AMFConfig) if f.name != "flavor")
 
 
 @dataclass(frozen=True)
@@ -121,6 +295,10 @@ class AMFResult:
     swap_epochs
         Epochs of the fits before the returned one (the first fit and every swap tried before it, accepted or not):
         the whole fit ran ``n_epochs + swap_epochs`` epochs.
+    config
+        The resolved options of the fit (:class:`AMFConfig`; None for a result rebuilt from an old store).
+    device
+        The device the fit ran on (``"cpu"``, ``"cuda"``, ...).
     """
 
     modules: np.ndarray
@@ -141,6 +319,8 @@ class AMFResult:
     locality_weight: str = "norm"
     n_swaps: int = 0
     swap_epochs: int = 0
+    config: AMFConfig | None = field(default=None, repr=False)
+    device: str = "cpu"
 
 
 def amf_loss(
@@ -164,8 +344,8 @@ def amf_loss(
     where ``Chat > C`` and 1 elsewhere (``||C_i||^2`` floored at 1e-8). ``loss="cosine_expectile"``: that plus
     the unweighted cosine term ``sum_i a_i (1 - cos(C_i, Chat_i))``. See ``docs/amf_loss.md``.
     """
-    if loss not in LOSSES:
-        msg = f"loss must be one of {LOSSES}, got {loss!r}."
+    if loss not in _EVAL_LOSSES:
+        msg = f"loss must be one of {_EVAL_LOSSES}, got {loss!r}."
         raise ValueError(msg)
     C = np.asarray(C)
     presence = np.asarray(presence, dtype=np.float32)
@@ -210,29 +390,13 @@ def fit_amf(
     C: np.ndarray,
     n_modules: int,
     *,
-    nu: float | None = None,
-    gamma: float = 1e-4,
-    lr: float | None = None,
-    batch_size: int = 64,
-    patience: int = 100,
-    tol: float = 0.01,
-    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    flavor: Literal["lava", "paper"] = "lava",
+    config: AMFConfig | None = None,
     rng: RngLike = 0,
     device: Device = "auto",
     progress: bool = False,
-    init: tuple[np.ndarray, np.ndarray] | Literal["random", "localities"] | None = None,
-    loss: Literal["paper", "expectile", "cosine_expectile"] | None = None,
-    kernel: Literal["auto", "compiled", "eager"] = "auto",
-    stop: Literal["paper", "learned"] | None = None,
-    l1: float | None = None,
-    background: bool | None = None,
-    nu_background: float = 9.0,
-    polish: bool = False,
-    refine: bool | None = None,
-    refine_nu: float = REFINE_NU,
-    locality_weight: Literal["norm", "balanced"] | None = None,
-    swaps: int | None = None,
-    _swap: int = 0,
+    warm_start: tuple[np.ndarray, np.ndarray] | None = None,
+    **options: Any,
 ) -> AMFResult:
     """Fit modules and presences to locality correlations by Association Matrix Factorisation.
 
@@ -243,12 +407,13 @@ def fit_amf(
     before fitting and come back as 0 in ``modules``. A KeyboardInterrupt stops the fit and returns the best
     matrices so far with ``interrupted=True``.
 
-    The default loss is ``"expectile"`` (``loss="paper"`` reproduces the paper). The options left ``None``
-    (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ``refine``) take the defaults of the chosen
-    ``loss`` (:data:`LOSS_DEFAULTS`): for ``"paper"`` nu 9, lr 3e-3, random start, the paper's stopping rule, no
-    floor; for the variants nu 12, lr 1e-2, ``init="localities"``, ``stop="learned"``, ``l1=0.003``,
-    ``background=True`` and ``refine=True`` (a second phase with the paper's loss on the modules' pairs; evidence
-    in ``docs/amf_loss.md``).
+    The options are resolved once into an :class:`AMFConfig` (``AMFConfig.from_flavor(flavor, **options)``,
+    returned as ``AMFResult.config``). ``flavor="lava"`` (default) minimises the ``"expectile"`` loss,
+    ``flavor="paper"`` reproduces the paper (``loss="paper"``). The flavor sets the default ``loss``, whose
+    :data:`LOSS_DEFAULTS` fill the options not given (or given as None): for ``"paper"`` nu 9, lr 3e-3, random
+    start, the paper's stopping rule, norm weights, no floor, no swaps; for ``"expectile"`` nu 12, lr 1e-2,
+    ``init="localities"``, ``stop="learned"``, ``l1=0.003``, ``background=True``, ``refine=True`` (a second phase
+    with the paper's loss on the modules' pairs), balanced weights and 4 swaps (evidence in ``docs/amf_loss.md``).
 
     Parameters
     ----------
@@ -256,49 +421,61 @@ def fit_amf(
         (l, P) locality correlations, finite and non-negative (absolute Spearman correlations in [0, 1]). An
         on-disk store (a zarr array with chunks of whole rows, an h5py dataset or a :class:`numpy.memmap`, e.g.
         written by ``locality_correlations(..., out=store)``) is streamed: minibatches and evaluation blocks are
-        read as needed and ``C`` is never loaded whole (same result; not with ``init="localities"`` or
-        ``background=True``, which need ``C`` in memory: left ``None``, they fall back to a random start and no
-        floor for a store).
+        read as needed and ``C`` is never loaded whole (same result; not with ``init="localities"``,
+        ``background=True`` or swaps, which need ``C`` in memory: for a store the flavors' recipe is the paper's
+        unless ``loss`` is given, and a variant's in-memory defaults fall back to a random start, no floor and no
+        swaps).
     n_modules
         M, the number of modules (1 <= M <= l).
+    flavor
+        ``"lava"`` or ``"paper"``: the recipe whose options the ``options`` override.
+    config
+        A resolved :class:`AMFConfig` to fit with instead of ``flavor`` (``options`` then override its fields).
+    rng
+        Seed (int) or :class:`numpy.random.Generator` for the initial matrices (the random start; with
+        ``init="localities"`` only a tiny jitter) and the minibatch order.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...; the one used is ``AMFResult.device``.
+    progress
+        Show a tqdm progress bar per phase (``AMF (expectile)``, then ``AMF (refine)``): epochs towards the first
+        one at which the stopping rule may end the phase (the total grows with each improvement), with the
+        loss, the best loss and ``patience=k/p``, the epochs since the last improvement by more than ``tol``.
+        The fit of a swap shows its own bars (``AMF swap 1 (expectile)``, ...).
+    warm_start
+        ``(modules, presence)`` to start from instead of ``init``, shapes (M, P) and (l, M); values are clipped to
+        [0, 1] (a floor, with ``background=True``, starts at each locality's median correlation).
+    **options
+        The fields of :class:`AMFConfig`, below.
+
+    Other Parameters
+    ----------------
+    loss
+        ``"expectile"`` (the ``"lava"`` flavor's: an asymmetric squared error normalised per locality,
+        overestimates weighted ``nu``, followed by the ``refine`` phase) or ``"paper"`` (the module docstring's
+        loss, the paper's). See ``docs/amf_loss.md`` for why and the evidence.
     nu
         Weight of overestimated entries (``Chat > C``): in the cosine term for ``"paper"`` (9 in the paper), in the
         squared error for the variants (12 by default; 2-3 cover noisy modules more fully but overestimate more).
     gamma
         Weight of the mean absolute error term; 1e-4 by default (the paper used 10 on sparse single-cell data).
     lr
-        Adam's learning rate. Variants: 1e-2 by default. Paper's loss: default 3e-3: on planted data 1e-3 and 3e-3 recover more modules than 1e-2 (3e-2
-        fails), 3e-3 in about half the epochs of 1e-3; on MNIST 1e-3 was seen to stop on the initial plateau under
-        the 1%-in-100-epochs rule. If a fit stops early with a flat loss history, raise it to 1e-2
-        (``docs/amf.md``).
+        Adam's learning rate. Variants: 1e-2 by default. Paper's loss: default 3e-3: on planted data 1e-3 and 3e-3
+        recover more modules than 1e-2 (3e-2 fails), 3e-3 in about half the epochs of 1e-3; on MNIST 1e-3 was seen
+        to stop on the initial plateau under the 1%-in-100-epochs rule. If a fit stops early with a flat loss
+        history, raise it to 1e-2 (``docs/amf.md``).
     batch_size
-        Localities per minibatch step.
+        Localities per minibatch step (64).
     patience, tol
-        Convergence: stop when the best full loss has not improved by more than ``tol`` (relative) in
-        ``patience`` epochs.
+        Convergence: stop when the best full loss has not improved by more than ``tol`` (relative, 0.01) in
+        ``patience`` (100) epochs.
     max_epochs
         Cap on epochs (default 5000; fits on the paper's data converge in a few hundred to ~1000), both phases
-        together with ``refine`` or ``polish`` (a first phase that uses them all leaves the second out).
-    rng
-        Seed (int) or :class:`numpy.random.Generator` for the initial matrices (the random start; with
-        ``init="localities"`` only a tiny jitter) and the minibatch order.
-    device
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-    progress
-        Show a tqdm progress bar per phase (``AMF (expectile)``, then ``AMF (refine)``): epochs towards the first
-        one at which the stopping rule may end the phase (the total grows with each improvement), with the
-        loss, the best loss and ``patience=k/p``, the epochs since the last improvement by more than ``tol``.
-        The fit of a swap shows its own bars (``AMF swap 1 (expectile)``, ...).
+        together with ``refine`` (a first phase that uses them all leaves the second out).
     init
-        ``"random"`` (the paper: uniform [0, 1] entries), ``"localities"`` (modules taken from
+        ``"random"`` (the paper: uniform [0, 1] entries) or ``"localities"`` (modules taken from
         representative localities: greedy picks of the locality with the largest unexplained correlation, parts
-        of a picked union that another module covers removed; the same start for every seed), or ``(modules,
-        presence)`` to start from, shapes (M, P) and (l, M); values are clipped to [0, 1].
-    loss
-        ``"expectile"`` (default; ``"paper"`` for a ``C`` on disk: an asymmetric squared error normalised per
-        locality, overestimates weighted ``nu``, followed by the ``refine`` phase), ``"paper"`` (the module
-        docstring's loss, the paper's) or ``"cosine_expectile"`` (an unweighted cosine plus that term). See
-        ``docs/amf_loss.md`` for why and the evidence.
+        of a picked union that another module covers removed; the same start for every seed). A start of your
+        own is ``warm_start``.
     stop
         ``"paper"``: the patience rule above; ``"learned"``: the same rule, but it may fire only once the loss
         has improved by more than ``tol`` at least once (or after ``10 * patience`` epochs), so that it cannot stop
@@ -311,12 +488,6 @@ def fit_amf(
         b_i)`` (a fixed all-ones module), so that the low correlations every pair has are not spread over the
         modules. ``modules`` and ``presence`` exclude it; it is returned as ``AMFResult.background``, and the
         quality figures are those of the modules' reconstruction without it.
-    polish
-        With ``l1 > 0``: once the fit with the penalty has converged, continue from its best matrices without it
-        (a "relaxed lasso": entries that the penalty set to 0 stay 0, as they receive no gradient where another
-        module or the floor is the maximum; the others lose the penalty's shrinkage). ``history``, ``n_epochs``
-        and ``best_epoch`` cover both phases; ``loss`` is the second phase's (without the penalty). The second
-        phase stops by the paper's rule (it starts converged, not on a plateau).
     refine
         With a variant loss: once its fit has converged, continue from its best matrices with the paper's loss at
         ``refine_nu``, every module entry that is 0 frozen at 0 (the modules keep their pairs and cannot spread;
@@ -329,14 +500,14 @@ def fit_amf(
         low ``nu`` (``docs/amf_loss.md``). The second phase starts converged, so it stops by the paper's rule with
         a patience of ``0.2 * patience``. ``history``,
         ``n_epochs`` and ``best_epoch`` cover both phases (the loss switches at the first phase's last epoch);
-        ``loss`` is the paper's loss of the returned matrices at ``refine_nu``. Default (None): the loss's
-        (:data:`LOSS_DEFAULTS`: True for the variants), False with ``polish=True``.
+        ``loss`` is the paper's loss of the returned matrices at ``refine_nu``. Default: the loss's
+        (:data:`LOSS_DEFAULTS`: True for the variants).
     refine_nu
         ``nu`` of the paper's loss in the ``refine`` phase (5).
     locality_weight
         The weights ``a_i`` of the localities in the loss (:func:`locality_weights`): ``"norm"`` (the paper's,
         ``||C_i|| / sum_{k != i} ||C_k||``) or ``"balanced"`` (every locality the same, those with weaker
-        correlations than typical less). Default (None): the loss's (:data:`LOSS_DEFAULTS`: ``"norm"`` for
+        correlations than typical less). Default: the loss's (:data:`LOSS_DEFAULTS`: ``"norm"`` for
         ``"paper"``, ``"balanced"`` for the variants). With ``"balanced"`` the localities start picks the
         locality whose unexplained correlation is strongest relative to its own strength, times its weight
         (:func:`init_from_localities`), so that sparse localities get modules too.
@@ -347,12 +518,8 @@ def fit_amf(
         and the first that does not ends the search. The greedy start can spend several modules on one population
         and none on another; on the kidney data (M = 9, one placement) two swaps lowered the loss from 0.27 to 0.15
         and gave the one population without a module its module (``docs/amf_loss.md``). Each swap costs about one
-        fit. Default (None): the loss's (:data:`LOSS_DEFAULTS`: 0 for ``"paper"``, 4 for the variants; 0 for a
+        fit. Default: the loss's (:data:`LOSS_DEFAULTS`: 0 for ``"paper"``, 4 for the variants; 0 for a
         ``C`` on disk).
-    nu_background
-        With ``background=True`` and a variant loss: the overestimation weight where the floor is the maximum (9:
-        the floor stays low, so that the reconstruction with it overestimates little, while ``nu`` sets the
-        modules' asymmetry). The paper's loss uses ``nu`` everywhere.
     kernel
         ``"eager"``: chunked torch operations (any device); ``"compiled"``: the same computation as two numba
         kernels that visit each entry once per sweep, on the CPU (several times faster; compiled on first use
@@ -365,70 +532,37 @@ def fit_amf(
         The best epoch's ``modules`` (M, P) and ``presence`` (l, M), float32, with the loss, quality figures and
         the per-epoch history.
     """
-    from . import _amf_torch as amft
     from . import _streamed
 
     C = _check_C(C)
-    if loss is None:  # the localities start and the floor need C in memory: a store defaults to the paper's loss
-        loss = "paper" if _streamed.is_store(C) else DEFAULT_LOSS
-    if polish and refine is None:  # the alternative second phase
-        refine = False
-    opts = resolve_options(
-        loss,
-        nu=nu,
-        lr=lr,
-        init=init,
-        stop=stop,
-        l1=l1,
-        background=background,
-        refine=refine,
-        locality_weight=locality_weight,
-        swaps=swaps,
-    )
-    if _streamed.is_store(C):  # an explicit variant on a store: its in-memory defaults fall back
-        if init is None and opts["init"] == "localities":
-            opts["init"] = "random"
-        if background is None:
-            opts["background"] = False
-        if swaps is None:
-            opts["swaps"] = 0
-    nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
-    refine, locality_weight, swaps = opts["refine"], opts["locality_weight"], opts["swaps"]
-    if isinstance(swaps, bool) or not isinstance(swaps, int | np.integer) or swaps < 0:
-        msg = f"swaps must be a non-negative integer, got {swaps!r}."
+    streamed = _streamed.is_store(C)
+    if config is None:
+        config = AMFConfig.from_flavor(flavor, in_memory=not streamed, **options)
+    elif not isinstance(config, AMFConfig):
+        msg = f"config must be an AMFConfig (AMFConfig.from_flavor(...)), got {type(config).__name__}."
+        raise TypeError(msg)
+    elif options:
+        config = config.replace(**options)
+    if not _is_int(n_modules) or not 1 <= n_modules <= C.shape[0]:
+        msg = f"n_modules must be an integer in [1, {C.shape[0]}] (the number of localities), got {n_modules!r}."
         raise ValueError(msg)
-    if not isinstance(locality_weight, str) or locality_weight not in LOCALITY_WEIGHTS:
-        msg = f"locality_weight must be one of {LOCALITY_WEIGHTS}, got {locality_weight!r}."
-        raise ValueError(msg)
-    _check_fit_args(
-        n_modules=n_modules,
-        n_localities=C.shape[0],
-        nu=nu,
-        gamma=gamma,
-        lr=lr,
-        batch_size=batch_size,
-        patience=patience,
-        tol=tol,
-        max_epochs=max_epochs,
-        loss=loss,
-        init=init,
-        stop=stop,
-        refine=refine,
-        refine_nu=refine_nu,
-        polish=polish,
-    )
-    if not isinstance(l1, int | float | np.integer | np.floating) or not np.isfinite(l1) or l1 < 0:
-        msg = f"l1 must be a non-negative number, got {l1!r}."
-        raise ValueError(msg)
-    if not isinstance(nu_background, int | float | np.integer | np.floating) or not nu_background > 0:
-        msg = f"nu_background must be a positive number, got {nu_background!r}."
-        raise ValueError(msg)
-    if kernel not in ("auto", "compiled", "eager"):
-        msg = f"kernel must be 'auto', 'compiled' or 'eager', got {kernel!r}."
-        raise ValueError(msg)
-    if _streamed.is_store(C) and ((isinstance(init, str) and init == "localities") or background or swaps):
+    if streamed and (config.init == "localities" or config.background or config.swaps):
         msg = "init='localities', background=True and swaps need C in memory; pass np.asarray(C) (or another init)."
         raise ValueError(msg)
+    return _fit(C, n_modules, config, rng=rng, device=device, progress=progress, warm_start=warm_start)
+
+
+def _fit(C, n_modules: int, config: AMFConfig, *, rng, device, progress, warm_start, label: str = "") -> AMFResult:
+    """:func:`fit_amf` on a checked ``C`` with a resolved ``config``; ``label`` names a swap's progress bars."""
+    from . import _amf_torch as amft
+    from . import _streamed
+
+    loss, nu, gamma, lr, init, stop, l1 = (
+        getattr(config, k) for k in ("loss", "nu", "gamma", "lr", "init", "stop", "l1")
+    )
+    batch_size, patience, tol, max_epochs = config.batch_size, config.patience, config.tol, config.max_epochs
+    background, refine, refine_nu = config.background, config.refine, config.refine_nu
+    locality_weight, swaps, kernel = config.locality_weight, config.swaps, config.kernel
     n_loc, n_pairs = C.shape
     kept = _nonzero_columns(C)
     if not kept.any():
@@ -440,13 +574,13 @@ def fit_amf(
     presence0 = generator.random((n_loc, n_modules), dtype=np.float32)
     if not _streamed.is_store(C):  # C without the all-zero pairs (a copy only if some are dropped)
         Ck = np.ascontiguousarray(C if kept.all() else C[:, kept], dtype=np.float32)
-    if isinstance(init, str) and init == "localities":
+    if warm_start is not None:
+        modules0, presence0 = _check_warm_start(warm_start, n_modules, n_loc, n_pairs)
+    elif init == "localities":
         modules0 = np.zeros((n_modules, n_pairs), dtype=np.float32)
         modules0[:, kept], presence0 = init_from_localities(
             Ck, n_modules, rng=generator, locality_weight=locality_weight
         )
-    elif init is not None and not isinstance(init, str):
-        modules0, presence0 = _check_init(init, n_modules, n_loc, n_pairs)
 
     torch = amft.torch
     device = torch.device(_resolve(device))
@@ -467,7 +601,7 @@ def fit_amf(
     )
     problem.l1 = float(l1)
     problem.background = bool(background)
-    problem.nu_background = float(nu_background)
+    problem.nu_background = NU_BACKGROUND
     problem.bg_index = n_modules
     modules0 = modules0[:, kept]
     if background:  # the fixed all-ones module; its presence starts at each locality's median correlation
@@ -475,7 +609,6 @@ def fit_amf(
         # (median by blocks of rows: np.median partitions a copy of its input, here a copy of C)
         medians = [np.median(Ck[r0 : r0 + _ROW_CHUNK], axis=1) for r0 in range(0, n_loc, _ROW_CHUNK)]
         presence0 = np.hstack([presence0, np.concatenate(medians)[:, None].astype(np.float32)])
-    label = f" swap {_swap}" if _swap else ""  # the progress bars of a swap's fit: "AMF swap 1 (expectile)"
     out = amft.train(
         problem,
         np.ascontiguousarray(presence0, dtype=np.float32),
@@ -494,10 +627,7 @@ def fit_amf(
     phase = {"lr": lr, "batch_size": batch_size, "tol": tol, "max_epochs": max_epochs - out["n_epochs"],
              "generator": generator, "progress": progress, "stop": "paper"}  # fmt: skip
     if phase["max_epochs"] > 0 and not out["interrupted"]:
-        if polish and l1 > 0:  # the same loss without the l1 penalty
-            problem.l1 = 0.0
-            out = _second_phase(amft, problem, out, patience=patience, desc=f"AMF{label} (polish)", **phase)
-        elif refine:  # the paper's loss on the modules' support, completed and pruned (not the floor's row)
+        if refine:  # the paper's loss on the modules' support, completed and pruned (not the floor's row)
             settled, presence = out["modules"][:n_modules], out["presence"][:, :n_modules]
             if not _streamed.is_store(C):  # completion indexes C by rows and columns: C in memory only
                 settled = complete_modules(Ck, settled, presence)
@@ -531,17 +661,16 @@ def fit_amf(
         kernel=problem.kernel,
         background=floor,
         locality_weight=locality_weight,
+        config=config,
+        device=str(device),
     )
     if not swaps or result.interrupted:
         return result
 
     def refit(start):
-        return fit_amf(
-            C, n_modules, nu=nu, gamma=gamma, lr=lr, batch_size=batch_size, patience=patience, tol=tol,
-            max_epochs=max_epochs, rng=generator, device=device, progress=progress, init=start, loss=loss,
-            kernel=kernel, stop=stop, l1=l1, background=background, nu_background=nu_background, polish=polish,
-            refine=refine, refine_nu=refine_nu, locality_weight=locality_weight, swaps=0, _swap=n_swaps + 1,
-        )  # fmt: skip
+        once = _fit(C, n_modules, config.replace(swaps=0), rng=generator, device=device, progress=progress,
+                    warm_start=start, label=f" swap {n_swaps + 1}")  # fmt: skip
+        return dataclasses.replace(once, config=config)
 
     spent, n_swaps = 0, 0
     for _ in range(swaps):
@@ -645,7 +774,7 @@ def refine_patience(patience: int) -> int:
 
 
 def _second_phase(amft, problem, first, **kwargs):
-    """Train on from ``first``'s best matrices (``polish``, ``refine``); histories joined, epochs counted on.
+    """Train on from ``first``'s best matrices (``refine``); histories joined, epochs counted on.
 
     A second phase stops by the paper's rule (``kwargs["stop"]``): it starts from converged matrices, so "learned"
     (which waits for a first improvement by more than ``tol``, up to ``10 * patience`` epochs) would only add
@@ -684,27 +813,27 @@ def _nonzero_columns(C) -> np.ndarray:
     return kept
 
 
-def _check_init(init, n_modules, n_loc, n_pairs):
+def _check_warm_start(warm_start, n_modules, n_loc, n_pairs):
     try:
-        modules0, presence0 = init
+        modules0, presence0 = warm_start
     except (TypeError, ValueError):
-        msg = "init must be a pair (modules, presence) of arrays with shapes (M, P) and (l, M)."
+        msg = "warm_start must be a pair (modules, presence) of arrays with shapes (M, P) and (l, M)."
         raise TypeError(msg) from None
     modules0 = np.asarray(modules0, dtype=np.float32)
     presence0 = np.asarray(presence0, dtype=np.float32)
     if modules0.shape != (n_modules, n_pairs) or presence0.shape != (n_loc, n_modules):
         msg = (
-            f"init shapes {modules0.shape}, {presence0.shape} do not match modules (M, P) = {(n_modules, n_pairs)}"
+            f"warm_start shapes {modules0.shape}, {presence0.shape} do not match modules (M, P) = {(n_modules, n_pairs)}"
             f" and presence (l, M) = {(n_loc, n_modules)}."
         )
         raise ValueError(msg)
     if not (np.all(np.isfinite(modules0)) and np.all(np.isfinite(presence0))):
-        msg = "init contains NaN or infinite values."
+        msg = "warm_start contains NaN or infinite values."
         raise ValueError(msg)
     return np.clip(modules0, 0, 1), np.clip(presence0, 0, 1)
 
 
-#: Defaults of the options that depend on the loss (``None`` in :func:`fit_amf` and ``lava.tl.amf`` means these).
+#: Defaults of the options that depend on the loss (:meth:`AMFConfig.from_flavor` fills the options not given).
 LOSS_DEFAULTS = {
     "paper": {
         "nu": 9.0,
@@ -729,85 +858,6 @@ LOSS_DEFAULTS = {
         "swaps": 4,
     },
 }
-LOSS_DEFAULTS["cosine_expectile"] = LOSS_DEFAULTS["expectile"]
-
-
-def resolve_options(loss, **options) -> dict:
-    """Fill the options left None (``nu``, ``lr``, ``init``, ``stop``, ``l1``, ``background``, ...) by the loss's."""
-    if not isinstance(loss, str) or loss not in LOSSES:
-        msg = f"loss must be one of {LOSSES}, got {loss!r}."
-        raise ValueError(msg)
-    return {k: (LOSS_DEFAULTS[loss][k] if options.get(k) is None else options[k]) for k in LOSS_DEFAULTS[loss]}
-
-
-def _check_fit_args(
-    *,
-    n_modules,
-    n_localities,
-    nu,
-    gamma,
-    lr,
-    batch_size,
-    patience,
-    tol,
-    max_epochs,
-    loss="paper",
-    init=None,
-    stop="paper",
-    refine=False,
-    refine_nu=REFINE_NU,
-    polish=False,
-):
-    """Validate AMF's options (shared by :func:`fit_amf` and ``lava.tl.amf``); raise naming the fix."""
-
-    def _is_int(x):
-        return isinstance(x, int | np.integer) and not isinstance(x, bool)
-
-    def _is_real(x):
-        return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and np.isfinite(x)
-
-    if not _is_int(n_modules) or not 1 <= n_modules <= n_localities:
-        msg = f"n_modules must be an integer in [1, {n_localities}] (the number of localities), got {n_modules!r}."
-        raise ValueError(msg)
-    if not _is_real(nu) or nu <= 0:
-        msg = f"nu must be a positive number (9 in the paper), got {nu!r}."
-        raise ValueError(msg)
-    if not _is_real(gamma) or gamma < 0:
-        msg = f"gamma must be a non-negative number (1e-4 by default), got {gamma!r}."
-        raise ValueError(msg)
-    if not _is_real(lr) or lr <= 0:
-        msg = f"lr must be a positive number ({DEFAULT_LR} by default), got {lr!r}."
-        raise ValueError(msg)
-    for name, value in (("batch_size", batch_size), ("patience", patience), ("max_epochs", max_epochs)):
-        if not _is_int(value) or value < 1:
-            msg = f"{name} must be a positive integer, got {value!r}."
-            raise ValueError(msg)
-    if not _is_real(tol) or not 0 <= tol < 1:
-        msg = f"tol must be a number in [0, 1) (a relative improvement), got {tol!r}."
-        raise ValueError(msg)
-    if not isinstance(loss, str) or loss not in LOSSES:
-        msg = f"loss must be one of {LOSSES}, got {loss!r}."
-        raise ValueError(msg)
-    if isinstance(init, str) and init not in INITS:
-        msg = f"init must be one of {INITS} or a pair (modules, presence), got {init!r}."
-        raise ValueError(msg)
-    if not isinstance(stop, str) or stop not in STOPS:
-        msg = f"stop must be one of {STOPS}, got {stop!r}."
-        raise ValueError(msg)
-    if not isinstance(refine, bool | np.bool_):
-        msg = f"refine must be True or False (None: the loss's default), got {refine!r}."
-        raise TypeError(msg)
-    if not _is_real(refine_nu) or refine_nu <= 0:
-        msg = f"refine_nu must be a positive number ({REFINE_NU} by default), got {refine_nu!r}."
-        raise ValueError(msg)
-    if refine and loss == "paper":
-        msg = "refine=True continues a variant's fit with the paper's loss; with loss='paper' pass refine=False."
-        raise ValueError(msg)
-    if refine and polish:
-        msg = "refine and polish are alternative second phases; pass at most one of them."
-        raise ValueError(msg)
-
-
 #: init="localities": entries of a picked locality's unexplained correlation below this share of its maximum are
 #: treated as background (0); presences are this quantile of C / module over the module's pairs.
 _INIT_THRESHOLD = 0.5

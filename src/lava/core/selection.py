@@ -9,7 +9,6 @@ refinement is :mod:`.refine`, the NMF baseline :mod:`.nmf`.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from ._checkpoint import _CHECKPOINT_FORMAT, _fingerprint, _jsonable, _load_run,
 from .amf import AMFResult, fit_amf
 from .metrics import duplicate_modules, presence_weighted_average
 
-#: Arguments of :func:`~lava.core.fit_amf` that :func:`select_n_modules` sets itself.
-_RESERVED_FIT_KWARGS = ("C", "n_modules", "rng", "progress", "init")
+#: Arguments of :func:`~lava.core.fit_amf` that :func:`select_n_modules` passes on to every fit: the flavor, the
+#: options (:class:`~lava.core.AMFConfig`'s fields) and the device.
+FIT_KWARGS = ("flavor", *_amf.CONFIG_FIELDS, "device")
 
 #: Default near-tie margin of the elbow rule, in units of the normalised loss range (see :func:`elbow`).
 ELBOW_TOLERANCE = 0.05
@@ -270,14 +270,15 @@ def _validate_n_modules(n_modules) -> np.ndarray:
 
 
 def _validate_fit_kwargs(fit_kwargs: Mapping[str, Any]) -> None:
-    allowed = [name for name in inspect.signature(_amf.fit_amf).parameters if name not in _RESERVED_FIT_KWARGS]
-    unknown = sorted(set(fit_kwargs) - set(allowed))
+    unknown = sorted(set(fit_kwargs) - set(FIT_KWARGS))
     if unknown:
         msg = (
             f"unexpected keyword argument(s) {', '.join(map(repr, unknown))} for fitting AMF; valid ones: "
-            f"{', '.join(allowed)} (rng and progress are select_n_modules' own; init does not apply here)."
+            f"{', '.join(FIT_KWARGS)} (rng and progress are select_n_modules' own; a warm start does not apply here)."
         )
         raise TypeError(msg)
+    options = {k: v for k, v in fit_kwargs.items() if k not in ("flavor", "device")}
+    _amf.AMFConfig.from_flavor(fit_kwargs.get("flavor", "lava"), **options)  # raise before the first fit
 
 
 def select_n_modules(
@@ -328,8 +329,8 @@ def select_n_modules(
         already in ``checkpoint`` is submitted at once; results are the same as without a client (each run
         has its own seed). ``device`` in ``fit_kwargs`` is resolved on each worker. Needs ``dask[distributed]``.
     **fit_kwargs
-        Passed to :func:`~lava.core.fit_amf`: ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``,
-        ``max_epochs``, ``device``.
+        Passed to :func:`~lava.core.fit_amf`: ``flavor``, ``device`` and the options (:class:`~lava.core.AMFConfig`'s
+        fields: ``loss``, ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``, ``max_epochs``, ...).
 
     Returns
     -------

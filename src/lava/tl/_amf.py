@@ -51,39 +51,27 @@ def amf(
     adata: AnnData,
     n_modules: int = 9,
     *,
-    nu: float | None = None,
-    gamma: float = 1e-4,
-    batch_size: int = 64,
-    lr: float | None = None,
-    patience: int = 100,
-    tol: float = 0.01,
-    max_epochs: int = core_amf.DEFAULT_MAX_EPOCHS,
-    loss: str | None = None,
-    init: str | None = None,
-    stop: str | None = None,
-    l1: float | None = None,
-    background: bool | None = None,
-    refine: bool | None = None,
-    swaps: int | None = None,
+    flavor: str = "lava",
     rng: RngLike = 0,
     device: Device = "auto",
     from_selection: int | None = None,
     key: str = "lava",
     copy: bool = False,
     progress: bool = True,
+    **options: Any,
 ) -> AnnData | None:
     """Find modules of feature-pair correlation that recur across localities (Association Matrix Factorisation).
 
     LAVA step 3. The locality correlations ``C`` (l x P) from :func:`lava.tl.correlations` are approximated by
-    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1]. By default the loss is a
-    squared error normalised per locality in which overestimated entries weigh ``nu`` times more, with a fitted
-    per-locality background floor, modules started from representative localities, and *balanced* locality
-    weights: every locality counts the same unless its correlations are weaker than typical, so that sparse
-    populations (few genes past the tie filter) get modules as dense ones do (``loss="paper"``: the paper's cosine
-    weighted by ``||C_i||``, from a random start; see :func:`lava.core.fit_amf`, :func:`lava.core.locality_weights`
-    and the AMF loss docs page). Adam over minibatches of localities; the fit stops when the best loss has not
-    improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch. Interrupting it
-    (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
+    ``Chat[i, j] = max_m presence[i, m] * modules[m, j]`` with both matrices in [0, 1]. With ``flavor="lava"`` (the
+    default) the loss is a squared error normalised per locality in which overestimated entries weigh ``nu`` times
+    more, with a fitted per-locality background floor, modules started from representative localities, and
+    *balanced* locality weights: every locality counts the same unless its correlations are weaker than typical, so
+    that sparse populations (few genes past the tie filter) get modules as dense ones do (``flavor="paper"``: the
+    paper's cosine weighted by ``||C_i||``, from a random start; see :func:`lava.core.fit_amf`,
+    :func:`lava.core.locality_weights` and the AMF loss docs page). Adam over minibatches of localities; the fit
+    stops when the best loss has not improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch.
+    Interrupting it (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
 
     Parameters
     ----------
@@ -91,50 +79,9 @@ def amf(
     n_modules
         Number of modules M (1 <= M <= number of localities); ignored with ``from_selection``.
         Choose it with :func:`lava.tl.select_n_modules`.
-    nu
-        Weight of overestimated entries (``Chat > C``): in the cosine term for ``"paper"`` (9, as in the paper), in
-        the squared error for the variants (12). Default (None): the loss's.
-    gamma
-        Weight of the mean absolute error term (1e-4; the paper used 10 on sparse single-cell data, whose
-        correlations are low).
-    batch_size
-        Localities per Adam step.
-    lr
-        Adam's learning rate. Default (None) per ``loss``: 3e-3 for ``"paper"`` (chosen on planted data; raise it
-        to 1e-2 if a fit stops early with a flat loss history; see the AMF docs page), 1e-2 for the variants.
-    patience
-        Epochs without a relative improvement above ``tol`` of the best loss before stopping.
-    tol
-        Relative improvement that counts (0.01 = 1%).
-    max_epochs
-        Cap on epochs (5000).
-    loss
-        ``"expectile"`` (default: an asymmetric squared error normalised per locality, with a background floor
-        and the localities start, then the ``refine`` phase; it does not lose modules that only occur together
-        with another and converges in several times fewer epochs), ``"paper"`` (the paper's nu-weighted cosine)
-        or ``"cosine_expectile"``; see the AMF loss docs page and :func:`lava.core.fit_amf`.
-    init
-        ``"random"`` (the paper) or ``"localities"`` (modules started from representative localities). Default
-        (None): ``"random"`` for ``"paper"``, ``"localities"`` for the variants.
-    stop
-        ``"paper"`` (the patience rule) or ``"learned"`` (the same rule, not allowed to fire on the initial
-        plateau). Default (None): ``"paper"`` for ``"paper"``, ``"learned"`` for the variants.
-    l1
-        Weight of the parsimony penalty on the modules (see :func:`lava.core.fit_amf`); default
-        (None) 0.003 for the variants, 0 for ``"paper"``.
-    background
-        Also fit a per-locality background floor (stored as ``background``, l float32); default
-        (None) True for the variants, False for ``"paper"``.
-    refine
-        With a variant loss: once it has converged, settle which pairs each module holds (completion, pruning of
-        copies) and continue with the paper's loss (``nu`` 5) on those pairs only (entries that are 0 stay 0),
-        which covers noisy modules more fully; see :func:`lava.core.fit_amf`. Default (None): the loss's (True for
-        the variants, False for ``"paper"``).
-    swaps
-        Up to this many module swaps after the fit: while some locality has no module with presence >= 0.5, the
-        module the reconstruction needs least is replaced by one started from the worst explained such locality and
-        the fit is rerun; a swap is kept when it lowers the loss (the first that does not ends the search). Each costs
-        about one fit. Default (None): 4 for the variants, 0 for ``"paper"``; see :func:`lava.core.fit_amf`.
+    flavor
+        ``"lava"`` (the ``"expectile"`` loss with its floor, localities start, ``refine`` phase and swaps) or
+        ``"paper"`` (the paper's nu-weighted cosine, random start and stopping rule); see the AMF loss docs page.
     {rng}
     {device}
     from_selection
@@ -143,6 +90,14 @@ def amf(
     {key}
     {copy}
     {progress}
+    **options
+        The AMF options, overriding the flavor's: ``loss`` (``"expectile"`` or ``"paper"``), ``nu``, ``gamma``,
+        ``lr``, ``batch_size``, ``patience``, ``tol``, ``max_epochs``, ``init`` (``"random"`` or ``"localities"``),
+        ``stop``, ``l1``, ``background``, ``refine``, ``refine_nu``, ``locality_weight``, ``swaps`` and ``kernel``;
+        see :func:`lava.core.fit_amf` (they are the fields of :class:`lava.core.AMFConfig`). ``swaps``: up to this
+        many module swaps after the fit (while some locality has no module with presence >= 0.5, the module the
+        reconstruction needs least is replaced by one started from the worst explained such locality and the fit
+        is rerun; each costs about one fit).
 
     Returns
     -------
@@ -165,7 +120,9 @@ def amf(
     ``adata.obsm[key + "_presence"]``
         n_obs x M float32: a sample's mean presence over the localities that contain it (0 where none does).
     ``adata.uns[key]["params"]["amf"]``
-        Every argument, JSON-encoded, with the seed used as ``rng`` and the ``locality_weight`` of the loss.
+        The resolved options (every field of :class:`lava.core.AMFConfig`, ``flavor`` included), JSON-encoded,
+        with ``n_modules``, the seed used as ``rng``, the device the fit ran on as ``device``, ``from_selection``,
+        ``key``, ``copy`` and ``progress``.
 
     Re-running drops results that depend on the modules (module genes, enrichment, association).
     """
@@ -180,34 +137,9 @@ def amf(
     C = np.asarray(corr.values)
     localities = _store.read_localities(adata, key)
     check_stored_inputs(adata, localities, corr)
-    n_loc = C.shape[0] if C.ndim == 2 else 0
     if from_selection is not None:
         return _adopt_selection(adata, _as_n_modules(from_selection), C, corr, localities, key=key, copy=copy)
 
-    loss = core_amf.DEFAULT_LOSS if loss is None else loss
-    opts = core_amf.resolve_options(
-        loss, nu=nu, lr=lr, init=init, stop=stop, l1=l1, background=background, refine=refine, swaps=swaps
-    )
-    nu, lr, init, stop, l1, background = (opts[k] for k in ("nu", "lr", "init", "stop", "l1", "background"))
-    refine, swaps = opts["refine"], opts["swaps"]
-    core_amf._check_fit_args(
-        n_modules=n_modules,
-        n_localities=n_loc,
-        nu=nu,
-        gamma=gamma,
-        lr=lr,
-        batch_size=batch_size,
-        patience=patience,
-        tol=tol,
-        max_epochs=max_epochs,
-        loss=loss,
-        init=init,
-        stop=stop,
-        refine=refine,
-    )
-    if not isinstance(init, str):
-        msg = f"init must be one of {core_amf.INITS}, got {init!r}."
-        raise TypeError(msg)
     if not np.any(C):
         msg = (
             f"every correlation in adata.uns[{key!r}]['correlations']['values'] is 0, so AMF has nothing to fit. "
@@ -216,27 +148,7 @@ def amf(
         raise ValueError(msg)
     seed = as_seed(rng)
     start = logg.info(f"fitting {n_modules} modules to {C.shape[0]} localities x {C.shape[1]} feature pairs")
-    result = core_amf.fit_amf(
-        C,
-        n_modules,
-        nu=nu,
-        gamma=gamma,
-        lr=lr,
-        batch_size=batch_size,
-        patience=patience,
-        tol=tol,
-        max_epochs=max_epochs,
-        loss=loss,
-        init=init,
-        stop=stop,
-        l1=l1,
-        background=background,
-        refine=refine,
-        swaps=swaps,
-        rng=seed,
-        device=device,
-        progress=progress,
-    )
+    result = core_amf.fit_amf(C, n_modules, flavor=flavor, rng=seed, device=device, progress=progress, **options)
     report_dropped_pairs(result.n_pairs_dropped, C.shape[1], corr.tie_fraction)
     if result.interrupted:
         warnings.warn(
@@ -245,30 +157,7 @@ def amf(
             UserWarning,
             stacklevel=2,
         )
-    params = {
-        "n_modules": int(n_modules),
-        "nu": float(nu),
-        "gamma": float(gamma),
-        "batch_size": int(batch_size),
-        "lr": float(lr),
-        "patience": int(patience),
-        "tol": float(tol),
-        "max_epochs": int(max_epochs),
-        "loss": loss,
-        "init": init,
-        "stop": stop,
-        "l1": float(l1),
-        "background": bool(background),
-        "refine": bool(refine),
-        "swaps": int(swaps),
-        "locality_weight": result.locality_weight,
-        "rng": seed,
-        "device": str(device),
-        "from_selection": None,
-        "key": key,
-        "copy": bool(copy),
-        "progress": bool(progress),
-    }
+    params = amf_params(result, n_modules=n_modules, from_selection=None, key=key, copy=copy, progress=progress)
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
@@ -280,6 +169,79 @@ def amf(
         + (f"; {result.n_swaps} module swap(s) kept, {result.swap_epochs} epochs before" if result.n_swaps else ""),
     )
     return adata if copy else None
+
+
+def amf_params(result: core_amf.AMFResult, **call: Any) -> dict[str, Any]:
+    """Return the params ``lava.tl.amf`` stores: ``result``'s resolved config, seed and device, and ``call``.
+
+    ``call`` holds the call's own arguments (``n_modules``, ``from_selection``, ``key``, ``copy``, ``progress``).
+    A result without a config (rebuilt from a store written before it) stores its ``locality_weight`` only.
+    """
+    config = result.config.to_dict() if isinstance(result.config, core_amf.AMFConfig) else {}
+    return {
+        "n_modules": int(result.modules.shape[0]),
+        **config,
+        "locality_weight": result.locality_weight,
+        "rng": int(result.seed),
+        "device": str(result.device),
+        **call,
+    }
+
+
+def stored_result(
+    C: np.ndarray,
+    entry: Mapping[str, Any],
+    *,
+    modules: np.ndarray | None = None,
+    presence: np.ndarray | None = None,
+    config: core_amf.AMFConfig | None = None,
+    locality_weight: str = "norm",
+    loss: float | None = None,
+    device: str = "cpu",
+) -> core_amf.AMFResult:
+    """Rebuild an :class:`~lava.core.AMFResult` from a stored fit or selection run (a mapping of its fields).
+
+    ``entry`` is ``adata.uns[key]["amf"]`` or a run of ``["selection"]["best"]``: the fields it lacks take their
+    defaults, and the quality figures are recomputed on ``C`` with ``locality_weight``'s weights for ``presence``
+    and ``modules`` (default: the stored ones; ``lava.tl.refine_presence`` passes refined presences and their
+    ``loss``). The fitted floor (``background``) is kept. Shared by ``from_selection`` adoption and
+    :func:`lava.tl.refine_presence`.
+    """
+    modules = np.asarray(entry["modules"] if modules is None else modules, dtype=np.float32)
+    presence = np.asarray(entry["presence"] if presence is None else presence, dtype=np.float32)
+    weights = core_amf.locality_weights(C, locality_weight)
+    similarity, over_ratio, loc_sim = _fit_figures(C, presence, modules, weights=weights)
+    history = entry.get("history", {})
+    if not isinstance(history, Mapping):
+        history = {"loss": np.asarray(history, dtype=np.float64)}
+    n_epochs = int(entry.get("n_epochs", 0) or 0)
+
+    def get(name, default):
+        value = entry.get(name)
+        return default if value is None else value
+
+    background = entry.get("background")
+    return core_amf.AMFResult(
+        modules=modules,
+        presence=presence,
+        loss=float(entry["loss"] if loss is None else loss),
+        similarity=similarity,
+        overestimation_ratio=over_ratio,
+        locality_similarity=loc_sim,
+        history={name: np.asarray(values) for name, values in history.items()},
+        n_epochs=n_epochs,
+        best_epoch=int(get("best_epoch", n_epochs)),
+        converged=bool(get("converged", True)),
+        interrupted=bool(get("interrupted", False)),
+        seed=int(get("seed", 0)),
+        n_pairs_dropped=int(np.count_nonzero(~np.any(C, axis=0))),
+        background=None if background is None else np.asarray(background, dtype=np.float32),
+        locality_weight=locality_weight,
+        n_swaps=int(get("n_swaps", 0)),
+        swap_epochs=int(get("swap_epochs", 0)),
+        config=config,
+        device=device,
+    )
 
 
 def _as_n_modules(value) -> int:
@@ -313,47 +275,32 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
             f"do not match the correlations {C.shape}; rerun lava.tl.select_n_modules."
         )
         raise ValueError(msg)
-    sel_params = selection.params
-    sel_loss = sel_params.get("loss") or core_amf.DEFAULT_LOSS
-    weight_kind = sel_params.get("locality_weight") or core_amf.resolve_options(sel_loss)["locality_weight"]
-    weights = core_amf.locality_weights(C, weight_kind)
-    similarity, over_ratio, loc_sim = _fit_figures(C, presence, modules, weights=weights)
-    history = entry.get("history", {})
-    if not isinstance(history, Mapping):
-        history = {"loss": np.asarray(history, dtype=np.float64)}
-    n_epochs = int(entry.get("n_epochs", 0))
-    result = core_amf.AMFResult(
+    config = _stored_config(selection.params)
+    weight_kind = config.locality_weight if config is not None else selection.params.get("locality_weight", "norm")
+    result = stored_result(
+        C,
+        entry,
         modules=modules,
         presence=presence,
-        loss=float(entry["loss"]),
-        similarity=similarity,
-        overestimation_ratio=over_ratio,
-        locality_similarity=loc_sim,
-        history={name: np.asarray(values) for name, values in history.items()},
-        n_epochs=n_epochs,
-        best_epoch=int(entry.get("best_epoch", n_epochs)),
-        converged=bool(entry.get("converged", True)),
-        interrupted=bool(entry.get("interrupted", False)),
-        seed=int(entry.get("seed", 0)),
-        n_pairs_dropped=int(np.count_nonzero(~np.any(C, axis=0))),
-        background=np.asarray(entry["background"], dtype=np.float32) if "background" in entry else None,
+        config=config,
         locality_weight=weight_kind,
-        n_swaps=int(entry.get("n_swaps", 0)),
-        swap_epochs=int(entry.get("swap_epochs", 0)),
+        device=str(selection.params.get("device", "cpu")),
     )
-    params = {
-        "n_modules": n_modules,
-        "from_selection": n_modules,
-        "locality_weight": weight_kind,
-        "rng": result.seed,
-        "key": key,
-        "copy": copy,
-    }
+    params = amf_params(result, from_selection=n_modules, key=key, copy=copy)
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
     logg.logger.info("    adopted the best selection run with %d modules (loss %.4g)", n_modules, result.loss)
     return adata if copy else None
+
+
+def _stored_config(params: Mapping[str, Any]) -> core_amf.AMFConfig | None:
+    """Return the resolved config of stored params (``lava.tl.select_n_modules``' or ``lava.tl.amf``'s), or None."""
+    fields = {name: params[name] for name in core_amf.CONFIG_FIELDS if params.get(name) is not None}
+    try:
+        return core_amf.AMFConfig.from_flavor(params.get("flavor") or "lava", **fields)
+    except (TypeError, ValueError):
+        return None
 
 
 def check_stored_inputs(adata: AnnData, localities: _store.Localities, correlations: _store.Correlations) -> None:

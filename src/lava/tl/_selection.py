@@ -15,27 +15,11 @@ from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
 from .._store import read_amf, read_correlations, read_localities, store_step
 from .._validate import check_not_view
+from ..core.amf import CONFIG_FIELDS, AMFConfig
 
-#: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit.
-AMF_KWARGS = (
-    "loss",
-    "nu",
-    "gamma",
-    "lr",
-    "batch_size",
-    "patience",
-    "tol",
-    "max_epochs",
-    "stop",
-    "l1",
-    "background",
-    "nu_background",
-    "polish",
-    "refine",
-    "refine_nu",
-    "swaps",
-    "device",
-)
+#: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit: ``flavor``, the
+#: options (the fields of :class:`lava.core.AMFConfig`) and ``device``.
+AMF_KWARGS = ("flavor", *CONFIG_FIELDS, "device")
 
 
 def _check_amf_kwargs(amf_kwargs: dict[str, Any]) -> None:
@@ -143,12 +127,12 @@ def select_n_modules(
         Run the AMF fits as Dask tasks: a :class:`distributed.Client` connected to any cluster, or ``True`` for a
         temporary local one. Every run keeps its own seed, so the result is the same as without a client.
     **amf_kwargs
-        AMF options for every run, as in :func:`lava.tl.amf`: ``loss``, ``nu``, ``gamma``, ``lr``, ``batch_size``,
-        ``patience``, ``tol``, ``max_epochs``, ``stop``, ``l1``, ``background``, ``nu_background``, ``polish``,
-        ``refine``, ``refine_nu``, ``swaps``, ``device``. The start is the loss's default: with the default loss
-        (``"expectile"``) every run starts from the same representative localities (the start does not depend on the
-        seed) with seeded jitter, its own minibatch order and its own module swaps, so the silhouette measures
-        stability against those; ``loss="paper"`` gives the paper's independent random starts.
+        AMF options for every run, as in :func:`lava.tl.amf`: ``flavor``, ``device`` and the options (``loss``,
+        ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``, ``max_epochs``, ``init``, ``stop``, ``l1``,
+        ``background``, ``refine``, ``refine_nu``, ``locality_weight``, ``swaps``, ``kernel``). The start is the
+        flavor's: with ``flavor="lava"`` every run starts from the same representative localities (the start does not
+        depend on the seed) with seeded jitter, its own minibatch order and its own module swaps, so the silhouette
+        measures stability against those; ``flavor="paper"`` gives the paper's independent random starts.
 
     Returns
     -------
@@ -173,7 +157,7 @@ def select_n_modules(
         ``swap_epochs`` (int),
         ``converged``, ``interrupted`` (bool), ``history`` (dict of 1-D arrays).
     ``adata.uns[key]["params"]["selection"]``
-        The arguments, with the seed used.
+        The arguments, with the seed used and the resolved AMF options (the fields of :class:`lava.core.AMFConfig`).
     """
     from ..core.selection import select_n_modules as core_select
 
@@ -208,6 +192,7 @@ def select_n_modules(
         "suggested_n_modules": int(sel.suggested_n_modules),
         "best": {str(m): _best_entry(run) for m, run in sel.best.items()},
     }
+    config = next(iter(sel.best.values())).config  # every run's: resolved once by lava.core.fit_amf
     params = {
         "n_modules": Ms,
         "n_runs": int(n_runs),
@@ -215,6 +200,7 @@ def select_n_modules(
         "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
         "elbow_tolerance": float(elbow_tolerance),
         **amf_kwargs,
+        **(config.to_dict() if isinstance(config, AMFConfig) else {}),
     }
     if copy:
         adata = adata.copy()
@@ -293,10 +279,9 @@ def refine_presence(
     ``adata.uns[key]["params"]["amf"]``
         The AMF parameters, plus ``refine_presence`` (a dict of this call's arguments).
     """
-    from ..core.amf import AMFResult, amf_loss, locality_weights, reconstruct
-    from ..core.metrics import locality_similarity, overestimation_ratio, reconstruction_similarity
+    from ..core.amf import amf_loss, locality_weights
     from ..core.refine import refine_presence as core_refine
-    from ._amf import check_stored_inputs, store_amf
+    from ._amf import _stored_config, check_stored_inputs, store_amf, stored_result
 
     check_not_view(adata, copy)
     amf = read_amf(adata, key)
@@ -325,23 +310,16 @@ def refine_presence(
         device=device,
         progress=progress,
     )
-    C_hat = np.asarray(reconstruct(refined, modules))
-    history = amf.history
-    result = AMFResult(
+    weights = locality_weights(C, weight_kind)
+    result = stored_result(
+        C,
+        {**amf.stored, "seed": amf.seed if amf.seed is not None else int(amf_params.get("rng", 0))},
         modules=modules,
         presence=refined,
-        loss=float(amf_loss(C, refined, modules, nu=nu, gamma=gamma, weights=locality_weights(C, weight_kind))),
-        similarity=float(reconstruction_similarity(C, C_hat, weights=locality_weights(C, weight_kind))),
-        overestimation_ratio=float(overestimation_ratio(C, C_hat)),
-        locality_similarity=np.asarray(locality_similarity(C, C_hat)),
-        history=history,
-        n_epochs=amf.n_epochs if amf.n_epochs is not None else 0,
-        best_epoch=amf.best_epoch if amf.best_epoch is not None else 0,
-        converged=amf.converged if amf.converged is not None else True,
-        interrupted=amf.interrupted if amf.interrupted is not None else False,
-        seed=amf.seed if amf.seed is not None else int(amf_params.get("rng", 0)),
-        n_pairs_dropped=amf.n_pairs_dropped if amf.n_pairs_dropped is not None else 0,
+        config=_stored_config(amf_params),
         locality_weight=weight_kind,
+        loss=float(amf_loss(C, refined, modules, nu=nu, gamma=gamma, weights=weights)),
+        device=str(amf_params.get("device", "cpu")),
     )
     params = {
         **amf_params,
