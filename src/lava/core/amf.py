@@ -133,13 +133,7 @@ class AMFConfig:
         paper's, and a variant's in-memory defaults fall back (``init="random"``, no floor, no swaps) unless given.
         An unknown option raises TypeError.
         """
-        unknown = sorted(set(options) - set(CONFIG_FIELDS))
-        if unknown:
-            msg = (
-                f"unexpected AMF option(s) {', '.join(map(repr, unknown))}; the options are "
-                f"{', '.join(CONFIG_FIELDS)} (and flavor)."
-            )
-            raise TypeError(msg)
+        _check_option_names(options, " (and flavor)")
         if not isinstance(flavor, str) or flavor not in FLAVORS:
             msg = f"flavor must be one of {tuple(FLAVORS)}, got {flavor!r}."
             raise ValueError(msg)
@@ -162,17 +156,20 @@ class AMFConfig:
 
     def replace(self, **changes: Any) -> AMFConfig:
         """Return a copy with ``changes`` (field names; None keeps a field), validated."""
-        unknown = sorted(set(changes) - set(CONFIG_FIELDS))
-        if unknown:
-            msg = (
-                f"unexpected AMF option(s) {', '.join(map(repr, unknown))}; the options are {', '.join(CONFIG_FIELDS)}."
-            )
-            raise TypeError(msg)
+        _check_option_names(changes)
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a dict of plain Python values (as ``lava.tl.amf`` stores them in its params)."""
         return dataclasses.asdict(self)
+
+
+def _check_option_names(options, also: str = "") -> None:
+    """Raise TypeError naming the options that are not AMFConfig fields."""
+    unknown = sorted(set(options) - set(CONFIG_FIELDS))
+    if unknown:
+        msg = f"unexpected AMF option(s) {', '.join(map(repr, unknown))}; the options are {', '.join(CONFIG_FIELDS)}{also}."
+        raise TypeError(msg)
 
 
 def _check_config(config: AMFConfig) -> dict[str, Any]:
@@ -516,7 +513,7 @@ def fit_amf(
         presence >= 0.5, the module whose loss the reconstruction misses least is replaced by one started from the
         worst explained such locality, and the fit is run again from there; a swap is kept when it lowers the loss,
         and the first that does not ends the search. The greedy start can spend several modules on one population
-        and none on another; on the kidney data (M = 9, one placement) two swaps lowered the loss from 0.27 to 0.15
+        and none on another; on the kidney data (M = 9, one placement) two swaps lowered the loss from 0.27 to 0.16
         and gave the one population without a module its module (``docs/amf_loss.md``). Each swap costs about one
         fit. Default: the loss's (:data:`LOSS_DEFAULTS`: 0 for ``"paper"``, 4 for the variants; 0 for a
         ``C`` on disk).
@@ -686,8 +683,9 @@ def _fit(C, n_modules: int, config: AMFConfig, *, rng, device, progress, warm_st
     return dataclasses.replace(result, seed=seed, n_swaps=n_swaps, swap_epochs=spent)
 
 
-#: swap_module: a locality is explained when some module's presence there is at least this (as in lava.tl.amf).
-SWAP_PRESENCE = 0.5
+#: A locality is explained when some module's presence there is at least this (swap targets; lava.tl.amf's
+#: ``n_unexplained``).
+EXPLAINED_PRESENCE = 0.5
 #: swap_module: only localities of at least this share of the largest weight are targets.
 _SWAP_WEIGHT = 0.5
 
@@ -716,7 +714,9 @@ def swap_module(
     weights = np.ones(n_loc) if weights is None else np.asarray(weights, dtype=np.float64)
     # unexplained localities of at least half the largest weight: with balanced weights, not the noise-level ones
     # (strength below half the median), which a module would fit only by overestimating elsewhere
-    poor = np.flatnonzero((presence.max(axis=1, initial=0) < SWAP_PRESENCE) & (weights >= _SWAP_WEIGHT * weights.max()))
+    poor = np.flatnonzero(
+        (presence.max(axis=1, initial=0) < EXPLAINED_PRESENCE) & (weights >= _SWAP_WEIGHT * weights.max())
+    )
     if poor.size == 0 or n_modules == 0:
         return None
     # per entry the largest product, its module and the second largest (the maximum without that module)

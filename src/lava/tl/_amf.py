@@ -18,8 +18,8 @@ from ..core import amf as core_amf
 from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
 from ._correlations import report_dropped_pairs, sparsity_advice
 
-#: A locality is explained by the fit when some module's presence there is at least this.
-EXPLAINED_PRESENCE = 0.5
+#: A locality is explained by the fit when some module's presence there is at least this (the swaps' rule).
+EXPLAINED_PRESENCE = core_amf.EXPLAINED_PRESENCE
 #: Warn when more than this share of the localities is not explained.
 UNEXPLAINED_SHARE = 0.25
 
@@ -374,8 +374,8 @@ def store_amf(
             [(a, b) for a, b, _, _ in duplicate_modules(modules, presence)], dtype=np.int64
         ).reshape(-1, 2),
         "n_unexplained": int(np.count_nonzero(presence.max(axis=1, initial=0) < EXPLAINED_PRESENCE)),
-        "n_swaps": int(getattr(result, "n_swaps", 0)),
-        "swap_epochs": int(getattr(result, "swap_epochs", 0)),
+        "n_swaps": int(result.n_swaps),
+        "swap_epochs": int(result.swap_epochs),
     }
     if getattr(result, "background", None) is not None:  # never store None in uns
         stored["background"] = np.asarray(result.background, dtype=np.float32)
