@@ -15,11 +15,12 @@ from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
 from .._store import read_amf, read_correlations, read_localities, store_step
 from .._validate import check_not_view
-from ..core.amf import CONFIG_FIELDS, AMFConfig
+from ..core.amf import AMFConfig
+from ..core.selection import FIT_KWARGS
 
 #: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit: ``flavor``, the
-#: options (the fields of :class:`lava.core.AMFConfig`) and ``device``.
-AMF_KWARGS = ("flavor", *CONFIG_FIELDS, "device")
+#: options (the fields of :class:`lava.core.AMFConfig`) and ``device`` (core's list: checked here before C is read).
+AMF_KWARGS = FIT_KWARGS
 
 
 def _check_amf_kwargs(amf_kwargs: dict[str, Any]) -> None:
