@@ -281,7 +281,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     import pandas as pd
 
     genes = pd.read_csv(out / "pbmc68k_reduced_lava_module_genes.tsv", sep="\t")
-    assert list(genes.columns) == ["module", "feature", "score", "rank"]
+    assert list(genes.columns) == ["module", "feature", "score", "rank", "n_shared"]
     assert set(genes["feature"]) <= set(adata.var_names)
     presence = pd.read_csv(out / "pbmc68k_reduced_lava_presence.tsv", sep="\t", index_col=0)
     assert list(presence.index) == list(adata.obs_names)

@@ -790,3 +790,37 @@ def test_module_genes_core_rule_takes_the_features_of_the_strong_pairs(adata):
     assert lava.get.params(adata, "module_genes")["rule"] == "core"
     with pytest.raises(ValueError, match="rule must be"):
         lava.tl.module_genes(adata, rule="top")
+
+
+def test_module_genes_counts_and_reports_shared_genes(adata, caplog):
+    # module 1 gets module 0's planted clique as well: their lists share six genes of eleven or twelve
+    modules = adata.uns["lava"]["amf"]["modules"]
+    modules[1] = np.maximum(modules[1], modules[0])
+    adata.varm["lava_modules"][adata.uns["lava"]["correlations"]["feature_index"]] = _scores(
+        modules.astype(np.float64), N_TESTED
+    )
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata)
+    table = lava.get.module_genes(adata)
+    lists = {m: set(table.loc[table["module"] == m, "feature"]) for m in range(N_MOD)}
+    for row in table.itertuples():  # n_shared, counted directly
+        assert row.n_shared == sum(row.feature in lists[k] for k in range(N_MOD) if k != row.module)
+    planted0 = {f"Gene{5 + i}" for i in range(6)}
+    assert set(table.loc[(table["module"] == 1) & (table["n_shared"] == 0), "feature"]) == lists[1] - planted0
+    assert table["n_shared"].dtype == np.int64
+    jac = len(lists[0] & lists[1]) / len(lists[0] | lists[1])
+    assert jac >= 0.5
+    assert "modules 0 and 1 share 6 genes" in caplog.text
+    assert "modules 0 and 2" not in caplog.text
+    assert "modules 1 and 2" not in caplog.text
+    params = lava.get.params(adata, "module_genes")
+    assert params["overlaps"] == [[0, 1]]
+    np.testing.assert_allclose(params["overlap_jaccard"], [jac], atol=1e-4)
+
+
+def test_module_genes_without_shared_genes_warns_nothing(adata, caplog):
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata)
+    assert "share" not in caplog.text
+    assert (lava.get.module_genes(adata)["n_shared"] == 0).all()
+    assert lava.get.params(adata, "module_genes")["overlaps"] == []

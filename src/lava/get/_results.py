@@ -231,7 +231,8 @@ def module_genes(adata: AnnData, *, modules: int | Sequence[int] | None = None, 
 
     Returns
     -------
-    A DataFrame with columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int).
+    A DataFrame with columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int) and
+    ``n_shared`` (int: in how many other modules' lists the gene is; 0 for a module's own genes).
     """
     return _filter_modules(read_table(adata, key, "module_genes").copy(), modules)
 

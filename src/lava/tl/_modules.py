@@ -17,7 +17,9 @@ from .._store import has_step, read_amf, read_correlations, store_step
 from .._validate import check_not_view, check_positive
 from ..datasets._loaders import read_gmt  # noqa: F401  the one GMT reader (tl.enrich, the CLI and tests import it here)
 
-MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank")
+MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank", "n_shared")
+#: Two modules' gene lists "overlap" (a warning, ``params["overlaps"]``) at this Jaccard index or above.
+GENE_OVERLAP = 0.5
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -66,7 +68,13 @@ def module_genes(
     -------
     ``None`` (or a copy with ``copy=True``) and writes ``adata.uns[key]["module_genes"]``: a DataFrame with one row
     per (module, gene), columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int, 1 = highest
-    score within the module), sorted by module and rank. Read it with :func:`lava.get.module_genes`.
+    score within the module), ``n_shared`` (int, the number of other modules whose list holds the gene; 0: the
+    module's own), sorted by module and rank. Read it with :func:`lava.get.module_genes`.
+
+    Two modules can carry the same genes with different pairs or in different localities (on pbmc68k_reduced the
+    monocyte and dendritic-cell modules both hold the MHC class II genes). When two lists have a Jaccard index >=
+    0.5 (:data:`GENE_OVERLAP`) a warning names the pair and its common genes, and ``params["overlaps"]`` (a list of
+    ``[a, b]`` module pairs) with ``params["overlap_jaccard"]`` record them; such lists enrich for the same terms.
     """
     from ..core.metrics import core_features
 
@@ -133,9 +141,20 @@ def module_genes(
             "specific gene lists."
         )
     table = pd.concat(frames, ignore_index=True) if frames else _empty_module_genes()
+    table["n_shared"], overlaps = _shared_genes(table)
+    for a, b, jac, common in overlaps:
+        logg.warning(
+            f"modules {a} and {b} share {len(common)} genes (gene-list Jaccard {jac:.2f}; "
+            f"{', '.join(common[:6])}{', ...' if len(common) > 6 else ''}): read as gene lists they are one "
+            "programme, although their pairs or presences differ (lava.pl.modules shows where each is present). "
+            "Each module's own genes are the rows with n_shared == 0 in lava.get.module_genes."
+        )
     if copy:
         adata = adata.copy()
-    store_step(adata, key, "module_genes", table, {"rule": rule, "threshold": float(threshold)})
+    params = {"rule": rule, "threshold": float(threshold)}
+    params["overlaps"] = [[a, b] for a, b, _, _ in overlaps]
+    params["overlap_jaccard"] = [round(jac, 4) for _, _, jac, _ in overlaps]
+    store_step(adata, key, "module_genes", table, params)
     counts = table.groupby("module").size()
     logg.finished(start, "genes per module: " + ", ".join(f"{m}: {c}" for m, c in counts.items()))
     return adata if copy else None
@@ -150,3 +169,25 @@ def _empty_module_genes() -> pd.DataFrame:
             "rank": np.array([], dtype=np.int64),
         }
     )
+
+
+def _shared_genes(table: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, int, float, list[str]]]]:
+    """Per row, in how many other modules' lists the gene is; the module pairs whose lists overlap.
+
+    Returns ``n_shared`` (int64, one per row of ``table``) and ``(a, b, jaccard, common genes by summed rank)`` for
+    every pair ``a < b`` with a gene-list Jaccard index >= :data:`GENE_OVERLAP`.
+    """
+    counts = table.groupby("feature", sort=False)["module"].transform("size").to_numpy(dtype=np.int64)
+    lists = {int(m): rows for m, rows in table.groupby("module", sort=True)}
+    overlaps = []
+    ms = sorted(lists)
+    for i, a in enumerate(ms):
+        genes_a = dict(zip(lists[a]["feature"], lists[a]["rank"], strict=True))
+        for b in ms[i + 1 :]:
+            genes_b = dict(zip(lists[b]["feature"], lists[b]["rank"], strict=True))
+            common = genes_a.keys() & genes_b.keys()
+            jac = len(common) / len(genes_a.keys() | genes_b.keys())
+            if common and jac >= GENE_OVERLAP:
+                order = sorted(common, key=lambda g: (genes_a[g] + genes_b[g], g))
+                overlaps.append((a, b, float(jac), [str(g) for g in order]))
+    return counts - 1, overlaps
