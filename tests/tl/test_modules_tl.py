@@ -810,7 +810,8 @@ def test_module_genes_counts_and_reports_shared_genes(adata, caplog):
     assert table["n_shared"].dtype == np.int64
     jac = len(lists[0] & lists[1]) / len(lists[0] | lists[1])
     assert jac >= 0.5
-    assert "modules 0 and 1 share 6 genes" in caplog.text
+    assert "modules 0 and 1 share 6 genes (Jaccard" in caplog.text
+    assert caplog.text.count(" share ") == 1
     assert "modules 0 and 2" not in caplog.text
     assert "modules 1 and 2" not in caplog.text
     params = lava.get.params(adata, "module_genes")
@@ -821,6 +822,17 @@ def test_module_genes_counts_and_reports_shared_genes(adata, caplog):
 def test_module_genes_without_shared_genes_warns_nothing(adata, caplog):
     with caplog.at_level("WARNING", logger="lava"):
         lava.tl.module_genes(adata)
-    assert "share" not in caplog.text
+    assert " share " not in caplog.text
     assert (lava.get.module_genes(adata)["n_shared"] == 0).all()
     assert lava.get.params(adata, "module_genes")["overlaps"] == []
+
+
+def test_module_genes_names_at_most_five_overlapping_pairs_in_one_warning(adata, caplog):
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata, rule="score", threshold=0.0)  # every module keeps every scored feature
+    assert lava.get.params(adata, "module_genes")["overlaps"] == [[0, 1], [0, 2], [1, 2]]
+    overlap_lines = [r.getMessage() for r in caplog.records if "n_shared == 0" in r.getMessage()]
+    assert len(overlap_lines) == 1
+    assert overlap_lines[0].count(" share ") == 3
+    assert "more pairs" not in overlap_lines[0]
+    assert (lava.get.module_genes(adata)["n_shared"] == 2).all()

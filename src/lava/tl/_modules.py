@@ -20,6 +20,8 @@ from ..datasets._loaders import read_gmt  # noqa: F401  the one GMT reader (tl.e
 MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank", "n_shared")
 #: Two modules' gene lists "overlap" (a warning, ``params["overlaps"]``) at this Jaccard index or above.
 GENE_OVERLAP = 0.5
+#: the overlap warning names at most this many module pairs (the largest Jaccard first)
+_OVERLAPS_LISTED = 5
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -142,12 +144,18 @@ def module_genes(
         )
     table = pd.concat(frames, ignore_index=True) if frames else _empty_module_genes()
     table["n_shared"], overlaps = _shared_genes(table)
-    for a, b, jac, common in overlaps:
+    if overlaps:
+        ranked = sorted(overlaps, key=lambda o: -o[2])
+        listed = "; ".join(
+            f"{a} and {b} share {len(common)} genes (Jaccard {jac:.2f}: {', '.join(common[:5])}"
+            f"{', ...' if len(common) > 5 else ''})"
+            for a, b, jac, common in ranked[:_OVERLAPS_LISTED]
+        )
+        more = len(ranked) - _OVERLAPS_LISTED
         logg.warning(
-            f"modules {a} and {b} share {len(common)} genes (gene-list Jaccard {jac:.2f}; "
-            f"{', '.join(common[:6])}{', ...' if len(common) > 6 else ''}): read as gene lists they are one "
-            "programme, although their pairs or presences differ (lava.pl.modules shows where each is present). "
-            "Each module's own genes are the rows with n_shared == 0 in lava.get.module_genes."
+            f"modules {listed}{f'; {more} more pairs in params' if more > 0 else ''}. Read as gene lists such modules "
+            "are one programme, although their pairs or presences differ (lava.pl.modules shows where each is "
+            "present); each module's own genes are the rows with n_shared == 0 in lava.get.module_genes."
         )
     if copy:
         adata = adata.copy()
