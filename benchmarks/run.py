@@ -249,9 +249,12 @@ def step_amf(size: str, spec: dict, args) -> dict:
         "seconds": seconds,
         "peak_rss_gib": _peak_gib(),
         "n_epochs": int(res.n_epochs),
+        "n_swaps": int(res.n_swaps),
+        "swap_epochs": int(res.swap_epochs),  # epochs of every other fit (the first, swaps tried)
+        "n_unexplained": int((res.presence.max(axis=1) < 0.5).sum()),
         "max_epochs": int(max_epochs),
         "converged": bool(res.converged),
-        "seconds_per_epoch": seconds / max(1, res.n_epochs),
+        "seconds_per_epoch": seconds / max(1, res.n_epochs + res.swap_epochs),
         # steady state: the epochs after the first (which includes torch.compile's one-off compilation)
         "seconds_per_later_epoch": _later_epoch_seconds(res.history),
         "loss": float(res.loss),
@@ -349,7 +352,9 @@ def write_table(rows: list[dict], meta: dict) -> str:
         elif r["step"] == "amf":
             ratio = f"{r['speedup']:.1f}x faster" if "speedup" in r else ""
             notes += (
-                f"; {r['n_epochs']} epochs (cap {r['max_epochs']}), {r['seconds_per_epoch']:.1f} s/epoch "
+                f"; {r['n_epochs']} epochs (cap {r['max_epochs']}; {r.get('n_swaps', 0)} swaps kept, "
+                f"{r.get('swap_epochs', 0)} epochs in the other fits, {r.get('n_unexplained', '-')} localities "
+                f"without a module), {r['seconds_per_epoch']:.1f} s/epoch "
                 f"({_fmt(r.get('seconds_per_later_epoch'))} after the first), "
                 f"converged {r['converged']}"
             )

@@ -436,7 +436,7 @@ class AMF:
     #: (k, 2) int64 pairs of near-duplicate modules, or None.
     duplicates: np.ndarray | None
     n_unexplained: int | None
-    #: Module swaps kept after the first fit and the epochs of the fits before the stored one (None if not stored).
+    #: Module swaps kept after the first fit and the epochs of every other fit tried (None if not stored).
     n_swaps: int | None
     swap_epochs: int | None
     #: The ``tau`` of :func:`lava.tl.refine_presence` when the presences were refined, else None.

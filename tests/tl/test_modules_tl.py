@@ -834,5 +834,16 @@ def test_module_genes_names_at_most_five_overlapping_pairs_in_one_warning(adata,
     overlap_lines = [r.getMessage() for r in caplog.records if "n_shared == 0" in r.getMessage()]
     assert len(overlap_lines) == 1
     assert overlap_lines[0].count(" share ") == 3
-    assert "more pairs" not in overlap_lines[0]
+    assert "more in params" not in overlap_lines[0]
     assert (lava.get.module_genes(adata)["n_shared"] == 2).all()
+
+
+def test_module_genes_overlap_warning_refers_the_rest_to_params(adata, caplog, monkeypatch):
+    from lava.tl import _modules
+
+    monkeypatch.setattr(_modules, "_OVERLAPS_LISTED", 2)
+    with caplog.at_level("WARNING", logger="lava"):
+        lava.tl.module_genes(adata, rule="score", threshold=0.0)
+    line = next(r.getMessage() for r in caplog.records if "n_shared == 0" in r.getMessage())
+    assert line.count(" share ") == 2
+    assert "; 1 more in params['overlaps']" in line

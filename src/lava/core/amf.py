@@ -290,8 +290,8 @@ class AMFResult:
         Module swaps accepted after the first fit (``swaps``; 0 without): the returned matrices are those of the
         last accepted swap's fit, and ``history``, ``n_epochs`` and ``best_epoch`` are that fit's.
     swap_epochs
-        Epochs of the fits before the returned one (the first fit and every swap tried before it, accepted or not):
-        the whole fit ran ``n_epochs + swap_epochs`` epochs.
+        Epochs of every fit but the returned one (the first fit and every swap tried, kept or not, the refused one
+        that ends the search included): the whole fit ran ``n_epochs + swap_epochs`` epochs.
     config
         The resolved options of the fit (:class:`AMFConfig`; None for a result rebuilt from an old store).
     device

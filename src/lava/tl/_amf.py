@@ -119,8 +119,8 @@ def amf(
         ``converged``, ``interrupted`` (bool), ``duplicates`` (k x 2 int64: pairs of near-duplicate modules,
         :func:`lava.core.duplicate_modules`; logged as a warning), ``n_unexplained`` (int: localities where no
         module's presence reaches 0.5; a warning when more than a quarter), ``n_swaps`` and ``swap_epochs`` (int:
-        module swaps kept, epochs of the fits before the stored one; ``history`` and ``n_epochs`` are the stored
-        fit's); with ``background=True`` also ``background`` (l float32).
+        module swaps kept, epochs of every other fit tried, the first and each swap; ``history`` and ``n_epochs``
+        are the stored fit's); with ``background=True`` also ``background`` (l float32).
     ``adata.varm[key + "_modules"]``
         n_vars x M float32 feature scores: the sum of the module's correlations over the pairs a feature is in
         (0 for features that did not enter the correlations).

@@ -152,8 +152,9 @@ def module_genes(
             for a, b, jac, common in ranked[:_OVERLAPS_LISTED]
         )
         more = len(ranked) - _OVERLAPS_LISTED
+        tail = f"; {more} more in params['overlaps']" if more > 0 else ""
         logg.warning(
-            f"modules {listed}{f'; {more} more pairs in params' if more > 0 else ''}. Read as gene lists such modules "
+            f"modules {listed}{tail}. Read as gene lists such modules "
             "are one programme, although their pairs or presences differ (lava.pl.modules shows where each is "
             "present); each module's own genes are the rows with n_shared == 0 in lava.get.module_genes."
         )
