@@ -74,8 +74,8 @@ def amf(
     Interrupting it (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
 
     One fit can end in one of several optima of nearly the same loss, and which one depends on the seed (on
-    pbmc68k_reduced, one placement: 2 of 10 seeds explain every locality, the others leave 6 monocyte localities
-    without a module). For a result that does not depend on the seed, fit several and keep the best:
+    pbmc68k_reduced, one placement, fits without swaps: 2 of 10 seeds explain every locality, the others leave 6
+    monocyte localities without a module; swaps repair some of them). For a result that does not depend on the seed, fit several and keep the best:
     ``lava.tl.select_n_modules(adata, [M], n_runs=10)``, then ``lava.tl.amf(adata, from_selection=M)`` (on the real
     data benchmarked, 81-100% of modules found again at cosine >= 0.9 by another seed, against 67-80% for one fit;
     the AMF loss docs page).
