@@ -233,7 +233,7 @@ def step_amf(size: str, spec: dict, args) -> dict:
     from bench_amf import naive_epoch
 
     from lava.core import fit_amf
-    from lava.core.amf import locality_weights
+    from lava.core.amf import EXPLAINED_PRESENCE, locality_weights
 
     if _zarr(size, args):
         import zarr
@@ -251,7 +251,7 @@ def step_amf(size: str, spec: dict, args) -> dict:
         "n_epochs": int(res.n_epochs),
         "n_swaps": int(res.n_swaps),
         "swap_epochs": int(res.swap_epochs),  # epochs of every other fit (the first, swaps tried)
-        "n_unexplained": int((res.presence.max(axis=1) < 0.5).sum()),
+        "n_unexplained": int((res.presence.max(axis=1) < EXPLAINED_PRESENCE).sum()),
         "max_epochs": int(max_epochs),
         "converged": bool(res.converged),
         "seconds_per_epoch": seconds / max(1, res.n_epochs + res.swap_epochs),

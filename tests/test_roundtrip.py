@@ -134,7 +134,7 @@ def _rerun_arguments(adata, step: str) -> dict:
         assert isinstance(params["rng"], int)  # the seed actually used
     args = {name: value for name, value in params.items() if name in accepted}
     if step in ("selection", "amf"):  # the AMF options they pass on (the resolved AMFConfig's fields)
-        args.update({name: value for name, value in params.items() if name in lava.tl._selection.AMF_KWARGS})
+        args.update({name: value for name, value in params.items() if name in lava.core.selection.FIT_KWARGS})
     return args
 
 

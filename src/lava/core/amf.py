@@ -168,7 +168,8 @@ def _check_option_names(options, also: str = "") -> None:
     """Raise TypeError naming the options that are not AMFConfig fields."""
     unknown = sorted(set(options) - set(CONFIG_FIELDS))
     if unknown:
-        msg = f"unexpected AMF option(s) {', '.join(map(repr, unknown))}; the options are {', '.join(CONFIG_FIELDS)}{also}."
+        listed = ", ".join(map(repr, unknown))
+        msg = f"unexpected AMF option(s) {listed}; the options are {', '.join(CONFIG_FIELDS)}{also}."
         raise TypeError(msg)
 
 

@@ -15,11 +15,10 @@ from .._compat import Device, RngLike, as_seed
 from .._docs import doc_params
 from .._validate import check_not_view
 from ..core import amf as core_amf
+from ..core.amf import EXPLAINED_PRESENCE  # a locality is explained at this presence (the swaps' rule)
 from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
 from ._correlations import report_dropped_pairs, sparsity_advice
 
-#: A locality is explained by the fit when some module's presence there is at least this (the swaps' rule).
-EXPLAINED_PRESENCE = core_amf.EXPLAINED_PRESENCE
 #: Warn when more than this share of the localities is not explained.
 UNEXPLAINED_SHARE = 0.25
 
@@ -75,10 +74,10 @@ def amf(
 
     One fit can end in one of several optima of nearly the same loss, and which one depends on the seed (on
     pbmc68k_reduced, one placement, fits without swaps: 2 of 10 seeds explain every locality, the others leave 6
-    monocyte localities without a module; swaps repair some of them). For a result that does not depend on the seed, fit several and keep the best:
-    ``lava.tl.select_n_modules(adata, [M], n_runs=10)``, then ``lava.tl.amf(adata, from_selection=M)`` (on the real
-    data benchmarked, 81-100% of modules found again at cosine >= 0.9 by another seed, against 67-80% for one fit;
-    the AMF loss docs page).
+    monocyte localities without a module; swaps repair some of them). For a result that does not depend on the
+    seed, fit several and keep the best: ``lava.tl.select_n_modules(adata, [M], n_runs=10)``, then
+    ``lava.tl.amf(adata, from_selection=M)`` (on the real data benchmarked, 81-100% of modules found again at cosine
+    >= 0.9 by another seed, against 67-80% for one fit; the AMF loss docs page).
 
     Parameters
     ----------

@@ -17,7 +17,6 @@ from .._store import has_step, read_amf, read_correlations, store_step
 from .._validate import check_not_view, check_positive
 from ..datasets._loaders import read_gmt  # noqa: F401  the one GMT reader (tl.enrich, the CLI and tests import it here)
 
-MODULE_GENES_COLUMNS = ("module", "feature", "score", "rank", "n_shared")
 #: Two modules' gene lists "overlap" (a warning, ``params["overlaps"]``) at this Jaccard index or above.
 GENE_OVERLAP = 0.5
 #: the overlap warning names at most this many module pairs (the largest Jaccard first)

@@ -16,19 +16,15 @@ from .._docs import doc_params
 from .._store import read_amf, read_correlations, read_localities, store_step
 from .._validate import check_not_view
 from ..core.amf import AMFConfig
-from ..core.selection import FIT_KWARGS
-
-#: Keyword arguments of :func:`lava.tl.amf` that :func:`select_n_modules` passes on to every fit: ``flavor``, the
-#: options (the fields of :class:`lava.core.AMFConfig`) and ``device`` (core's list: checked here before C is read).
-AMF_KWARGS = FIT_KWARGS
+from ..core.selection import FIT_KWARGS  # what select_n_modules passes on to every fit, checked before C is read
 
 
 def _check_amf_kwargs(amf_kwargs: dict[str, Any]) -> None:
-    unknown = sorted(set(amf_kwargs) - set(AMF_KWARGS))
+    unknown = sorted(set(amf_kwargs) - set(FIT_KWARGS))
     if unknown:
         msg = (
             f"select_n_modules() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the AMF "
-            f"options it passes on are {', '.join(AMF_KWARGS)}."
+            f"options it passes on are {', '.join(FIT_KWARGS)}."
         )
         raise TypeError(msg)
 
