@@ -251,18 +251,51 @@ def test_convergence_rule():
     assert stop == res.n_epochs
 
 
+@pytest.mark.parametrize("kernel", ["compiled", "eager"])
+@pytest.mark.parametrize("stops", [True, False], ids=["converged", "max_epochs"])
+def test_one_batch_loss_from_the_step_equals_a_separate_evaluation(monkeypatch, kernel, stops):
+    # every locality in one batch: each epoch's loss is taken from the next step's computation; the training must be
+    # the one a separate evaluation gives, down to the generator's stream (a refine phase and swaps draw from it next)
+    C, _, _ = planted(seed=3, n_loc=40)
+    rng = np.random.default_rng(1)
+    presence0, modules0 = rng.random((40, 3), np.float32), rng.random((3, C.shape[1]), np.float32)
+    problem = amft.Problem(
+        torch.from_numpy(C), torch.from_numpy(locality_weights(C)), nu=9.0, gamma=1e-4, n_pairs_total=C.shape[1],
+        kernel=kernel,
+    )  # fmt: skip
+    runs = {}
+    for shared in (True, False):
+        monkeypatch.setattr(amft, "SHARE_ONE_BATCH_LOSS", shared)
+        generator = np.random.default_rng(5)
+        out = amft.train(
+            problem, presence0, modules0, lr=3e-3, batch_size=64, patience=3 if stops else 1000, tol=0.05,
+            max_epochs=60, generator=generator, progress=False,
+        )  # fmt: skip
+        runs[shared] = out, generator.random()
+    (a, next_a), (b, next_b) = runs[True], runs[False]
+    assert a["converged"] is b["converged"] is stops
+    assert a["n_epochs"] == b["n_epochs"]
+    assert a["epoch"] == b["epoch"]
+    np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], rtol=1e-9)
+    np.testing.assert_allclose(a["history"]["batch_loss"][1:], b["history"]["batch_loss"][1:], rtol=1e-9)
+    np.testing.assert_allclose(a["modules"], b["modules"], atol=1e-6)
+    np.testing.assert_allclose(a["presence"], b["presence"], atol=1e-6)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
+    assert next_a == next_b  # the permutation of the step not taken went back to the generator
+
+
 def test_keyboard_interrupt_returns_best_so_far(monkeypatch):
     C, _, _ = planted(seed=6, n_loc=40)
     calls = {"n": 0}
-    run_epoch = amft.run_epoch
+    step = amft._step
 
-    def interrupting(*args, **kwargs):
+    def interrupting(*args, **kwargs):  # one step per epoch: every locality is in one batch
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return run_epoch(*args, **kwargs)
+        return step(*args, **kwargs)
 
-    monkeypatch.setattr(amft, "run_epoch", interrupting)
+    monkeypatch.setattr(amft, "_step", interrupting)
     res = fit_amf(C, 3, max_epochs=50, rng=0)
     assert res.interrupted
     assert not res.converged

@@ -236,15 +236,15 @@ def test_from_selection_adopts_without_fitting(monkeypatch):
 def test_keyboard_interrupt_stores_best_so_far(monkeypatch):
     adata = make_adata()
     calls = {"n": 0}
-    run_epoch = amft.run_epoch
+    step = amft._step
 
-    def interrupting(*args, **kwargs):
+    def interrupting(*args, **kwargs):  # one step per epoch: every locality is in one batch
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return run_epoch(*args, **kwargs)
+        return step(*args, **kwargs)
 
-    monkeypatch.setattr(amft, "run_epoch", interrupting)
+    monkeypatch.setattr(amft, "_step", interrupting)
     with pytest.warns(UserWarning, match="interrupted"):
         lava.tl.amf(adata, 2, max_epochs=50, progress=False)
     res = adata.uns["lava"]["amf"]
