@@ -25,7 +25,8 @@ Conventions where the method leaves a choice (documented in ``docs/amf.md`` too)
 - The MAE is a mean over all P pairs, including the pairs dropped before fitting because they are 0 in every
   locality (their error is exactly 0: such a pair can only add overestimation, so its module entries are 0).
   The loss of a fit is therefore the loss of the returned full-width matrices, :func:`amf_loss`.
-- The full loss is evaluated after every epoch, without gradient, on all localities; the history, the
+- The full loss is evaluated after every epoch on all localities (with every locality in one batch, by the next
+  step's loss computation, which is that figure; otherwise separately, without gradient); the history, the
   convergence rule and the returned "best epoch" all use this exact figure, so the returned matrices have
   exactly the reported loss. ``history["loss"][0]`` is the loss of the initial matrices (epoch 0).
 """
