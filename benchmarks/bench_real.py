@@ -32,10 +32,12 @@ Metrics per data set and fit (every threshold is a module-level constant; ``benc
 - Stability over placement seeds (another C of the same features and pairs): the fits of the same AMF seed on two
   placements are matched the same way, on the module pair vectors (they live on the same feature pairs; when the
   feature lists differ, on the feature scores ``varm["lava_modules"]`` over the shared features): ``placement_*``.
-- The best of R fits (``--group-best``, from the fits made, no extra fit): per placement the AMF seeds are cut into
-  consecutive groups of R, each group's lowest-loss fit is its winner, and the winners are matched as above
-  (``best_of``: the mean and smallest share over winner pairs); ``amf_seed_share_by_placement``: the seed share per
-  placement. Pass 20 or more seeds for a figure that 3 seeds only hint at.
+- One fit kept of R (``--group-best``, from the fits made, no extra fit): per placement the AMF seeds are cut into
+  consecutive groups of R; each group keeps its lowest-loss fit and, separately, its medoid (the fit most like the
+  others of the group: largest mean matched cosine), the two rules of ``select_n_modules(keep=...)``; the kept fits
+  are matched as above (``best_of``: per rule the mean and smallest share over kept pairs);
+  ``amf_seed_share_by_placement``: the seed share per placement. Pass 20 or more seeds for a figure that 3 seeds only
+  hint at.
 - Wall time of every step (placement and correlations are cached: their time is the time they took when computed;
   the first call in a process includes numba's compilation unless its on-disk cache is warm).
 - MNIST: the paper's findings, judged as the MNIST tutorial does: a locality's digit is its majority digit; a module
@@ -458,16 +460,23 @@ def compare_fits(a: dict, b: dict) -> dict:
         _, ia, ib = np.intersect1d(a["var_names"], b["var_names"], return_indices=True)
         A, B, on = a["scores"][ia].T, b["scores"][ib].T, "feature scores"
     cos = matched_cosines(A, B)
-    return {"share": matched_share(A, B), "median_cosine": float(np.median(cos)) if cos.size else 0.0, "on": on}
+    return {
+        "share": matched_share(A, B),
+        "median_cosine": float(np.median(cos)) if cos.size else 0.0,
+        "mean_cosine": float(np.mean(cos)) if cos.size else 0.0,
+        "on": on,
+    }
 
 
 def best_of_groups(fits: dict, runs: list, args) -> dict:
-    """Stability of "the best of R fits", from the fits already made: no fit more.
+    """Stability of a run kept from R fits, from the fits already made: no fit more.
 
-    Per placement, the AMF seeds (in the order given) are cut into consecutive groups of R; each group's fit with
-    the lowest loss is its winner, and the winners are compared pairwise as the seeds are (``compare_fits``). For
-    every R of ``--group-best`` that leaves at least 2 groups: the mean and smallest share matched at 0.9 over the
-    winner pairs of all placements, and the number of groups per placement. R = 1 is the plain seed comparison.
+    Per placement, the AMF seeds (in the order given) are cut into consecutive groups of R. Each group keeps one fit
+    by each rule of ``lava.core.select_n_modules(keep=...)``: ``"loss"``, the lowest loss; ``"medoid"``, the fit with
+    the largest mean matched module cosine to the others of its group (ties: the lower loss). The kept fits are
+    compared pairwise as the seeds are (``compare_fits``). For every R of ``--group-best`` that leaves at least 2
+    groups: per rule, the mean and smallest share matched at 0.9 over the kept pairs of all placements, and the
+    number of groups per placement. R = 1 is the plain seed comparison.
     """
     loss = {(r["placement_seed"], r["seed"]): r["loss"] for r in runs}
     out = {}
@@ -475,14 +484,26 @@ def best_of_groups(fits: dict, runs: list, args) -> dict:
         n_groups = len(args.seeds) // R
         if R < 1 or n_groups < 2:
             continue
-        shares = []
+        shares = {"loss": [], "medoid": []}
         for p in args.placement_seeds:
             groups = [args.seeds[g * R : (g + 1) * R] for g in range(n_groups)]
-            winners = [min(group, key=lambda s, p=p: loss[p, s]) for group in groups]
-            shares += [
-                compare_fits(fits[p, a], fits[p, b])["share"] for i, a in enumerate(winners) for b in winners[i + 1 :]
-            ]
-        out[str(R)] = {"share_mean": float(np.mean(shares)), "share_min": float(np.min(shares)), "n_groups": n_groups}
+            kept = {"loss": [], "medoid": []}
+            for group in groups:
+                kept["loss"].append(min(group, key=lambda s, p=p: loss[p, s]))
+                closeness = {
+                    s: np.mean([compare_fits(fits[p, s], fits[p, t])["mean_cosine"] for t in group if t != s] or [0.0])
+                    for s in group
+                }
+                kept["medoid"].append(min(group, key=lambda s, p=p, c=closeness: (-c[s], loss[p, s])))
+            for rule, chosen in kept.items():
+                shares[rule] += [
+                    compare_fits(fits[p, a], fits[p, b])["share"] for i, a in enumerate(chosen) for b in chosen[i + 1 :]
+                ]
+        out[str(R)] = {"n_groups": n_groups} | {
+            f"{rule}_share_{stat}": float(fn(values))
+            for rule, values in shares.items()
+            for stat, fn in (("mean", np.mean), ("min", np.min))
+        }
     return out
 
 
@@ -738,10 +759,11 @@ def markdown(results: dict) -> str:
         if st.get("best_of"):
             by = ", ".join(f"{p}: {_fmt(v)}" for p, v in st["amf_seed_share_by_placement"].items())
             groups = "; ".join(
-                f"R = {R}: {_fmt(v['share_mean'])} (min {_fmt(v['share_min'])}, {v['n_groups']} groups)"
+                f"R = {R} ({v['n_groups']} groups): lowest loss {_fmt(v['loss_share_mean'])} (min "
+                f"{_fmt(v['loss_share_min'])}), medoid {_fmt(v['medoid_share_mean'])} (min {_fmt(v['medoid_share_min'])})"
                 for R, v in st["best_of"].items()
             )
-            notes.append(f"- {name}: matched >= 0.9 over AMF seeds per placement {by}; the best of R fits: {groups}")
+            notes.append(f"- {name}: matched >= 0.9 over AMF seeds per placement {by}; one fit kept of R: {groups}")
         first = res["placements"][str(results["options"]["placement_seeds"][0])]
         hs = first.get("hotspot")
         if hs and "skipped" not in hs:
