@@ -485,6 +485,7 @@ def best_of_groups(fits: dict, runs: list, args) -> dict:
         if R < 1 or n_groups < 2:
             continue
         shares = {"loss": [], "medoid": []}
+        chosen_seeds = {"loss": {}, "medoid": {}}
         for p in args.placement_seeds:
             groups = [args.seeds[g * R : (g + 1) * R] for g in range(n_groups)]
             kept = {"loss": [], "medoid": []}
@@ -496,10 +497,11 @@ def best_of_groups(fits: dict, runs: list, args) -> dict:
                 }
                 kept["medoid"].append(min(group, key=lambda s, p=p, c=closeness: (-c[s], loss[p, s])))
             for rule, chosen in kept.items():
+                chosen_seeds[rule][str(p)] = chosen
                 shares[rule] += [
                     compare_fits(fits[p, a], fits[p, b])["share"] for i, a in enumerate(chosen) for b in chosen[i + 1 :]
                 ]
-        out[str(R)] = {"n_groups": n_groups} | {
+        out[str(R)] = {"n_groups": n_groups, "kept_seeds": chosen_seeds} | {
             f"{rule}_share_{stat}": float(fn(values))
             for rule, values in shares.items()
             for stat, fn in (("mean", np.mean), ("min", np.min))
@@ -764,6 +766,22 @@ def markdown(results: dict) -> str:
                 for R, v in st["best_of"].items()
             )
             notes.append(f"- {name}: matched >= 0.9 over AMF seeds per placement {by}; one fit kept of R: {groups}")
+            R, v = list(st["best_of"].items())[-1]
+            for rule, per_p in v["kept_seeds"].items():
+                kept = [r for r in runs if r["seed"] in per_p.get(str(r["placement_seed"]), [])]
+                line = (
+                    f"- {name}, the fits kept by {rule} of R = {R}: populations with a module "
+                    f"{sorted({r['populations_with_module'] for r in kept})}, coverage "
+                    f"{min(r['coverage'] for r in kept):.2f}-{max(r['coverage'] for r in kept):.2f}, loss "
+                    f"{min(r['loss'] for r in kept):.4f}-{max(r['loss'] for r in kept):.4f}"
+                )
+                if all("mnist" in r for r in kept):
+                    line += (
+                        f", all of MNIST's findings in {sum(r['mnist']['paper_findings'] for r in kept)} of {len(kept)}"
+                    )
+                elif all(r.get("go_significant") is not None for r in kept):
+                    line += f", distinct GO-significant {sorted({r['distinct_go'] for r in kept})}"
+                notes.append(line)
         first = res["placements"][str(results["options"]["placement_seeds"][0])]
         hs = first.get("hotspot")
         if hs and "skipped" not in hs:

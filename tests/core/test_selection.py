@@ -251,7 +251,9 @@ FAST = {"max_epochs": 30, "patience": 10, "device": "cpu"}
 
 def test_select_n_modules_figures_and_best_run():
     C, _, _ = planted(n_loc=40)
-    res = select_n_modules(C, [1, 3, 2], n_runs=3, rng=5, **FAST)
+    res = select_n_modules(C, [1, 3, 2], n_runs=3, rng=5, keep="loss", **FAST)
+    assert res.keep == "loss"
+    np.testing.assert_array_equal(res.summary["best_run"], res.summary["lowest_loss_run"])
     np.testing.assert_array_equal(res.n_modules, [1, 2, 3])
     runs, summary = res.runs, res.summary
     assert len(runs["loss"]) == 9
@@ -277,6 +279,59 @@ def test_select_n_modules_figures_and_best_run():
     assert runs["pattern_cosine"][np.flatnonzero(runs["n_modules"] == 2)[summary["best_run"][1]]] == pytest.approx(1)
 
 
+def _unit(X):
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def test_select_n_modules_keeps_the_medoid_by_default():
+    # the naive reference: refit every run from its recorded seed, match modules pair by pair with the Hungarian
+    # algorithm on their cosines, average; the kept run has the largest mean (ties: the lower loss)
+    from scipy.optimize import linear_sum_assignment
+
+    C, _, _ = planted(n_loc=40, seed=2)
+    opts = {**FAST, "flavor": "paper"}  # random starts: runs that differ clearly
+    res = select_n_modules(C, [3], n_runs=4, rng=7, **opts)
+    assert res.keep == "medoid"
+    runs = res.runs
+    mods = [_unit(fit_amf(C, 3, rng=int(seed), **opts).modules) for seed in runs["seed"]]
+    close = np.zeros(4)
+    for a in range(4):
+        sims = []
+        for b in range(4):
+            if b != a:
+                cos = mods[a] @ mods[b].T
+                r, c = linear_sum_assignment(-cos)
+                sims.append(cos[r, c].mean())
+        close[a] = np.mean(sims)
+    np.testing.assert_allclose(runs["closeness"], close, atol=1e-5)
+    order = np.argsort(-close)
+    assert close[order[0]] - close[order[1]] > 1e-3  # a clear medoid, so the check below means something
+    kept = order[0]
+    assert kept != np.argmin(runs["loss"])  # ... and one that is not the lowest loss
+    assert res.summary["best_run"][0] == kept
+    assert res.summary["lowest_loss_run"][0] == np.argmin(runs["loss"])
+    assert res.best[3].seed == runs["seed"][kept]
+    assert runs["pattern_cosine"][kept] == pytest.approx(1)
+
+
+def test_medoid_run_rules():
+    from lava.core.selection import medoid_run, run_closeness
+
+    assert medoid_run([0.5, 0.9, 0.7], [1.0, 3.0, 2.0]) == 1  # the closest, whatever its loss
+    assert medoid_run([0.9, 0.9, 0.7], [3.0, 2.0, 1.0]) == 1  # a tie goes to the lower loss
+    assert medoid_run([0.5, 0.9, 0.7], [1.0, np.nan, 2.0]) == 2  # a run without a finite loss is never kept
+    assert medoid_run([np.nan], [4.0]) == 0
+    assert medoid_run([np.nan, np.nan], [4.0, 3.0]) == 1  # no closeness: the lowest loss
+    # two runs of 2 modules: identical up to order -> matched cosine 1 for both
+    X = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [1, 0, 0]], np.float32)
+    D = 1 - _unit(X) @ _unit(X).T
+    np.testing.assert_allclose(run_closeness(D, 2, 2), [1.0, 1.0])
+    assert np.isnan(run_closeness(np.zeros((2, 2)), 1, 2)).all()  # one run: nothing to compare with
+    with pytest.raises(ValueError, match="D must be"):
+        run_closeness(D, 3, 2)
+
+
 def test_select_n_modules_seeds_do_not_depend_on_the_range():
     C, _, _ = planted(n_loc=30)
     a = select_n_modules(C, [2, 3], n_runs=2, rng=1, **FAST)
@@ -297,6 +352,8 @@ def test_select_n_modules_validates():
         select_n_modules(C, [2], n_runs=1, nu=-1.0)
     with pytest.raises(ValueError, match="n_runs"):
         select_n_modules(C, [2], n_runs=0)
+    with pytest.raises(ValueError, match="keep must be one of"):
+        select_n_modules(C, [2], n_runs=1, keep="best")
     with pytest.raises(ValueError, match="repeated"):
         select_n_modules(C, [2, 2])
     with pytest.raises(ValueError, match=">= 1"):

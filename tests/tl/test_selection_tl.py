@@ -13,7 +13,7 @@ import lava
 from lava._store import decode_params
 
 FAST = {"max_epochs": 25, "patience": 10, "device": "cpu"}
-RUN_COLUMNS = ["n_modules", "run", "seed", "loss", "similarity", "overestimation_ratio", "n_epochs"]
+RUN_COLUMNS = ["n_modules", "run", "seed", "loss", "similarity", "overestimation_ratio", "n_epochs", "closeness"]
 SUMMARY_COLUMNS = [
     "loss_mean",
     "loss_std",
@@ -22,6 +22,8 @@ SUMMARY_COLUMNS = [
     "overestimation_ratio_mean",
     "overestimation_ratio_std",
     "silhouette",
+    "best_run",
+    "lowest_loss_run",
 ]
 BEST_KEYS = {"modules", "presence", "loss", "similarity", "overestimation_ratio", "seed", "history", "n_epochs"}
 BEST_KEYS |= {"best_epoch"}
@@ -105,8 +107,12 @@ def test_select_n_modules_stores_the_contract(selected):
         assert best["presence"].shape == (n_loc, M)
         assert best["presence"].dtype == np.float32
         rows = runs[runs["n_modules"] == M]
-        assert best["loss"] == rows["loss"].min()
-        assert best["seed"] == rows.loc[rows["loss"].idxmin(), "seed"]
+        kept = rows.iloc[summary.loc[M, "best_run"]]
+        assert best["loss"] == kept["loss"]
+        assert best["seed"] == kept["seed"]
+        if M > 1:  # two runs have the same closeness: the tie goes to the lower loss
+            assert kept["closeness"] == pytest.approx(rows["closeness"].max())
+            assert best["loss"] == rows["loss"].min()
         assert isinstance(best["history"]["loss"], np.ndarray)
         assert summary.loc[M, "loss_mean"] == pytest.approx(rows["loss"].mean())
     params = decode_params(selected.uns["lava"]["params"]["selection"])
@@ -115,6 +121,7 @@ def test_select_n_modules_stores_the_contract(selected):
     assert params["rng"] == 3
     assert params["max_epochs"] == 25
     assert params["checkpoint"] is None
+    assert params["keep"] == "medoid"
     # earlier steps are kept
     assert "correlations" in selected.uns["lava"]
     assert "localities" in selected.uns["lava"]
@@ -168,6 +175,7 @@ def test_select_n_modules_copy_and_key():
         ({"n_modules": [2.5]}, TypeError, "integers"),
         ({"n_modules": []}, ValueError, "empty"),
         ({"n_modules": [2], "n_runs": 0}, ValueError, "n_runs"),
+        ({"n_modules": [2], "keep": "lowest"}, ValueError, "keep must be one of"),
         ({"n_modules": [2], "key": "nope"}, KeyError, "lava.tl"),
     ],
 )
@@ -244,6 +252,18 @@ def test_adopting_a_selected_run(selected):
     np.testing.assert_array_equal(adata.uns["lava"]["amf"]["presence"], best["presence"])
     assert adata.uns["lava"]["amf"]["loss"] == best["loss"]
     assert "selection" in adata.uns["lava"]  # adopting keeps the table
+
+
+def test_keep_loss_keeps_the_lowest_loss_and_amf_adopts_it():
+    adata = make_adata()
+    lava.tl.select_n_modules(adata, [2], n_runs=3, rng=4, keep="loss", progress=False, **FAST)
+    sel = adata.uns["lava"]["selection"]
+    runs, summary = sel["runs"], sel["summary"]
+    assert summary.loc[2, "best_run"] == summary.loc[2, "lowest_loss_run"] == runs["loss"].to_numpy().argmin()
+    assert sel["best"]["2"]["loss"] == runs["loss"].min()
+    assert decode_params(adata.uns["lava"]["params"]["selection"])["keep"] == "loss"
+    lava.tl.amf(adata, from_selection=2, progress=False)
+    np.testing.assert_array_equal(adata.uns["lava"]["amf"]["modules"], sel["best"]["2"]["modules"])
 
 
 def test_loss_options_reach_every_run():

@@ -2,7 +2,7 @@
 
 :func:`select_n_modules` runs AMF ``n_runs`` times for each number of modules M, measures how stable the modules are
 (k-medoids under cosine distance, silhouette width) and how well they reconstruct the correlations, suggests M at the
-elbow of the loss curve, and keeps the best run of every M. Its checkpoints are in :mod:`._checkpoint`; presence
+elbow of the loss curve, and keeps one run of every M (by default the medoid, the run most like the others). Its checkpoints are in :mod:`._checkpoint`; presence
 refinement is :mod:`.refine`, the NMF baseline :mod:`.nmf`.
 """
 
@@ -28,6 +28,12 @@ FIT_KWARGS = ("flavor", *_amf.CONFIG_FIELDS, "device")
 
 #: Default near-tie margin of the elbow rule, in units of the normalised loss range (see :func:`elbow`).
 ELBOW_TOLERANCE = 0.05
+#: Which run of each M :func:`select_n_modules` keeps: ``"medoid"`` (the default: the run whose modules the other runs
+#: find again most closely, :func:`medoid_run`) or ``"loss"`` (the lowest loss). Runs of one M end in optima of nearly
+#: the same loss, and which of them has the lowest loss is decided by tiny differences; the medoid is the answer most
+#: runs agree on. On the real data of ``benchmarks/bench_real.py`` (20 seeds cut into groups of 5), the medoids of
+#: different groups shared more modules (matched cosine >= 0.9) than the lowest-loss runs did (docs/choosing_m.md).
+KEEP = ("medoid", "loss")
 
 
 @dataclass(frozen=True)
@@ -43,27 +49,31 @@ class ModelSelection:
     #: One row per run: ``n_modules``, ``run`` (0..R-1), ``seed`` (int64), ``loss``, ``similarity``,
     #: ``overestimation_ratio`` (float64), ``n_epochs``, ``best_epoch`` (int64), ``converged`` (bool),
     #: ``pattern_cosine`` (float64: cosine between the run's presence-weighted module average and that of the
-    #: best run with the same M; 1 for the best run itself), ``n_duplicates`` (int64: pairs of near-duplicate
-    #: modules, :func:`~lava.core.duplicate_modules`).
+    #: kept run with the same M; 1 for the kept run itself), ``closeness`` (float64: the mean, over the other runs
+    #: of its M, of the mean cosine of its modules matched one-to-one to theirs, :func:`run_closeness`; NaN when
+    #: R = 1), ``n_duplicates`` (int64: pairs of near-duplicate modules, :func:`~lava.core.duplicate_modules`).
     runs: dict[str, np.ndarray]
     #: One row per M: ``n_modules``, ``loss_mean``, ``loss_std``, ``similarity_mean``, ``similarity_std``,
     #: ``overestimation_ratio_mean``, ``overestimation_ratio_std`` (std over runs, ddof=1; NaN when R = 1),
     #: ``silhouette`` (cosine silhouette width of the k-medoids clustering of all R*M modules; NaN when M = 1 or
     #: R = 1), ``pattern_cosine`` (mean pairwise cosine between the runs' presence-weighted module averages; NaN
     #: when R = 1), ``duplicates_mean`` (mean number of near-duplicate pairs per run), ``elbow_gap`` (the elbow
-    #: rule's normalised distance below the chord), ``best_run``.
+    #: rule's normalised distance below the chord), ``best_run`` (int64: the run kept, by ``keep``) and
+    #: ``lowest_loss_run`` (int64).
     summary: dict[str, np.ndarray]
     #: The suggested number of modules (elbow of ``loss_mean``, near-ties broken by higher silhouette; if the runs
     #: at the elbow have near-duplicate modules, on average half a pair or more, the largest smaller M whose runs
     #: have fewer).
     suggested_n_modules: int
-    #: M -> the run with the lowest loss among the R runs with M modules.
+    #: M -> the run kept among the R runs with M modules (``keep``: the medoid or the lowest loss).
     best: dict[int, AMFResult]
     #: M -> (R, M) int64: the k-medoids cluster (0..M-1) of each module of each run.
     module_clusters: dict[int, np.ndarray]
     #: (number of runs, P) float32: each run's presence-weighted module average
     #: (:func:`~lava.core.presence_weighted_average`), rows in the order of ``runs``.
     weighted_averages: np.ndarray
+    #: The rule that chose the kept runs (:data:`KEEP`).
+    keep: str = "medoid"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,6 +243,48 @@ def elbow(
 # seeds
 
 
+def run_closeness(D: np.ndarray, n_runs: int, n_modules: int) -> np.ndarray:
+    """Per run, how closely the other runs find its modules again: (R,) float64, NaN when R = 1.
+
+    ``D`` is the cosine distance matrix of all R*M modules, run by run (rows ``r*M .. r*M + M - 1`` are run ``r``'s,
+    as :func:`select_n_modules` stacks them). For two runs, their modules are matched one-to-one by the Hungarian
+    algorithm on the cosine ``1 - D``, and the pair's similarity is the mean matched cosine; a run's closeness is
+    the mean of its similarities to the other R - 1 runs.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    D = np.asarray(D, dtype=np.float64)
+    M = int(n_modules)
+    if D.shape != (n_runs * M, n_runs * M):
+        msg = f"D must be ({n_runs * M}, {n_runs * M}) for {n_runs} runs of {M} modules, got {D.shape}."
+        raise ValueError(msg)
+    if n_runs < 2:
+        return np.full(n_runs, np.nan)
+    pair = np.zeros((n_runs, n_runs))
+    for a in range(n_runs):
+        for b in range(a + 1, n_runs):
+            cos = 1.0 - D[a * M : (a + 1) * M, b * M : (b + 1) * M]
+            rows, cols = linear_sum_assignment(cos, maximize=True)
+            pair[a, b] = pair[b, a] = cos[rows, cols].mean()
+    return pair.sum(axis=1) / (n_runs - 1)
+
+
+def medoid_run(closeness: np.ndarray, loss: np.ndarray) -> int:
+    """Return the run with the largest closeness (:func:`run_closeness`); near-ties (within 1e-9): the lower loss.
+
+    Runs whose loss is not finite are never chosen unless every run's is not; with one run (NaN closeness) it is the
+    lowest loss.
+    """
+    closeness = np.asarray(closeness, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    finite = np.isfinite(loss)
+    score = np.where(finite & np.isfinite(closeness), closeness, -np.inf)
+    if not np.isfinite(score).any():
+        return int(np.argmin(np.where(finite, loss, np.inf)))
+    near = np.flatnonzero(score >= score.max() - 1e-9)
+    return int(near[np.argmin(loss[near])])
+
+
 def _run_seed(base: int, n_modules: int, run: int) -> int:
     # Independent of the order and range of n_modules: run r with M modules gets the same seed in every call.
     return int(np.random.SeedSequence([base, n_modules, run]).generate_state(1, dtype=np.uint32)[0] >> 1)
@@ -291,6 +343,7 @@ def select_n_modules(
     checkpoint: str | os.PathLike | None = None,
     elbow_tolerance: float = ELBOW_TOLERANCE,
     client=None,
+    keep: str = "medoid",
     **fit_kwargs: Any,
 ) -> ModelSelection:
     """Run AMF ``n_runs`` times for each number of modules and summarise reconstruction and stability.
@@ -298,8 +351,9 @@ def select_n_modules(
     For each M: R = ``n_runs`` fits of :func:`~lava.core.fit_amf` from different seeds; all R*M modules are
     clustered into M clusters by k-medoids (:func:`kmedoids`, PAM) under cosine distance, and the silhouette width
     of that clustering measures stability (high: every run finds the same modules). The suggested M is the elbow of
-    the mean loss curve, near-ties broken by higher silhouette (:func:`elbow`). For each M the run with the lowest
-    loss is kept, so it can be used without refitting.
+    the mean loss curve, near-ties broken by higher silhouette (:func:`elbow`). For each M one run is kept, so it can
+    be used without refitting: by default the medoid, the run whose modules the other runs find again most closely
+    (:func:`run_closeness`, :func:`medoid_run`), or with ``keep="loss"`` the run with the lowest loss.
 
     Parameters
     ----------
@@ -323,6 +377,10 @@ def select_n_modules(
         ``n_runs * sum(n_modules) * (P + l) * 4`` bytes; delete it when done.
     elbow_tolerance
         Near-tie margin of the elbow rule (fraction of the loss range), see :func:`elbow`.
+    keep
+        Which run of each M to keep (:data:`KEEP`): ``"medoid"`` or ``"loss"``. Runs end in optima of nearly the
+        same loss; the lowest of them is decided by tiny differences, the medoid is what most runs agree on, so
+        medoids of separate selections agree more often than their lowest-loss runs (``docs/choosing_m.md``).
     client
         Run the fits as Dask tasks: a :class:`distributed.Client` connected to any cluster, or ``True`` for a
         temporary local one (threads in this process). ``C`` is scattered to the workers once and every fit not
@@ -355,6 +413,9 @@ def select_n_modules(
         raise ValueError(msg)
     n_runs = int(n_runs)
     _validate_fit_kwargs(fit_kwargs)
+    if not isinstance(keep, str) or keep not in KEEP:
+        msg = f"keep must be one of {KEEP}, got {keep!r}."
+        raise ValueError(msg)
     base_seed = as_seed(rng)
 
     directory = None
@@ -382,10 +443,13 @@ def select_n_modules(
             "best_epoch",
             "converged",
             "pattern_cosine",
+            "closeness",
             "n_duplicates",
         )
     }
-    summary: dict[str, list] = {name: [] for name in ("n_modules", "silhouette", "pattern_cosine", "best_run")}
+    summary: dict[str, list] = {
+        name: [] for name in ("n_modules", "silhouette", "pattern_cosine", "best_run", "lowest_loss_run")
+    }
     best: dict[int, AMFResult] = {}
     clusters: dict[int, np.ndarray] = {}
     averages: list[np.ndarray] = []
@@ -425,15 +489,17 @@ def select_n_modules(
                 bar.update(1)
 
             loss = np.array([res.loss for res in results], dtype=np.float64)
-            best_run = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
+            lowest = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
+            all_modules = np.concatenate([np.asarray(res.modules, dtype=np.float32) for res in results])
+            D = cosine_distances(all_modules)
+            closeness = run_closeness(D, n_runs, M)
+            best_run = medoid_run(closeness, loss) if keep == "medoid" else lowest
             best[M] = results[best_run]
             wavg = np.stack([np.asarray(presence_weighted_average(res.presence, res.modules)) for res in results])
             wavg = wavg.astype(np.float32)
             averages.append(wavg)
             cos_to_best = _row_cosines(wavg, wavg[best_run])
 
-            all_modules = np.concatenate([np.asarray(res.modules, dtype=np.float32) for res in results])
-            D = cosine_distances(all_modules)
             _, labels = kmedoids(D, M)
             clusters[M] = labels.reshape(n_runs, M)
             summary["n_modules"].append(M)
@@ -444,6 +510,7 @@ def select_n_modules(
             else:
                 summary["pattern_cosine"].append(float("nan"))
             summary["best_run"].append(best_run)
+            summary["lowest_loss_run"].append(lowest)
 
             for r, (seed, res) in enumerate(zip(seeds, results, strict=True)):
                 runs["n_modules"].append(M)
@@ -456,6 +523,7 @@ def select_n_modules(
                 runs["best_epoch"].append(int(res.best_epoch))
                 runs["converged"].append(bool(res.converged))
                 runs["pattern_cosine"].append(float(cos_to_best[r]))
+                runs["closeness"].append(float(closeness[r]))
                 runs["n_duplicates"].append(len(duplicate_modules(res.modules, res.presence)))
 
     dtypes = {"n_modules": np.int64, "run": np.int64, "seed": np.int64, "n_epochs": np.int64, "n_duplicates": np.int64}
@@ -479,6 +547,7 @@ def select_n_modules(
         suggested = int(clean.max())
     sum_cols["elbow_gap"] = gap
     sum_cols["best_run"] = np.asarray(summary["best_run"], dtype=np.int64)
+    sum_cols["lowest_loss_run"] = np.asarray(summary["lowest_loss_run"], dtype=np.int64)
 
     return ModelSelection(
         n_modules=Ms,
@@ -488,6 +557,7 @@ def select_n_modules(
         best=best,
         module_clusters=clusters,
         weighted_averages=np.concatenate(averages),
+        keep=keep,
     )
 
 

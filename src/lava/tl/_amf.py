@@ -73,11 +73,11 @@ def amf(
     Interrupting it (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
 
     One fit can end in one of several optima of nearly the same loss, and which one depends on the seed (on
-    pbmc68k_reduced, one placement, fits without swaps: 2 of 10 seeds explain every locality, the others leave 6
-    monocyte localities without a module; swaps repair some of them). For a result that does not depend on the
-    seed, fit several and keep the best: ``lava.tl.select_n_modules(adata, [M], n_runs=10)``, then
-    ``lava.tl.amf(adata, from_selection=M)`` (on the real data benchmarked, 81-100% of modules found again at cosine
-    >= 0.9 by another seed, against 67-80% for one fit; the AMF loss docs page).
+    pbmc68k_reduced at M = 5, one placement: 14 of 20 seeds leave 3-6 monocyte localities without a module, and 30%
+    of modules differ between two seeds). For a result that does not depend on the seed, fit several and keep the
+    medoid, the run the others agree with most: ``lava.tl.select_n_modules(adata, [M])`` (10 runs), then
+    ``lava.tl.amf(adata, from_selection=M)``. The lowest-loss run is no answer to this: which near-equal optimum is
+    lowest is itself decided by tiny differences (figures on the choosing-M docs page).
 
     Parameters
     ----------
@@ -91,8 +91,8 @@ def amf(
     {rng}
     {device}
     from_selection
-        Adopt the best run with this many modules from :func:`lava.tl.select_n_modules`
-        (``adata.uns[key]["selection"]["best"]``) instead of fitting.
+        Adopt the run that :func:`lava.tl.select_n_modules` kept with this many modules (its ``keep``: the
+        medoid by default; ``adata.uns[key]["selection"]["best"]``) instead of fitting.
     {key}
     {copy}
     {progress}
@@ -296,7 +296,10 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
-    logg.logger.info("    adopted the best selection run with %d modules (loss %.4g)", n_modules, result.loss)
+    rule = selection.params.get("keep", "loss")  # files written before keep= kept the lowest loss
+    logg.logger.info(
+        "    adopted the selection run kept (keep=%r) with %d modules (loss %.4g)", rule, n_modules, result.loss
+    )
     return adata if copy else None
 
 
