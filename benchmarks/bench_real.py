@@ -58,7 +58,7 @@ counts, and neither data set ships them (kidney: log-normalised ``X`` and ``logc
     python benchmarks/bench_real.py --data kidney pbmc --tag default
     python benchmarks/bench_real.py --data kidney --amf '{"loss": "paper", "gamma": 10}' --tag paper
     python benchmarks/bench_real.py --data kidney --n-modules 9 --placement-seeds 0 1
-    python benchmarks/bench_real.py --data pbmc --seeds $(seq 0 19) --placement-seeds 0 1 --no-hotspot  # best of R
+    python benchmarks/bench_real.py --data pbmc --seeds $(seq 0 19) --placement-seeds 0 1 --no-hotspot  # one kept of R
     python benchmarks/bench_real.py --data pbmc --select-n-modules --select-range 2 10 --select-runs 3
     python benchmarks/bench_real.py --data kidney --localities '{"n_neighbors": 50}' --correlations '{"tie_fraction": 0.9}'
 
@@ -381,7 +381,7 @@ def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: i
     spec = DATASETS[name]
     work = adata.copy()
     t0 = time.perf_counter()
-    if args.best_of > 1:  # the documented path: select_n_modules' runs at this M, the best (lowest loss) adopted
+    if args.best_of > 1:  # the documented path: select_n_modules' runs at this M, the kept run (medoid) adopted
         lava.tl.select_n_modules(work, [n_modules], n_runs=args.best_of, rng=seed, progress=False, **args.amf)
         lava.tl.amf(work, from_selection=n_modules, progress=False)
     else:
@@ -721,7 +721,7 @@ def _fmt(x, spec=".2f"):
 
 def markdown(results: dict) -> str:
     best_of = results["options"].get("best_of", 1)
-    each = f" (each the best of {best_of} select_n_modules runs)" if best_of > 1 else ""
+    each = f" (each the run select_n_modules kept of {best_of})" if best_of > 1 else ""
     lines = [
         f"# bench_real ({results['tag']})",
         "",
@@ -858,10 +858,10 @@ def main(argv=None) -> int:
         nargs="+",
         default=[1, 2, 5, 10],
         metavar="R",
-        help="stability of the best of R of the fits made (consecutive seeds; needs >= 2R seeds)",
+        help="stability of one fit kept of R of the fits made, by lowest loss and by medoid (needs >= 2R seeds)",
     )
     parser.add_argument("--best-of", type=int, default=1, metavar="R",
-                        help="each AMF seed: select_n_modules' R runs at M, the best adopted (from_selection)")  # fmt: skip
+                        help="each AMF seed: select_n_modules' R runs at M, the kept run adopted (from_selection)")  # fmt: skip
     parser.add_argument("--localities", type=_json_arg, default={}, help="JSON kwargs of lava.tl.localities")
     parser.add_argument("--correlations", type=_json_arg, default={}, help="JSON kwargs of lava.tl.correlations")
     parser.add_argument(
