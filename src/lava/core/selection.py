@@ -2,8 +2,8 @@
 
 :func:`select_n_modules` runs AMF ``n_runs`` times for each number of modules M, measures how stable the modules are
 (k-medoids under cosine distance, silhouette width) and how well they reconstruct the correlations, suggests M at the
-elbow of the loss curve, and keeps one run of every M (by default the medoid, the run most like the others). Its checkpoints are in :mod:`._checkpoint`; presence
-refinement is :mod:`.refine`, the NMF baseline :mod:`.nmf`.
+elbow of the loss curve, and keeps one run of every M (by default the medoid, the run most like the others). Its
+checkpoints are in :mod:`._checkpoint`; presence refinement is :mod:`.refine`, the NMF baseline :mod:`.nmf`.
 """
 
 from __future__ import annotations

@@ -73,11 +73,11 @@ def amf(
     Interrupting it (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
 
     One fit can end in one of several optima of nearly the same loss, and which one depends on the seed (on
-    pbmc68k_reduced at M = 5, one placement: 14 of 20 seeds leave 3-6 monocyte localities without a module, and 30%
-    of modules differ between two seeds). For a result that does not depend on the seed, fit several and keep the
-    medoid, the run the others agree with most: ``lava.tl.select_n_modules(adata, [M])`` (10 runs), then
-    ``lava.tl.amf(adata, from_selection=M)``. The lowest-loss run is no answer to this: which near-equal optimum is
-    lowest is itself decided by tiny differences (figures on the choosing-M docs page).
+    pbmc68k_reduced at M = 5, one placement: 17 of 20 seeds leave 2-6 localities, mostly monocytes', without a
+    module, and 30% of modules differ between two seeds). For a result that does not depend on the seed, fit
+    several and keep the medoid, the run the others agree with most: ``lava.tl.select_n_modules(adata, [M])`` (10
+    runs), then ``lava.tl.amf(adata, from_selection=M)``. The lowest-loss run is no answer to this: which
+    near-equal optimum is lowest is itself decided by tiny differences (figures on the choosing-M docs page).
 
     Parameters
     ----------
