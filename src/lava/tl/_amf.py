@@ -76,8 +76,9 @@ def amf(
     pbmc68k_reduced at M = 5, one placement: 17 of 20 seeds leave 2-6 localities, mostly monocytes', without a
     module, and 30% of modules differ between two seeds). For a result that does not depend on the seed, fit
     several and keep the medoid, the run the others agree with most: ``lava.tl.select_n_modules(adata, [M])`` (10
-    runs), then ``lava.tl.amf(adata, from_selection=M)``. The lowest-loss run is no answer to this: which
-    near-equal optimum is lowest is itself decided by tiny differences (figures on the choosing-M docs page).
+    runs), then ``lava.tl.amf(adata, from_selection=M)``. Keeping the lowest-loss run instead helps only where
+    single fits are already stable: which near-equal optimum is lowest is itself decided by tiny differences
+    (figures on the choosing-M docs page).
 
     Parameters
     ----------
