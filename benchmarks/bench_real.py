@@ -8,7 +8,7 @@ unless an option below overrides a step:
   ``lava.pp.filter_mito_ribo``, genes detected in >= 20% of the cells, ``lava.pp.select_features(n_top=300)``,
   localities of n = 100 at overlap 5 over ``X_umap``, M = 6.
 - ``pbmc``: scanpy's ``pbmc68k_reduced`` (700 cells; ``obs["bulk_labels"]``), the README's recipe: its
-  ``highly_variable`` genes, n = 100, overlap 5, M = 5.
+  ``highly_variable`` genes, n = 100, overlap 5, M = 7 (select_n_modules' suggestion; M = 5 before 2026-12-07).
 - ``mnist``: the reduced MNIST of ``bench_amf_variants.py mnist`` (5,000 digits, seed 0, pixels mean-pooled 2 x 2,
   UMAP ``random_state=0``; ``obs["label"]`` the digit), localities of n = 250 (default overlap), M = 9, no GO.
 
@@ -113,7 +113,7 @@ DATASETS = {
         "label": "bulk_labels",
         "localities": {"basis": "X_umap", "n_neighbors": 100, "overlap": 5},
         "correlations": {"features": "highly_variable"},
-        "n_modules": 5,
+        "n_modules": 7,
         "go": True,
     },
     "mnist": {

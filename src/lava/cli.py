@@ -36,7 +36,7 @@ DEMO_SETTINGS = {
     "full": {
         "n_neighbors": 100,
         "overlap": 5,
-        "n_modules": 5,
+        "n_modules": 7,  # what lava.tl.select_n_modules suggests on these localities (docs/choosing_m.md)
         "features": "highly_variable",
         "maxfun": None,
         "max_epochs": None,
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the pipeline on scanpy's pbmc68k_reduced (offline, about half a minute on 2 cores)",
         description=(
             "Run the whole pipeline on scanpy's shipped pbmc68k_reduced (700 cells, 309 highly variable genes; "
-            f"n=100, o=5, M=5) with presence associated with '{DEMO_GROUPBY}'. Writes pbmc68k_reduced_lava.h5ad, "
+            f"n=100, o=5, M=7) with presence associated with '{DEMO_GROUPBY}'. Writes pbmc68k_reduced_lava.h5ad, "
             "its tables and figures to --out and prints a summary."
         ),
     )
