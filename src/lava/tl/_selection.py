@@ -129,9 +129,9 @@ def select_n_modules(
         cosine of its modules matched one-to-one to another run's, averaged over the other runs; near-ties to the
         lower loss), or ``"loss"``, the run with the lowest loss. Runs end in optima of nearly the same loss, and
         which one is lowest is decided by tiny differences between runs; the medoid is what most runs agree on.
-        On the real data benchmarked (20 seeds in groups of 5 runs), 87-100% of the medoids' modules were found
-        again by the medoid of another group at cosine >= 0.9, against 73-100% for the lowest-loss runs
-        (``docs/choosing_m.md``).
+        On the real data benchmarked (20 seeds in groups of 5 runs), 85-100% of the medoids' modules were found
+        again by the medoid of another group at cosine >= 0.9, against 65-100% for the lowest-loss runs, which
+        did better only where single fits were already stable (``docs/choosing_m.md``).
     **amf_kwargs
         AMF options for every run, as in :func:`lava.tl.amf`: ``flavor``, ``device`` and the options (``loss``,
         ``nu``, ``gamma``, ``lr``, ``batch_size``, ``patience``, ``tol``, ``max_epochs``, ``init``, ``stop``, ``l1``,
