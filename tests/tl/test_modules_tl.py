@@ -323,6 +323,29 @@ def test_associate_matches_scipy(adata, method):
     assert m0["p_adjusted"] < 1e-6
 
 
+def test_associate_adjusts_spearman_by_default_so_one_locality_cannot_carry_it(adata):
+    """pbmc68k_reduced's case: a module present in 5 localities, 4 saturated at 1 and one barely present, and a
+    category found only in that one. Pearson is about -1 with a tiny p; the default (Spearman) is not significant."""
+    presence = adata.uns["lava"]["amf"]["presence"]
+    presence[:, 2] = 0.0
+    presence[[0, 10, 20, 30], 2] = [0.996, 0.997, 0.998, 0.995]
+    presence[35, 2] = 0.011
+    idx = adata.uns["lava"]["localities"]["indices"]
+    rare = np.zeros(N_OBS, dtype=bool)
+    rare[idx[35][:2]] = True  # two cells of locality 35, which no other of the five holds
+    assert not np.isin(idx[35][:2], idx[[0, 10, 20, 30]]).any()
+    adata.obs["kind"] = pd.Categorical(np.where(rare, "rare", "common"))
+    lava.tl.associate(adata, "kind")
+    row = lava.get.association(adata).query("module == 2 and category == 'rare'").iloc[0]
+    assert row["n_localities"] == 5
+    assert row["pearson_r"] < -0.99
+    assert row["pearson_p"] < 1e-4
+    assert row["p_adjusted"] > 0.05  # the Spearman p-value, adjusted
+    assert lava.get.params(adata, "association")["method"] == "spearman"
+    lava.tl.associate(adata, "kind", method="pearson")
+    assert lava.get.association(adata).query("module == 2 and category == 'rare'").iloc[0]["p_adjusted"] < 1e-3
+
+
 def test_associate_numeric_uses_locality_mean(adata):
     lava.tl.associate(adata, "age")
     res = lava.get.association(adata)
@@ -410,14 +433,16 @@ def test_donor_permutation_is_conservative_when_donors_cluster():
     assert lava.get.params(adata, "association")["groups"] == "donor"
 
 
-def test_donor_permutation_equals_label_permutation_among_donors():
+@pytest.mark.parametrize("method", ["spearman", "pearson"])
+def test_donor_permutation_equals_label_permutation_among_donors(method):
     """For a per-donor label, the donor-level null is exactly: shuffle the donors' labels, recompute fractions."""
+    correlation = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}[method]
     gen = np.random.default_rng(5)
     adata = fabricate(1)
     donors = adata.obs["donor"].cat.categories
     donor_label = dict(zip(donors, gen.choice(["a", "b"], size=len(donors)), strict=True))
     adata.obs["status"] = pd.Categorical(adata.obs["donor"].map(donor_label).astype(str))
-    lava.tl.associate(adata, "status", permutations=50, groups="donor", rng=7)
+    lava.tl.associate(adata, "status", method=method, permutations=50, groups="donor", rng=7)
     got = lava.get.association(adata)
     # reference: the same permutations drawn by hand
     from lava._compat import as_generator
@@ -430,10 +455,9 @@ def test_donor_permutation_equals_label_permutation_among_donors():
     pres = adata.uns["lava"]["amf"]["presence"].astype(np.float64)
     for m in range(N_MOD):
         sel = pres[:, m] > 0.01
-        obs = stats.pearsonr(pres[sel, m], np.mean(labels[codes][idx] == "a", axis=1)[sel]).statistic
+        obs = correlation(pres[sel, m], np.mean(labels[codes][idx] == "a", axis=1)[sel]).statistic
         null = [
-            stats.pearsonr(pres[sel, m], np.mean(labels[perm][codes][idx] == "a", axis=1)[sel]).statistic
-            for perm in perms
+            correlation(pres[sel, m], np.mean(labels[perm][codes][idx] == "a", axis=1)[sel]).statistic for perm in perms
         ]
         expected = (1 + np.sum(np.abs(null) >= abs(obs) - 1e-12)) / 51
         row = got[(got["module"] == m) & (got["category"] == "a")].iloc[0]
@@ -643,11 +667,13 @@ def test_end_to_end_synthetic_modules_to_biology():
     disease = assoc[assoc["category"] == "disease"].set_index("module")
     assert 0 in recovered.values(), np.round(cos, 2)  # the covariate's module
     m0 = next(m for m, k in recovered.items() if k == 0)
+    # p_adjusted adjusts the Spearman p-values (the default method)
+    assert disease.loc[m0, "spearman_r"] > 0.7
     assert disease.loc[m0, "pearson_r"] > 0.7
-    assert disease.loc[m0, "p_adjusted"] < 1e-6
+    assert disease.loc[m0, "p_adjusted"] < 1e-4
     for m in disease.index.drop(m0):
         # the other modules live where disease is rare: never a significant positive association
-        assert not (disease.loc[m, "pearson_r"] > 0 and disease.loc[m, "p_adjusted"] < 0.05)
+        assert not (disease.loc[m, "spearman_r"] > 0 and disease.loc[m, "p_adjusted"] < 0.05)
 
     # a donor-level label: the donor that dominates module 0's region is the only "case"; its cells cluster
     adata.obs["status"] = pd.Categorical(np.where(adata.obs["donor"] == "D0", "case", "ctrl"))

@@ -52,9 +52,10 @@ def summary(adata: AnnData, *, top: int = 8, key: str = "lava") -> dict[str, Any
     ``top_features`` (DataFrame or None), ``n_module_features`` (int or None)
         The ``top`` highest-ranked rows per module of :func:`lava.get.module_genes` (columns ``module``,
         ``feature``, ``score``, ``rank``) and the number of module features in all.
-    ``top_associations`` (DataFrame or None), ``association_p_column`` (str or None)
-        The 3 rows of :func:`lava.get.association` with the lowest p-values, and the column ranked
-        (``p_adjusted``, else ``pearson_p``).
+    ``top_associations`` (DataFrame or None), ``association_p_column``, ``association_method`` (str or None)
+        The 3 rows of :func:`lava.get.association` with the lowest p-values, the column ranked (``p_adjusted``,
+        else the method's raw p-values) and the correlation those p-values belong to (``"spearman"`` or
+        ``"pearson"``, as :func:`lava.tl.associate` was run).
     ``top_terms`` (DataFrame or None), ``n_significant_terms`` (int or None), ``gene_sets`` (str or None)
         One row per tested module (columns ``module``, ``term``, ``overlap``, ``p_value``, ``p_adjusted``; the term
         columns are missing values where no gene set shares a module gene): its most significant term from
@@ -105,12 +106,14 @@ def summary(adata: AnnData, *, top: int = 8, key: str = "lava") -> dict[str, Any
         out["top_features"] = pd.concat(rows, ignore_index=True)
         out["n_module_features"] = len(table)
 
-    out["top_associations"] = out["association_p_column"] = None
+    out["top_associations"] = out["association_p_column"] = out["association_method"] = None
     if has_step(adata, key, "association"):
         assoc = read_table(adata, key, "association")
-        p_col = "p_adjusted" if "p_adjusted" in assoc.columns else "pearson_p"
+        method = str(stored_params(adata, key, "association").get("method", "pearson"))  # older files: Pearson
+        p_col = "p_adjusted" if "p_adjusted" in assoc.columns else f"{method}_p"
         out["top_associations"] = assoc.sort_values(p_col).head(N_ASSOCIATIONS).reset_index(drop=True)
         out["association_p_column"] = p_col
+        out["association_method"] = method
 
     out["top_terms"] = out["n_significant_terms"] = out["gene_sets"] = None
     if has_step(adata, key, "enrichment"):
@@ -186,11 +189,11 @@ def summary_text(
             lines.append(f"    module {m}: {names if names else '(none above threshold)'}")
     best = info["top_associations"]
     if best is not None:
-        p_col = info["association_p_column"]
+        p_col, method = info["association_p_column"], info["association_method"]
         lines.append(f"  strongest associations ({best['groupby'].iloc[0] if len(best) else ''})")
         for _, row in best.iterrows():
             lines.append(
-                f"    module {int(row['module'])} ~ {row['category']}: r = {float(row['pearson_r']):+.2f}, "
+                f"    module {int(row['module'])} ~ {row['category']}: {method} r = {float(row[f'{method}_r']):+.2f}, "
                 f"{p_col} = {float(row[p_col]):.2g}"
             )
     terms = info["top_terms"]
