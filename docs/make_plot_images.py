@@ -34,8 +34,8 @@ def pbmc_pipeline() -> sc.AnnData:
     lava.tl.neighborhood_retention(adata, basis="X_umap", use_rep="X_pca", n_samples=None)
     lava.tl.localities(adata, basis="X_umap", n_neighbors=100, overlap=5, rng=0, progress=False)
     lava.tl.correlations(adata, features="highly_variable", progress=False)
-    lava.tl.select_n_modules(adata, range(3, 7), n_runs=2, rng=0, progress=False)
-    lava.tl.amf(adata, n_modules=5, rng=0, progress=False)
+    lava.tl.select_n_modules(adata, range(3, 13), n_runs=3, rng=0, progress=False)
+    lava.tl.amf(adata, n_modules=7, rng=0, progress=False)
     lava.tl.module_genes(adata)
     try:
         gene_sets = lava.datasets.go_bp_human()

@@ -36,7 +36,7 @@ DEMO_SETTINGS = {
     "full": {
         "n_neighbors": 100,
         "overlap": 5,
-        "n_modules": 7,  # what lava.tl.select_n_modules suggests on these localities (docs/choosing_m.md)
+        "n_modules": 7,  # lava.tl.select_n_modules' suggestion over M = 3-12 on these localities (choosing_m.md)
         "features": "highly_variable",
         "maxfun": None,
         "max_epochs": None,
