@@ -8,7 +8,7 @@ unless an option below overrides a step:
   ``lava.pp.filter_mito_ribo``, genes detected in >= 20% of the cells, ``lava.pp.select_features(n_top=300)``,
   localities of n = 100 at overlap 5 over ``X_umap``, M = 6.
 - ``pbmc``: scanpy's ``pbmc68k_reduced`` (700 cells; ``obs["bulk_labels"]``), the README's recipe: its
-  ``highly_variable`` genes, n = 100, overlap 5, M = 7 (select_n_modules' suggestion; M = 5 before 2026-12-07).
+  ``highly_variable`` genes, n = 100, overlap 5, M = 7 (select_n_modules' suggestion over M = 3-12; M = 5 before 2026-12-07).
 - ``mnist``: the reduced MNIST of ``bench_amf_variants.py mnist`` (5,000 digits, seed 0, pixels mean-pooled 2 x 2,
   UMAP ``random_state=0``; ``obs["label"]`` the digit), localities of n = 250 (default overlap), M = 9, no GO.
 
@@ -236,8 +236,11 @@ def matched_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def matched_share(A: np.ndarray, B: np.ndarray, threshold: float = MATCH_COSINE) -> float:
     """Share of modules (of the larger of the two fits) whose matched cosine is >= ``threshold``."""
-    n = max(len(A), len(B))
-    return float(np.count_nonzero(matched_cosines(A, B) >= threshold) / n) if n else 0.0
+    return _share(matched_cosines(A, B), max(len(A), len(B)), threshold)
+
+
+def _share(cos: np.ndarray, n: int, threshold: float = MATCH_COSINE) -> float:
+    return float(np.count_nonzero(cos >= threshold) / n) if n else 0.0
 
 
 def background_features(C: np.ndarray, features) -> list[str]:
@@ -452,7 +455,7 @@ def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: i
 def compare_fits(a: dict, b: dict) -> dict:
     """Two fits matched: on module pair vectors when they share the features, else on feature scores (shared vars).
 
-    Returns the share of modules matched at cosine >= 0.9, the median matched cosine and what was compared.
+    Returns the share of modules matched at cosine >= 0.9, the median and mean matched cosine and what was compared.
     """
     if a["features"].size == b["features"].size and np.array_equal(a["features"], b["features"]):
         A, B, on = a["modules"], b["modules"], "pairs"
@@ -461,24 +464,30 @@ def compare_fits(a: dict, b: dict) -> dict:
         A, B, on = a["scores"][ia].T, b["scores"][ib].T, "feature scores"
     cos = matched_cosines(A, B)
     return {
-        "share": matched_share(A, B),
+        "share": _share(cos, max(len(A), len(B))),
         "median_cosine": float(np.median(cos)) if cos.size else 0.0,
         "mean_cosine": float(np.mean(cos)) if cos.size else 0.0,
         "on": on,
     }
 
 
-def best_of_groups(fits: dict, runs: list, args) -> dict:
-    """Stability of a run kept from R fits, from the fits already made: no fit more.
+def best_of_groups(seed_pairs: list, runs: list, args) -> dict:
+    """Stability of a run kept from R fits, from the fits already made and compared (``seed_pairs``): no fit more.
 
     Per placement, the AMF seeds (in the order given) are cut into consecutive groups of R. Each group keeps one fit
     by each rule of ``lava.core.select_n_modules(keep=...)``: ``"loss"``, the lowest loss; ``"medoid"``, the fit with
-    the largest mean matched module cosine to the others of its group (ties: the lower loss). The kept fits are
-    compared pairwise as the seeds are (``compare_fits``). For every R of ``--group-best`` that leaves at least 2
-    groups: per rule, the mean and smallest share matched at 0.9 over the kept pairs of all placements, and the
-    number of groups per placement. R = 1 is the plain seed comparison.
+    the largest mean matched module cosine to the others of its group (``lava.core.selection.medoid_run``; near-ties:
+    the lower loss). The kept fits are compared as the seeds are: their pair's entry of ``seed_pairs``. For every R of
+    ``--group-best`` that leaves at least 2 groups: per rule, the mean and smallest share matched at 0.9 over the kept
+    pairs of all placements, and the number of groups per placement. R = 1 is the plain seed comparison.
     """
+    from lava.core.selection import medoid_run
+
     loss = {(r["placement_seed"], r["seed"]): r["loss"] for r in runs}
+    pairs = {}
+    for r in seed_pairs:
+        a, b = r["seeds"]
+        pairs[r["placement_seed"], a, b] = pairs[r["placement_seed"], b, a] = r
     out = {}
     for R in args.group_best:
         n_groups = len(args.seeds) // R
@@ -487,20 +496,17 @@ def best_of_groups(fits: dict, runs: list, args) -> dict:
         shares = {"loss": [], "medoid": []}
         chosen_seeds = {"loss": {}, "medoid": {}}
         for p in args.placement_seeds:
-            groups = [args.seeds[g * R : (g + 1) * R] for g in range(n_groups)]
             kept = {"loss": [], "medoid": []}
-            for group in groups:
-                kept["loss"].append(min(group, key=lambda s, p=p: loss[p, s]))
-                closeness = {
-                    s: np.mean([compare_fits(fits[p, s], fits[p, t])["mean_cosine"] for t in group if t != s] or [0.0])
-                    for s in group
-                }
-                kept["medoid"].append(min(group, key=lambda s, p=p, c=closeness: (-c[s], loss[p, s])))
+            for g in range(n_groups):
+                group = args.seeds[g * R : (g + 1) * R]
+                losses = np.array([loss[p, s] for s in group])
+                others = [[pairs[p, s, t]["mean_cosine"] for t in group if t != s] for s in group]
+                closeness = np.array([np.mean(c) for c in others]) if R > 1 else np.full(R, np.nan)
+                kept["loss"].append(group[int(np.argmin(losses))])
+                kept["medoid"].append(group[medoid_run(closeness, losses)])
             for rule, chosen in kept.items():
                 chosen_seeds[rule][str(p)] = chosen
-                shares[rule] += [
-                    compare_fits(fits[p, a], fits[p, b])["share"] for i, a in enumerate(chosen) for b in chosen[i + 1 :]
-                ]
+                shares[rule] += [pairs[p, a, b]["share"] for i, a in enumerate(chosen) for b in chosen[i + 1 :]]
         out[str(R)] = {"n_groups": n_groups, "kept_seeds": chosen_seeds} | {
             f"{rule}_share_{stat}": float(fn(values))
             for rule, values in shares.items()
@@ -699,7 +705,7 @@ def run_dataset(name: str, args, go_sets) -> dict:
     for p in args.placement_seeds:  # per placement too: one placement can be far less stable than another
         shares = [r["share"] for r in stability["amf_seed_pairs"] if r["placement_seed"] == p]
         stability.setdefault("amf_seed_share_by_placement", {})[str(p)] = float(np.mean(shares)) if shares else None
-    stability["best_of"] = best_of_groups(fits, runs, args)
+    stability["best_of"] = best_of_groups(stability["amf_seed_pairs"], runs, args)
     for part in ("amf_seed_pairs", "placement_pairs"):
         shares = [r["share"] for r in stability[part]]
         stability[part.replace("pairs", "share_mean")] = float(np.mean(shares)) if shares else None

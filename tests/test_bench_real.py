@@ -120,3 +120,25 @@ def test_mnist_findings(bench):
     assert (found["shared_358"], found["shared_479"]) == ([0], [1])
     presence[8, 0] = 0.49
     assert bench.mnist_findings(indices, presence, digits)["shared_358"] == []
+
+
+def test_best_of_groups_keeps_the_lowest_loss_and_the_medoid(bench):
+    from types import SimpleNamespace
+
+    # one placement, seeds 0-3 in groups of 2: (0, 1) and (2, 3). Lowest loss keeps 1 and 2; the medoid of a pair is
+    # a tie (both have the same closeness), so the lower loss again: 1 and 2. With R = 4 the medoid is seed 3, which
+    # is closest to the others, while seed 1 has the lowest loss.
+    cos = {(0, 1): 0.5, (0, 2): 0.5, (0, 3): 0.8, (1, 2): 0.4, (1, 3): 0.9, (2, 3): 0.9}
+    share = {(0, 1): 0.1, (0, 2): 0.2, (0, 3): 0.3, (1, 2): 0.4, (1, 3): 0.5, (2, 3): 0.6}
+    pairs = [{"placement_seed": 0, "seeds": [a, b], "mean_cosine": cos[a, b], "share": share[a, b]} for a, b in cos]
+    runs = [{"placement_seed": 0, "seed": s, "loss": loss} for s, loss in enumerate([0.3, 0.1, 0.2, 0.25])]
+    args = SimpleNamespace(group_best=[1, 2, 4], seeds=[0, 1, 2, 3], placement_seeds=[0])
+    out = bench.best_of_groups(pairs, runs, args)
+    assert set(out) == {"1", "2"}  # R = 4 leaves one group: nothing to compare
+    assert out["2"]["kept_seeds"] == {"loss": {"0": [1, 2]}, "medoid": {"0": [1, 2]}}
+    assert out["2"]["loss_share_mean"] == out["2"]["medoid_share_mean"] == pytest.approx(0.4)
+    assert out["1"]["loss_share_mean"] == pytest.approx(np.mean(list(share.values())))
+    args.group_best, args.seeds = [4], [0, 1, 2, 3, 0, 1, 2, 3]  # two groups of the same 4 fits
+    pairs += [{"placement_seed": 0, "seeds": [s, s], "mean_cosine": 1.0, "share": 1.0} for s in range(4)]
+    kept = bench.best_of_groups(pairs, runs, args)["4"]["kept_seeds"]
+    assert kept == {"loss": {"0": [1, 1]}, "medoid": {"0": [3, 3]}}
