@@ -372,7 +372,6 @@ def _free(problem, modules):
 def run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers) -> float:
     """One pass over the localities in ``order`` (a permutation); returns the mean minibatch loss estimate."""
     total, n_steps = 0.0, 0
-    presence.grad = torch.zeros_like(presence)
     for start in range(0, problem.n_loc, batch_size):
         rows = order[start : start + batch_size]
         loss, d_pres_b, d_mod = loss_and_grad(problem, rows, presence.detach()[rows], modules.detach(), buffers)
@@ -383,7 +382,10 @@ def run_epoch(problem, presence, modules, optimizer, order, batch_size, buffers)
 
 
 def _step(problem, presence, modules, optimizer, rows, d_pres_b, d_mod) -> None:
-    """One Adam step with the gradients of localities ``rows``; both matrices clamped to [0, 1] after it."""
+    """One Adam step with the gradients of localities ``rows``; both matrices clamped to [0, 1] after it.
+
+    The presence gradient is zero outside ``rows``; its buffer is allocated on the first step and reused.
+    """
     if problem.module_mask is not None:  # frozen entries get no gradient: a fresh Adam leaves them in place
         d_mod.mul_(problem.module_mask)
     if presence.grad is None:
