@@ -34,7 +34,7 @@ from .placement import (
     place_localities,
 )
 from .refine import refine_presence
-from .selection import ModelSelection, select_n_modules
+from .selection import ModelSelection, fit_runs, select_n_modules
 from .stats import association_test, benjamini_hochberg, ora
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "feature_scores",
     "fit_amf",
     "fit_nmf",
+    "fit_runs",
     "locality_correlations",
     "locality_similarity",
     "locality_weights",

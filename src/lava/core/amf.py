@@ -298,6 +298,15 @@ class AMFResult:
         The resolved options of the fit (:class:`AMFConfig`; None for a result rebuilt from an old store).
     device
         The device the fit ran on (``"cpu"``, ``"cuda"``, ...).
+    n_runs
+        Fits made from different seeds, this one kept (:func:`~lava.core.selection.fit_runs`,
+        :func:`~lava.core.select_n_modules`); 1 for a single :func:`fit_amf`.
+    module_reproducibility
+        (M,) float64 with ``n_runs`` >= 2 (else None): per module, the share of the other runs whose one-to-one
+        matched module has cosine >= 0.9 (:func:`~lava.core.selection.module_reproducibility`).
+    runs
+        With ``n_runs`` >= 2 (else None): every run's ``seed`` (int64), ``loss`` and ``closeness`` (float64: the mean
+        matched module cosine to the other runs), in run order.
     """
 
     modules: np.ndarray
@@ -320,6 +329,9 @@ class AMFResult:
     swap_epochs: int = 0
     config: AMFConfig | None = field(default=None, repr=False)
     device: str = "cpu"
+    n_runs: int = 1
+    module_reproducibility: np.ndarray | None = field(default=None, repr=False)
+    runs: dict | None = field(default=None, repr=False)
 
 
 def amf_loss(

@@ -244,13 +244,12 @@ def elbow(
 # seeds
 
 
-def run_closeness(D: np.ndarray, n_runs: int, n_modules: int) -> np.ndarray:
-    """Per run, how closely the other runs find its modules again: (R,) float64, NaN when R = 1.
+def matched_run_cosines(D: np.ndarray, n_runs: int, n_modules: int) -> np.ndarray:
+    """(R, R, M) float64: ``out[a, b, i]``, the cosine of run ``a``'s module ``i`` to its match in run ``b``.
 
     ``D`` is the cosine distance matrix of all R*M modules, run by run (rows ``r*M .. r*M + M - 1`` are run ``r``'s,
-    as :func:`select_n_modules` stacks them). For two runs, their modules are matched one-to-one by the Hungarian
-    algorithm on the cosine ``1 - D``, and the pair's similarity is the mean matched cosine; a run's closeness is
-    the mean of its similarities to the other R - 1 runs.
+    as :func:`select_n_modules` stacks them). The modules of two runs are matched one-to-one by the Hungarian
+    algorithm on the cosine ``1 - D``; ``out[a, a]`` is NaN.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -259,15 +258,46 @@ def run_closeness(D: np.ndarray, n_runs: int, n_modules: int) -> np.ndarray:
     if D.shape != (n_runs * M, n_runs * M):
         msg = f"D must be ({n_runs * M}, {n_runs * M}) for {n_runs} runs of {M} modules, got {D.shape}."
         raise ValueError(msg)
-    if n_runs < 2:
-        return np.full(n_runs, np.nan)
-    pair = np.zeros((n_runs, n_runs))
+    out = np.full((n_runs, n_runs, M), np.nan)
     for a in range(n_runs):
         for b in range(a + 1, n_runs):
             cos = 1.0 - D[a * M : (a + 1) * M, b * M : (b + 1) * M]
             rows, cols = linear_sum_assignment(cos, maximize=True)
-            pair[a, b] = pair[b, a] = cos[rows, cols].mean()
-    return pair.sum(axis=1) / (n_runs - 1)
+            out[a, b, rows] = cos[rows, cols]
+            out[b, a, cols] = cos[rows, cols]
+    return out
+
+
+def run_closeness(D: np.ndarray, n_runs: int, n_modules: int) -> np.ndarray:
+    """Per run, how closely the other runs find its modules again: (R,) float64, NaN when R = 1.
+
+    A pair of runs' similarity is the mean matched module cosine (:func:`matched_run_cosines`, on the cosine
+    distance matrix ``D`` of all R*M modules, run by run); a run's closeness is the mean of its similarities to the
+    other R - 1 runs.
+    """
+    matched = matched_run_cosines(D, n_runs, n_modules)
+    if n_runs < 2:
+        return np.full(n_runs, np.nan)
+    return np.nanmean(matched.mean(axis=2), axis=1)
+
+
+#: A module is found again in another run when its match there has at least this cosine
+#: (:func:`module_reproducibility`; the benchmarks' stability threshold).
+REPRODUCED_COSINE = 0.9
+
+
+def module_reproducibility(matched: np.ndarray, run: int, threshold: float = REPRODUCED_COSINE) -> np.ndarray:
+    """(M,) float64: for each module of ``run``, the share of the other runs that find it again.
+
+    ``matched`` is :func:`matched_run_cosines`' (R, R, M) array; a module is found again in another run when its
+    one-to-one match there has cosine >= ``threshold``. NaN when there is one run.
+    """
+    matched = np.asarray(matched, dtype=np.float64)
+    n_runs = matched.shape[0]
+    if n_runs < 2:
+        return np.full(matched.shape[2], np.nan)
+    others = np.delete(matched[run], run, axis=0)  # (R - 1, M)
+    return (others >= threshold).mean(axis=0)
 
 
 def medoid_run(closeness: np.ndarray, loss: np.ndarray) -> int:
@@ -490,13 +520,8 @@ def select_n_modules(
                 results.append(result)
                 bar.update(1)
 
-            loss = np.array([res.loss for res in results], dtype=np.float64)
-            lowest = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
-            all_modules = np.concatenate([np.asarray(res.modules, dtype=np.float32) for res in results])
-            D = cosine_distances(all_modules)
-            closeness = run_closeness(D, n_runs, M)
-            best_run = medoid_run(closeness, loss) if keep == "medoid" else lowest
-            best[M] = results[best_run]
+            best_run, lowest, closeness, D = _keep(results, seeds, keep)
+            best[M] = results[best_run] = _with_runs(results, seeds, best_run, closeness, D)
             wavg = np.stack([np.asarray(presence_weighted_average(res.presence, res.modules)) for res in results])
             wavg = wavg.astype(np.float32)
             averages.append(wavg)
@@ -561,6 +586,90 @@ def select_n_modules(
         weighted_averages=np.concatenate(averages),
         keep=keep,
     )
+
+
+def _keep(results: list[AMFResult], seeds: list[int], keep: str) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Return the run kept by ``keep``, the lowest-loss run, every run's closeness and the cosine distances."""
+    loss = np.array([res.loss for res in results], dtype=np.float64)
+    lowest = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
+    D = cosine_distances(np.concatenate([np.asarray(res.modules, dtype=np.float32) for res in results]))
+    closeness = run_closeness(D, len(results), results[0].modules.shape[0])
+    return (medoid_run(closeness, loss) if keep == "medoid" else lowest), lowest, closeness, D
+
+
+def _with_runs(results: list[AMFResult], seeds: list[int], kept: int, closeness: np.ndarray, D: np.ndarray):
+    """Return run ``kept`` with what the others say about it: ``n_runs``, ``module_reproducibility``, ``runs``."""
+    import dataclasses
+
+    matched = matched_run_cosines(D, len(results), results[0].modules.shape[0])
+    return dataclasses.replace(
+        results[kept],
+        n_runs=len(results),
+        module_reproducibility=module_reproducibility(matched, kept),
+        runs={
+            "seed": np.asarray(seeds, dtype=np.int64),
+            "loss": np.array([res.loss for res in results], dtype=np.float64),
+            "closeness": np.asarray(closeness, dtype=np.float64),
+        },
+    )
+
+
+def fit_runs(
+    C: np.ndarray,
+    n_modules: int,
+    *,
+    n_runs: int = 5,
+    rng: RngLike = 0,
+    keep: str = "medoid",
+    progress: bool = False,
+    **fit_kwargs: Any,
+) -> AMFResult:
+    """Fit AMF ``n_runs`` times from different seeds and return the run kept by ``keep`` (default: the medoid).
+
+    One fit ends in one of several optima of nearly the same loss, and which one depends on the seed; the medoid
+    (:func:`run_closeness`, :func:`medoid_run`) is the run whose modules the other runs find again most closely, so
+    the kept run depends far less on the seed than one fit does (``docs/choosing_m.md``). Run ``r`` uses the seed
+    that :func:`select_n_modules` gives it (``SeedSequence([seed, n_modules, r])``), so ``fit_runs(C, M, n_runs=R)``
+    keeps the run that ``select_n_modules(C, [M], n_runs=R).best[M]`` keeps. With ``n_runs=1`` it is one
+    :func:`~lava.core.fit_amf` with that run's seed.
+
+    The result carries ``n_runs``, ``module_reproducibility`` (per module of the kept run, the share of the other
+    runs whose matched module has cosine >= :data:`REPRODUCED_COSINE`) and ``runs`` (``seed``, ``loss`` and
+    ``closeness`` of every run). When a fit is interrupted (Ctrl-C), the runs finished before it are kept from (the
+    interrupted run itself when it is the first) and the result has ``interrupted=True``.
+
+    ``progress`` shows one bar over the runs (the fits' own bars stay off); ``fit_kwargs`` go to
+    :func:`~lava.core.fit_amf` (``flavor``, ``device`` and :class:`~lava.core.AMFConfig`'s fields).
+    """
+    import dataclasses
+
+    from ._progress import tqdm
+
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
+        msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
+        raise ValueError(msg)
+    if not isinstance(keep, str) or keep not in KEEP:
+        msg = f"keep must be one of {KEEP}, got {keep!r}."
+        raise ValueError(msg)
+    n_loc = np.shape(C)[0]
+    if not _amf._is_int(n_modules) or not 1 <= n_modules <= n_loc:  # as fit_amf says it, before any seed is drawn
+        msg = f"n_modules must be an integer in [1, {n_loc}] (the number of localities), got {n_modules!r}."
+        raise ValueError(msg)
+    M, base_seed = int(n_modules), as_seed(rng)
+    seeds = [_run_seed(base_seed, M, r) for r in range(int(n_runs))]
+    results: list[AMFResult] = []
+    with tqdm(total=len(seeds), disable=not progress, desc="AMF runs", unit="run") as bar:
+        for seed in seeds:
+            result = fit_amf(C, M, rng=seed, progress=False, **fit_kwargs)
+            if result.interrupted:
+                break
+            results.append(result)
+            bar.update(1)
+    if not results:  # interrupted in the first run: that run's best matrices
+        return dataclasses.replace(result, n_runs=1, runs=None, module_reproducibility=None)
+    best_run, _, closeness, D = _keep(results, seeds[: len(results)], keep)
+    kept = _with_runs(results, seeds[: len(results)], best_run, closeness, D)
+    return dataclasses.replace(kept, interrupted=len(results) < len(seeds))
 
 
 @contextlib.contextmanager
