@@ -354,6 +354,8 @@ CASES = [
     Case("n_modules 0", "correlations", lambda a: lava.tl.amf(a, 0), ValueError, "n_modules"),
     Case("n_modules > l", "correlations", lambda a: lava.tl.amf(a, 10_000), ValueError, "n_modules"),
     Case("n_modules not an integer", "correlations", lambda a: lava.tl.amf(a, 2.5), ValueError, "must be an integer"),
+    Case("n_runs 0", "correlations", lambda a: lava.tl.amf(a, 3, n_runs=0), ValueError, "n_runs"),
+    Case("keep unknown", "correlations", lambda a: lava.tl.amf(a, 3, keep="best"), ValueError, "keep must be"),
     Case("nu 0", "correlations", lambda a: lava.tl.amf(a, 3, nu=0), ValueError, "nu"),
     Case("nu < 0", "correlations", lambda a: lava.tl.amf(a, 3, nu=-1.0), ValueError, "nu"),
     Case("gamma < 0", "correlations", lambda a: lava.tl.amf(a, 3, gamma=-1e-4), ValueError, "gamma"),

@@ -113,10 +113,10 @@ def test_interrupted_amf_keeps_the_best_matrices(correlated, monkeypatch, tmp_pa
     """Ctrl-C in epoch 5: the best of the first 4 epochs is stored, marked interrupted, and the pipeline goes on."""
     adata = correlated.copy()
     reference = correlated.copy()
-    lava.tl.amf(reference, 3, **{**AMF, "max_epochs": 4})
+    lava.tl.amf(reference, 3, n_runs=1, **{**AMF, "max_epochs": 4})
     _interrupt_epoch(monkeypatch, at=5)
     with pytest.warns(UserWarning, match="interrupted after 4 epochs"):
-        lava.tl.amf(adata, 3, **AMF)
+        lava.tl.amf(adata, 3, n_runs=1, **AMF)
     stored = adata.uns["lava"]["amf"]
     assert stored["interrupted"] is True
     assert stored["converged"] is False

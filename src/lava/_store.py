@@ -439,6 +439,10 @@ class AMF:
     #: Module swaps kept after the first fit and the epochs of every other fit tried (None if not stored).
     n_swaps: int | None
     swap_epochs: int | None
+    #: Fits made from different seeds, this one kept (None if not stored: one fit).
+    n_runs: int | None
+    #: (M,) share of the other runs that find each module again (matched cosine >= 0.9), or None (one run).
+    module_reproducibility: np.ndarray | None
     #: The ``tau`` of :func:`lava.tl.refine_presence` when the presences were refined, else None.
     refined_tau: float | None
     #: (n_obs, M) per-sample presence (``adata.obsm[f"{key}_presence"]``), or None.
@@ -544,6 +548,12 @@ def read_amf(adata, key: str = "lava", *, require=("modules", "presence")) -> AM
         n_unexplained=_scalar(stored, "n_unexplained", int),
         n_swaps=_scalar(stored, "n_swaps", int),
         swap_epochs=_scalar(stored, "swap_epochs", int),
+        n_runs=_scalar(stored, "n_runs", int),
+        module_reproducibility=(
+            np.asarray(stored["module_reproducibility"], dtype=np.float64)
+            if "module_reproducibility" in stored
+            else None
+        ),
         refined_tau=_scalar(stored, "refined_tau", float),
         params=stored_params(adata, key, "amf"),
         stored=stored,

@@ -55,7 +55,8 @@ def make_adata(seed=0):
 
 def test_stores_every_field():
     adata = make_adata()
-    lava.tl.amf(adata, 2, max_epochs=20, rng=3, progress=False, loss="paper")  # the paper's loss: amf_loss below
+    # one fit (n_runs=1: the seed is rng), the paper's loss (amf_loss below)
+    lava.tl.amf(adata, 2, n_runs=1, max_epochs=20, rng=3, progress=False, loss="paper")
     res = adata.uns["lava"]["amf"]
     P = adata.uns["lava"]["correlations"]["values"].shape[1]
     assert res["modules"].shape == (2, P)
@@ -150,6 +151,13 @@ def test_survives_h5ad(tmp_path):
         back.uns["lava"]["amf"]["history"]["loss"], adata.uns["lava"]["amf"]["history"]["loss"]
     )
     assert bool(back.uns["lava"]["amf"]["converged"]) is False
+    for name in ("module_reproducibility", "n_runs"):
+        np.testing.assert_array_equal(back.uns["lava"]["amf"][name], adata.uns["lava"]["amf"][name])
+    for name in ("seed", "loss", "closeness"):
+        np.testing.assert_array_equal(back.uns["lava"]["amf"]["runs"][name], adata.uns["lava"]["amf"]["runs"][name])
+    np.testing.assert_array_equal(
+        _store.read_amf(back).module_reproducibility, adata.uns["lava"]["amf"]["module_reproducibility"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,6 +173,9 @@ def test_survives_h5ad(tmp_path):
         ({"tol": 1.5}, ValueError, "tol"),
         ({"max_epochs": 0}, ValueError, "max_epochs"),
         ({"from_selection": 2}, KeyError, "select_n_modules"),
+        ({"n_runs": 0}, ValueError, "n_runs"),
+        ({"n_runs": 2.5}, ValueError, "n_runs"),
+        ({"keep": "best"}, ValueError, "keep"),
     ],
 )
 def test_errors_before_change(kwargs, error, word):
@@ -306,3 +317,87 @@ def test_one_module_for_two_programmes_warns_about_unexplained_localities(caplog
         lava.tl.amf(adata, 2, max_epochs=200, rng=0, progress=False)
     assert adata.uns["lava"]["amf"]["n_unexplained"] == 0
     assert "localities have no module" not in caplog.text
+
+
+def test_several_runs_by_default_the_medoid_kept_with_each_modules_reproducibility():
+    from lava.core import fit_runs
+
+    adata = make_adata()
+    lava.tl.amf(adata, 2, max_epochs=20, rng=3, progress=False)
+    res = adata.uns["lava"]["amf"]
+    C = adata.uns["lava"]["correlations"]["values"]
+    core = fit_runs(C, 2, n_runs=5, rng=3, max_epochs=20)  # the same runs, the same one kept
+    np.testing.assert_array_equal(res["modules"], core.modules)
+    assert res["seed"] == core.seed
+    assert res["n_runs"] == 5
+    np.testing.assert_array_equal(res["module_reproducibility"], core.module_reproducibility)
+    assert res["module_reproducibility"].shape == (2,)
+    assert res["runs"]["seed"].dtype == np.int64
+    np.testing.assert_array_equal(res["runs"]["seed"], core.runs["seed"])
+    np.testing.assert_allclose(res["runs"]["closeness"], core.runs["closeness"])
+    params = lava.get.params(adata, "amf")
+    assert (params["n_runs"], params["keep"], params["rng"]) == (5, "medoid", 3)  # rng: what the runs drew from
+    summary = lava.get.summary(adata)
+    assert summary["n_runs"] == 5
+    np.testing.assert_array_equal(summary["module_reproducibility"], res["module_reproducibility"])
+    from lava.get._summary import summary_text
+
+    assert "runs                5, the medoid kept" in summary_text(summary)
+    # the paper's flavor fits once, with the seed rng, as it did before runs existed
+    lava.tl.amf(adata, 2, flavor="paper", max_epochs=5, rng=3, progress=False)
+    res = adata.uns["lava"]["amf"]
+    assert (res["n_runs"], res["seed"]) == (1, 3)
+    assert "module_reproducibility" not in res
+    np.testing.assert_array_equal(res["modules"], lava.core.fit_amf(C, 2, flavor="paper", max_epochs=5, rng=3).modules)
+    lava.tl.amf(adata, 2, n_runs=3, keep="loss", max_epochs=20, rng=3, progress=False)
+    res = adata.uns["lava"]["amf"]
+    assert res["loss"] == res["runs"]["loss"].min()
+    assert lava.get.params(adata, "amf")["keep"] == "loss"
+
+
+def test_interrupted_runs_keep_the_finished_ones(monkeypatch):
+    adata = make_adata()
+    calls = {"n": 0}
+    step = amft._step
+
+    def interrupting(*args, **kwargs):  # one step per epoch; 10 epochs per run, so step 15 is in the second run
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(amft, "_step", interrupting)
+    with pytest.warns(UserWarning, match="interrupted after 1 of 5"):
+        lava.tl.amf(adata, 2, max_epochs=10, swaps=0, refine=False, progress=False)
+    res = adata.uns["lava"]["amf"]
+    assert res["interrupted"] is True
+    assert res["n_runs"] == 1
+    assert np.isnan(res["module_reproducibility"]).all()  # one finished run: nothing to compare with
+
+
+def test_warns_about_modules_few_runs_find_again(caplog):
+    from lava.tl._amf import report_fit
+
+    adata = make_adata()
+    lava.tl.amf(adata, 2, n_runs=2, max_epochs=5, progress=False)
+    adata.uns["lava"]["amf"]["module_reproducibility"] = np.array([1.0, 0.25])
+    with caplog.at_level("WARNING", logger="lava"):
+        report_fit(adata, "lava")
+    assert "module 1 of the run kept of 2 was found again" in caplog.text
+    caplog.clear()
+    adata.uns["lava"]["amf"]["module_reproducibility"] = np.array([1.0, 0.5])
+    with caplog.at_level("WARNING", logger="lava"):
+        report_fit(adata, "lava")
+    assert "found again" not in caplog.text
+
+
+def test_from_selection_stores_the_kept_runs_reproducibility():
+    adata = make_adata()
+    lava.tl.select_n_modules(adata, [2], n_runs=3, max_epochs=10, progress=False)
+    lava.tl.amf(adata, from_selection=2, progress=False)
+    res = adata.uns["lava"]["amf"]
+    best = adata.uns["lava"]["selection"]["best"]["2"]
+    assert res["n_runs"] == 3
+    np.testing.assert_array_equal(res["module_reproducibility"], best["module_reproducibility"])
+    lava.tl.amf(adata, 2, n_runs=3, max_epochs=10, progress=False)  # the same runs as the selection's
+    np.testing.assert_array_equal(adata.uns["lava"]["amf"]["modules"], best["modules"])

@@ -46,6 +46,10 @@ def summary(adata: AnnData, *, top: int = 8, key: str = "lava") -> dict[str, Any
     ``n_modules``, ``loss``, ``similarity``, ``overestimation_ratio``, ``n_epochs``, ``best_epoch``, ``converged``
         The AMF fit: M (int), the fit figures (float), the epochs run and the best epoch (int), whether it
         converged (bool); None for a figure that is not stored.
+    ``n_runs`` (int), ``module_reproducibility`` ((M,) float64 or None), ``keep`` (str or None)
+        The fits made from different seeds (1 when not stored), with two or more per module the share of the
+        other runs that find it again (matched cosine >= 0.9), and the rule that kept the run (``"medoid"`` or
+        ``"loss"``).
     ``copresence_entropy_mean``, ``copresence_entropy_std`` (float or None)
         Co-presence entropy in bits over the localities with a presence sum of at least 0.5 (None when there are
         none).
@@ -89,6 +93,9 @@ def summary(adata: AnnData, *, top: int = 8, key: str = "lava") -> dict[str, Any
         "n_epochs": fit.n_epochs,
         "best_epoch": fit.best_epoch,
         "converged": bool(fit.converged),
+        "n_runs": int(fit.n_runs or 1),
+        "module_reproducibility": fit.module_reproducibility,
+        "keep": fit.params.get("keep") if isinstance(fit.params, Mapping) else None,
         "copresence_entropy_mean": None,
         "copresence_entropy_std": None,
     }
@@ -176,6 +183,12 @@ def summary_text(
         + (", converged" if info["converged"] else ", not converged")
         + ")",
     ]
+    repro = info.get("module_reproducibility")
+    if repro is not None and info.get("n_runs", 1) >= 2:
+        n_runs = info.get("n_runs", 1)
+        shares = ", ".join(f"{m}: {r:.2f}" for m, r in enumerate(np.asarray(repro).tolist()))
+        rule = "the lowest loss" if info.get("keep") == "loss" else "the medoid"
+        lines.append(f"  runs                {n_runs}, {rule} kept; modules found again by the others: {shares}")
     if info["copresence_entropy_mean"] is not None:
         lines.append(
             f"  co-presence entropy {info['copresence_entropy_mean']:.2f} ± {info['copresence_entropy_std']:.2f} bits "

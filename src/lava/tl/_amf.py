@@ -17,10 +17,16 @@ from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.amf import EXPLAINED_PRESENCE  # a locality is explained at this presence (the swaps' rule)
 from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
+from ..core.selection import KEEP, REPRODUCED_COSINE, fit_runs
 from ._correlations import report_dropped_pairs, sparsity_advice
 
 #: Warn when more than this share of the localities is not explained.
 UNEXPLAINED_SHARE = 0.25
+#: Runs per fit by default (flavor "lava"; "paper": 1). The medoid of 5 runs kept 85-100% of its modules across
+#: seeds on the benchmarks' real data, where one fit kept 75-94% (docs/choosing_m.md).
+DEFAULT_N_RUNS = 5
+#: Warn about modules that fewer than this share of the other runs find again.
+MOSTLY_REPRODUCED = 0.5
 
 
 def report_fit(adata: AnnData, key: str) -> None:
@@ -34,6 +40,17 @@ def report_fit(adata: AnnData, key: str) -> None:
             "explain those parts of the embedding (see lava.pl.modules). Fit more modules (n_modules, or "
             "lava.tl.select_n_modules), or check whether those localities have strong pairs at all "
             f"(adata.uns[{key!r}]['correlations'])."
+        )
+    repro = fit.module_reproducibility
+    if repro is not None and np.any(repro < MOSTLY_REPRODUCED):
+        weak = np.flatnonzero(repro < MOSTLY_REPRODUCED)
+        one = weak.size == 1
+        logg.warning(
+            f"{'module' if one else 'modules'} {', '.join(map(str, weak.tolist()))} of the run kept of {fit.n_runs} "
+            f"{'was' if one else 'were'} found again (matched cosine >= {REPRODUCED_COSINE}) by fewer than half of "
+            f"the other runs: {'it depends' if one else 'they depend'} on the seed "
+            f"(adata.uns[{key!r}]['amf']['module_reproducibility']). Read {'it' if one else 'them'} with care, or "
+            "try another n_modules."
         )
     dups = fit.duplicates if fit.duplicates is not None else np.zeros((0, 2), np.int64)
     if dups.size:
@@ -53,6 +70,8 @@ def amf(
     flavor: str = "lava",
     rng: RngLike = 0,
     device: Device = "auto",
+    n_runs: int | None = None,
+    keep: str = "medoid",
     from_selection: int | None = None,
     key: str = "lava",
     copy: bool = False,
@@ -72,13 +91,15 @@ def amf(
     stops when the best loss has not improved by more than ``tol`` in ``patience`` epochs and keeps the best epoch.
     Interrupting it (Ctrl-C) stores the best matrices so far with ``interrupted=True`` and a warning.
 
-    One fit can end in one of several optima of nearly the same loss, and which one depends on the seed (on
-    pbmc68k_reduced at M = 5, one placement: 17 of 20 seeds leave 2-6 localities, mostly monocytes', without a
-    module, and 30% of modules differ between two seeds). For a result that does not depend on the seed, fit
-    several and keep the medoid, the run the others agree with most: ``lava.tl.select_n_modules(adata, [M])`` (10
-    runs), then ``lava.tl.amf(adata, from_selection=M)``. Keeping the lowest-loss run instead helps only where
-    single fits are already stable: which near-equal optimum is lowest is itself decided by tiny differences
-    (figures on the choosing-M docs page).
+    One fit can end in one of several optima of nearly the same loss, and which one depends on the seed (on the
+    real data of the benchmarks, two single fits share 75-94% of their modules at matched cosine >= 0.9; MNIST at
+    M = 9 the least). So by default (``flavor="lava"``) it fits ``n_runs = 5`` times from different seeds and keeps
+    the medoid, the run whose modules the other runs find again most closely (:func:`lava.core.fit_runs`): kept
+    runs of different seeds share 85-98% of their modules (kidney, MNIST, pbmc68k_reduced). Each module's reproducibility (the share of the other
+    runs that find it again, ``module_reproducibility``) is stored and reported, with a warning for modules that
+    fewer than half of them find. Keeping the lowest-loss run instead (``keep="loss"``) helps only where single fits are already stable:
+    which near-equal optimum is lowest is itself decided by tiny differences (figures on the choosing-M docs page).
+    ``n_runs=1`` is one fit, five times faster.
 
     Parameters
     ----------
@@ -91,6 +112,13 @@ def amf(
         ``"paper"`` (the paper's nu-weighted cosine, random start and stopping rule); see the AMF loss docs page.
     {rng}
     {device}
+    n_runs
+        Fits from different seeds, one kept (default: 5 with ``flavor="lava"``, 1 with ``"paper"``, the paper's
+        single fit). Run ``r`` uses the seed ``SeedSequence([rng, n_modules, r])`` draws, as in
+        :func:`lava.tl.select_n_modules`, which with ``[n_modules]`` and the same ``n_runs`` keeps the same run.
+        ``n_runs=1`` fits once with the seed ``rng``.
+    keep
+        Which run to keep when ``n_runs`` > 1: ``"medoid"`` (default) or ``"loss"`` (the lowest loss).
     from_selection
         Adopt the run that :func:`lava.tl.select_n_modules` kept with this many modules (its ``keep``: the
         medoid by default; ``adata.uns[key]["selection"]["best"]``) instead of fitting.
@@ -120,7 +148,11 @@ def amf(
         :func:`lava.core.duplicate_modules`; logged as a warning), ``n_unexplained`` (int: localities where no
         module's presence reaches 0.5; a warning when more than a quarter), ``n_swaps`` and ``swap_epochs`` (int:
         module swaps kept, epochs of every other fit tried, the first and each swap; ``history`` and ``n_epochs``
-        are the stored fit's); with ``background=True`` also ``background`` (l float32).
+        are the stored fit's), ``n_runs`` (int: fits made, this one kept); with ``background=True`` also
+        ``background`` (l float32); with ``n_runs`` >= 2 also ``module_reproducibility`` (M float64: per module,
+        the share of the other runs whose one-to-one matched module has cosine >= 0.9) and ``runs`` (dict of
+        1-D arrays over the runs: ``seed`` int64, ``loss`` and ``closeness`` float64, the mean matched module
+        cosine to the other runs).
     ``adata.varm[key + "_modules"]``
         n_vars x M float32 feature scores: the sum of the module's correlations over the pairs a feature is in
         (0 for features that did not enter the correlations).
@@ -128,8 +160,9 @@ def amf(
         n_obs x M float32: a sample's mean presence over the localities that contain it (0 where none does).
     ``adata.uns[key]["params"]["amf"]``
         The resolved options (every field of :class:`lava.core.AMFConfig`, ``flavor`` included), JSON-encoded,
-        with ``n_modules``, the seed used as ``rng``, the device the fit ran on as ``device``, ``from_selection``,
-        ``key``, ``copy`` and ``progress``.
+        with ``n_modules``, ``n_runs``, ``keep``, the seed used as ``rng`` (with several runs, the one their seeds
+        are drawn from; ``uns[key]["amf"]["seed"]`` is the kept run's), the device the fit ran on as ``device``,
+        ``from_selection``, ``key``, ``copy`` and ``progress``.
 
     Re-running drops results that depend on the modules (module genes, enrichment, association).
     """
@@ -153,18 +186,40 @@ def amf(
             + sparsity_advice(corr.tie_fraction)
         )
         raise ValueError(msg)
+    n_runs = _check_n_runs(n_runs, flavor)
+    if not isinstance(keep, str) or keep not in KEEP:
+        msg = f"keep must be one of {KEEP}, got {keep!r}."
+        raise ValueError(msg)
     seed = as_seed(rng)
-    start = logg.info(f"fitting {n_modules} modules to {C.shape[0]} localities x {C.shape[1]} feature pairs")
-    result = core_amf.fit_amf(C, n_modules, flavor=flavor, rng=seed, device=device, progress=progress, **options)
+    start = logg.info(
+        f"fitting {n_modules} modules to {C.shape[0]} localities x {C.shape[1]} feature pairs"
+        + (f", {n_runs} runs" if n_runs > 1 else "")
+    )
+    if n_runs == 1:
+        result = core_amf.fit_amf(C, n_modules, flavor=flavor, rng=seed, device=device, progress=progress, **options)
+    else:
+        result = fit_runs(
+            C, n_modules, n_runs=n_runs, rng=seed, keep=keep, progress=progress, flavor=flavor, device=device, **options
+        )
     report_dropped_pairs(result.n_pairs_dropped, C.shape[1], corr.tie_fraction)
-    if result.interrupted:
+    if result.interrupted and result.runs is not None:
+        warnings.warn(
+            f"the AMF runs were interrupted after {result.n_runs} of {n_runs}; storing the run kept of those "
+            f"(keep={keep!r}, loss {result.loss:.4g}) with interrupted=True.",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif result.interrupted:
         warnings.warn(
             f"the AMF fit was interrupted after {result.n_epochs} epochs; storing the best matrices so far "
             f"(epoch {result.best_epoch}, loss {result.loss:.4g}) with interrupted=True.",
             UserWarning,
             stacklevel=2,
         )
-    params = amf_params(result, n_modules=n_modules, from_selection=None, key=key, copy=copy, progress=progress)
+    params = amf_params(
+        result, n_modules=n_modules, keep=keep, from_selection=None, key=key, copy=copy, progress=progress
+    )
+    params |= {"rng": seed, "n_runs": n_runs}
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
@@ -173,9 +228,30 @@ def amf(
         f"loss {result.loss:.4g}, similarity {result.similarity:.3f}, overestimation ratio "
         f"{result.overestimation_ratio:.3f} after {result.n_epochs} epochs (best {result.best_epoch}"
         + (", converged)" if result.converged else ", not converged)")
-        + (f"; {result.n_swaps} module swap(s) kept, {result.swap_epochs} epochs before" if result.n_swaps else ""),
+        + (f"; {result.n_swaps} module swap(s) kept, {result.swap_epochs} epochs before" if result.n_swaps else "")
+        + (_runs_line(result) if result.runs is not None else ""),
     )
     return adata if copy else None
+
+
+def _check_n_runs(n_runs, flavor: str) -> int:
+    if n_runs is None:
+        return DEFAULT_N_RUNS if flavor != "paper" else 1
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
+        msg = f"n_runs must be an integer >= 1 (or None for the flavor's default), got {n_runs!r}."
+        raise ValueError(msg)
+    return int(n_runs)
+
+
+def _runs_line(result: core_amf.AMFResult) -> str:
+    """Return the log's account of several runs: the run kept and how many modules the others find again."""
+    seeds = np.asarray(result.runs["seed"])
+    kept = int(np.flatnonzero(seeds == result.seed)[0])
+    found = int(np.count_nonzero(np.asarray(result.module_reproducibility) >= MOSTLY_REPRODUCED))
+    return (
+        f"; run {kept} of {result.n_runs} kept (closeness {float(result.runs['closeness'][kept]):.3f}), "
+        f"{found} of {result.modules.shape[0]} modules found again by at least half of the other runs"
+    )
 
 
 def amf_params(result: core_amf.AMFResult, **call: Any) -> dict[str, Any]:
@@ -190,6 +266,7 @@ def amf_params(result: core_amf.AMFResult, **call: Any) -> dict[str, Any]:
         **config,
         "locality_weight": result.locality_weight,
         "rng": int(result.seed),
+        "n_runs": int(result.n_runs),
         "device": str(result.device),
         **call,
     }
@@ -248,7 +325,20 @@ def stored_result(
         swap_epochs=int(get("swap_epochs", 0)),
         config=config,
         device=device,
+        n_runs=int(get("n_runs", 1)),
+        module_reproducibility=_optional_array(entry.get("module_reproducibility"), np.float64),
+        runs=_stored_runs(entry.get("runs")),
     )
+
+
+def _optional_array(value, dtype) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=dtype)
+
+
+def _stored_runs(runs) -> dict[str, np.ndarray] | None:
+    if not isinstance(runs, Mapping):
+        return None
+    return {name: np.asarray(runs[name]) for name in ("seed", "loss", "closeness") if name in runs}
 
 
 def _as_n_modules(value) -> int:
@@ -293,11 +383,11 @@ def _adopt_selection(adata, n_modules: int, C, corr, localities, *, key: str, co
         locality_weight=weight_kind,
         device=str(selection.params.get("device", "cpu")),
     )
-    params = amf_params(result, from_selection=n_modules, key=key, copy=copy)
+    rule = selection.params.get("keep", "loss")  # files written before keep= kept the lowest loss
+    params = amf_params(result, keep=rule, from_selection=n_modules, key=key, copy=copy)
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
-    rule = selection.params.get("keep", "loss")  # files written before keep= kept the lowest loss
     logg.logger.info(
         "    adopted the selection run kept (keep=%r) with %d modules (loss %.4g)", rule, n_modules, result.loss
     )
@@ -386,9 +476,18 @@ def store_amf(
         "n_unexplained": int(np.count_nonzero(presence.max(axis=1, initial=0) < EXPLAINED_PRESENCE)),
         "n_swaps": int(result.n_swaps),
         "swap_epochs": int(result.swap_epochs),
+        "n_runs": int(result.n_runs),
     }
     if getattr(result, "background", None) is not None:  # never store None in uns
         stored["background"] = np.asarray(result.background, dtype=np.float32)
+    if result.module_reproducibility is not None:
+        stored["module_reproducibility"] = np.asarray(result.module_reproducibility, dtype=np.float64)
+    if result.runs is not None:
+        stored["runs"] = {
+            "seed": np.asarray(result.runs["seed"], dtype=np.int64),
+            "loss": np.asarray(result.runs["loss"], dtype=np.float64),
+            "closeness": np.asarray(result.runs["closeness"], dtype=np.float64),
+        }
     _store.store_step(
         adata,
         key,

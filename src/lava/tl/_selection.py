@@ -69,6 +69,9 @@ def _best_entry(result) -> dict[str, Any]:
     }
     if getattr(result, "background", None) is not None:  # the fitted floor; None is not storable
         entry["background"] = np.asarray(result.background, dtype=np.float32)
+    if getattr(result, "module_reproducibility", None) is not None:  # with 2 or more runs
+        entry["n_runs"] = int(result.n_runs)
+        entry["module_reproducibility"] = np.asarray(result.module_reproducibility, dtype=np.float64)
     return entry
 
 
@@ -162,7 +165,9 @@ def select_n_modules(
         dict keyed by ``str(M)``: the kept run (``keep``), ``modules`` (M x P float32), ``presence`` (l x M float32),
         ``loss``, ``similarity``, ``overestimation_ratio`` (float), ``seed``, ``n_epochs``, ``best_epoch``, ``n_swaps``,
         ``swap_epochs`` (int),
-        ``converged``, ``interrupted`` (bool), ``history`` (dict of 1-D arrays).
+        ``converged``, ``interrupted`` (bool), ``history`` (dict of 1-D arrays); with 2 or more runs also ``n_runs``
+        (int) and ``module_reproducibility`` (M float64: per module, the share of the other runs of its M whose
+        matched module has cosine >= 0.9), which :func:`lava.tl.amf` ``from_selection`` stores with the fit.
     ``adata.uns[key]["params"]["selection"]``
         The arguments, with the seed used and the resolved AMF options (the fields of :class:`lava.core.AMFConfig`).
     """
