@@ -275,9 +275,12 @@ def run_closeness(D: np.ndarray, n_runs: int, n_modules: int) -> np.ndarray:
     distance matrix ``D`` of all R*M modules, run by run); a run's closeness is the mean of its similarities to the
     other R - 1 runs.
     """
-    matched = matched_run_cosines(D, n_runs, n_modules)
-    if n_runs < 2:
-        return np.full(n_runs, np.nan)
+    return _closeness(matched_run_cosines(D, n_runs, n_modules))
+
+
+def _closeness(matched: np.ndarray) -> np.ndarray:
+    if matched.shape[0] < 2:
+        return np.full(matched.shape[0], np.nan)
     return np.nanmean(matched.mean(axis=2), axis=1)
 
 
@@ -520,8 +523,8 @@ def select_n_modules(
                 results.append(result)
                 bar.update(1)
 
-            best_run, lowest, closeness, D = _keep(results, seeds, keep)
-            best[M] = results[best_run] = _with_runs(results, seeds, best_run, closeness, D)
+            best_run, lowest, closeness, D, matched = _keep(results, keep)
+            best[M] = results[best_run] = _with_runs(results, seeds, best_run, closeness, matched)
             wavg = np.stack([np.asarray(presence_weighted_average(res.presence, res.modules)) for res in results])
             wavg = wavg.astype(np.float32)
             averages.append(wavg)
@@ -588,20 +591,20 @@ def select_n_modules(
     )
 
 
-def _keep(results: list[AMFResult], seeds: list[int], keep: str) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """Return the run kept by ``keep``, the lowest-loss run, every run's closeness and the cosine distances."""
+def _keep(results: list[AMFResult], keep: str) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Return the run kept by ``keep``, the lowest-loss run, the closeness, cosine distances and matched cosines."""
     loss = np.array([res.loss for res in results], dtype=np.float64)
     lowest = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
     D = cosine_distances(np.concatenate([np.asarray(res.modules, dtype=np.float32) for res in results]))
-    closeness = run_closeness(D, len(results), results[0].modules.shape[0])
-    return (medoid_run(closeness, loss) if keep == "medoid" else lowest), lowest, closeness, D
+    matched = matched_run_cosines(D, len(results), results[0].modules.shape[0])
+    closeness = _closeness(matched)
+    return (medoid_run(closeness, loss) if keep == "medoid" else lowest), lowest, closeness, D, matched
 
 
-def _with_runs(results: list[AMFResult], seeds: list[int], kept: int, closeness: np.ndarray, D: np.ndarray):
+def _with_runs(results: list[AMFResult], seeds: list[int], kept: int, closeness: np.ndarray, matched: np.ndarray):
     """Return run ``kept`` with what the others say about it: ``n_runs``, ``module_reproducibility``, ``runs``."""
     import dataclasses
 
-    matched = matched_run_cosines(D, len(results), results[0].modules.shape[0])
     return dataclasses.replace(
         results[kept],
         n_runs=len(results),
@@ -635,8 +638,8 @@ def fit_runs(
 
     The result carries ``n_runs``, ``module_reproducibility`` (per module of the kept run, the share of the other
     runs whose matched module has cosine >= :data:`REPRODUCED_COSINE`) and ``runs`` (``seed``, ``loss`` and
-    ``closeness`` of every run). When a fit is interrupted (Ctrl-C), the runs finished before it are kept from (the
-    interrupted run itself when it is the first) and the result has ``interrupted=True``.
+    ``closeness`` of every run). When a fit is interrupted (Ctrl-C), no run follows: the run kept is chosen among those
+    finished before it (the interrupted run itself is returned when it is the first), with ``interrupted=True``.
 
     ``progress`` shows one bar over the runs (the fits' own bars stay off); ``fit_kwargs`` go to
     :func:`~lava.core.fit_amf` (``flavor``, ``device`` and :class:`~lava.core.AMFConfig`'s fields).
@@ -667,8 +670,8 @@ def fit_runs(
             bar.update(1)
     if not results:  # interrupted in the first run: that run's best matrices
         return dataclasses.replace(result, n_runs=1, runs=None, module_reproducibility=None)
-    best_run, _, closeness, D = _keep(results, seeds[: len(results)], keep)
-    kept = _with_runs(results, seeds[: len(results)], best_run, closeness, D)
+    best_run, _, closeness, _, matched = _keep(results, keep)
+    kept = _with_runs(results, seeds[: len(results)], best_run, closeness, matched)
     return dataclasses.replace(kept, interrupted=len(results) < len(seeds))
 
 

@@ -116,9 +116,10 @@ def amf(
         Fits from different seeds, one kept (default: 5 with ``flavor="lava"``, 1 with ``"paper"``, the paper's
         single fit). Run ``r`` uses the seed ``SeedSequence([rng, n_modules, r])`` draws, as in
         :func:`lava.tl.select_n_modules`, which with ``[n_modules]`` and the same ``n_runs`` keeps the same run.
-        ``n_runs=1`` fits once with the seed ``rng``.
+        ``n_runs=1`` fits once with the seed ``rng``. Ignored with ``from_selection``.
     keep
-        Which run to keep when ``n_runs`` > 1: ``"medoid"`` (default) or ``"loss"`` (the lowest loss).
+        Which run to keep when ``n_runs`` > 1: ``"medoid"`` (default) or ``"loss"`` (the lowest loss); ignored with
+        ``from_selection``.
     from_selection
         Adopt the run that :func:`lava.tl.select_n_modules` kept with this many modules (its ``keep``: the
         medoid by default; ``adata.uns[key]["selection"]["best"]``) instead of fitting.
