@@ -319,6 +319,13 @@ def medoid_run(closeness: np.ndarray, loss: np.ndarray) -> int:
     return int(near[np.argmin(loss[near])])
 
 
+def check_keep(keep) -> None:
+    """Raise ValueError unless ``keep`` is one of :data:`KEEP`."""
+    if not isinstance(keep, str) or keep not in KEEP:
+        msg = f"keep must be one of {KEEP}, got {keep!r}."
+        raise ValueError(msg)
+
+
 def _run_seed(base: int, n_modules: int, run: int) -> int:
     # Independent of the order and range of n_modules: run r with M modules gets the same seed in every call.
     return int(np.random.SeedSequence([base, n_modules, run]).generate_state(1, dtype=np.uint32)[0] >> 1)
@@ -448,9 +455,7 @@ def select_n_modules(
         raise ValueError(msg)
     n_runs = int(n_runs)
     _validate_fit_kwargs(fit_kwargs)
-    if not isinstance(keep, str) or keep not in KEEP:
-        msg = f"keep must be one of {KEEP}, got {keep!r}."
-        raise ValueError(msg)
+    check_keep(keep)
     base_seed = as_seed(rng)
 
     directory = None
@@ -651,9 +656,7 @@ def fit_runs(
     if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
         msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
         raise ValueError(msg)
-    if not isinstance(keep, str) or keep not in KEEP:
-        msg = f"keep must be one of {KEEP}, got {keep!r}."
-        raise ValueError(msg)
+    check_keep(keep)
     n_loc = np.shape(C)[0]
     if not _amf._is_int(n_modules) or not 1 <= n_modules <= n_loc:  # as fit_amf says it, before any seed is drawn
         msg = f"n_modules must be an integer in [1, {n_loc}] (the number of localities), got {n_modules!r}."

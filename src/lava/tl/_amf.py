@@ -17,7 +17,7 @@ from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.amf import EXPLAINED_PRESENCE  # a locality is explained at this presence (the swaps' rule)
 from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
-from ..core.selection import KEEP, REPRODUCED_COSINE, fit_runs
+from ..core.selection import REPRODUCED_COSINE, check_keep, fit_runs
 from ._correlations import report_dropped_pairs, sparsity_advice
 
 #: Warn when more than this share of the localities is not explained.
@@ -188,9 +188,7 @@ def amf(
         )
         raise ValueError(msg)
     n_runs = _check_n_runs(n_runs, flavor)
-    if not isinstance(keep, str) or keep not in KEEP:
-        msg = f"keep must be one of {KEEP}, got {keep!r}."
-        raise ValueError(msg)
+    check_keep(keep)
     seed = as_seed(rng)
     start = logg.info(
         f"fitting {n_modules} modules to {C.shape[0]} localities x {C.shape[1]} feature pairs"
