@@ -142,3 +142,24 @@ def test_best_of_groups_keeps_the_lowest_loss_and_the_medoid(bench):
     pairs += [{"placement_seed": 0, "seeds": [s, s], "mean_cosine": 1.0, "share": 1.0} for s in range(4)]
     kept = bench.best_of_groups(pairs, runs, args)["4"]["kept_seeds"]
     assert kept == {"loss": {"0": [1, 1]}, "medoid": {"0": [3, 3]}}
+
+
+def test_bench_reproducibility_counts_other_calls_and_bins_by_reproducibility(monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(PATH.parent))  # bench_reproducibility imports bench_real by name
+    spec = importlib.util.spec_from_file_location("bench_reproducibility", PATH.parent / "bench_reproducibility.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules.pop("bench_real", None)
+    a = np.eye(3)
+    # call 1 has all three of call 0's modules (its third at cosine 0.9 / sqrt(0.99) = 0.905); call 2 only the first
+    # (its others are at cosine 0.71 to modules 1 and 2)
+    b = np.array([[1, 0, 0], [0, 1, 0], [0.3, 0.3, 0.9]])
+    c = np.array([[1, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5]])
+    found = module.found_by_other_calls([a, b, c])
+    np.testing.assert_allclose(found[0], [1.0, 0.5, 0.5])
+    rows = module.by_bin([np.array([0.0, 0.6, 1.0]), np.array([1.0, 1.0, 0.25])], [found[0], found[1]])
+    assert [r["n_modules"] for r in rows] == [2, 1, 3]
+    assert rows[0]["found"] == pytest.approx((1.0 + found[1][2]) / 2)
+    assert rows[1]["found"] == pytest.approx(0.5)
