@@ -292,6 +292,16 @@ def test_missing_key_names_the_tool(adata):
 # modules
 
 
+def test_modules_titles_give_the_reproducibility_of_a_fit_of_several_runs(adata):
+    repro = np.linspace(0, 1, M)
+    adata.uns["lava"]["amf"] |= {"n_runs": 5, "module_reproducibility": repro}
+    presence = adata.uns["lava"]["amf"]["presence"]
+    for m, ax in enumerate(lava.pl.modules(adata, level="probe", show=False)):
+        assert ax.get_title() == f"module {m} (total presence {presence[:, m].sum():.1f}; reproduced {repro[m]:.2f})"
+    adata.uns["lava"]["amf"]["n_runs"] = 1  # one run: nothing was compared
+    assert "reproduced" not in lava.pl.modules(adata, level="probe", show=False)[0].get_title()
+
+
 @pytest.mark.parametrize("level", ["probe", "sample"])
 def test_modules_panels_titles_and_shared_scale(adata, level):
     axes = lava.pl.modules(adata, level=level, ncols=2, show=False)

@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def _reproduced(fit, m: int) -> str:
+    """``"; reproduced 0.75"`` for module ``m`` of a fit of several runs, else ``""``."""
+    repro = fit.module_reproducibility
+    if repro is None or (fit.n_runs or 1) < 2:
+        return ""
+    return f"; reproduced {float(repro[m]):.2f}"
+
+
 @doc_params(**u.PLOT_DOCS)
 def modules(
     adata: AnnData,
@@ -44,7 +52,8 @@ def modules(
     top, one dot per locality at its probe, coloured by the module's presence in that locality (what AMF
     fitted). All panels share one colour scale, so modules can be compared by eye; the default map runs from
     light grey (absent) to dark red. Each default title gives the module's total presence (sum over
-    localities). To colour scanpy's own plots, see :func:`lava.tl.presence_to_obs`.
+    localities) and, for a fit of several runs, its reproducibility (the share of the other runs that find it
+    again, ``module_reproducibility``). To colour scanpy's own plots, see :func:`lava.tl.presence_to_obs`.
 
     Parameters
     ----------
@@ -94,7 +103,7 @@ def modules(
     shown = values[:, chosen]
     lo, hi = u.color_limits(vmin, vmax, shown, default_vmin=0.0, default_vmax=float(np.max(shown)))
     colormap = u.presence_cmap(cmap)
-    defaults = [f"module {m} (total presence {presence[:, m].sum():.1f})" for m in chosen]
+    defaults = [f"module {m} (total presence {presence[:, m].sum():.1f}{_reproduced(fit, m)})" for m in chosen]
 
     if level == "sample":
         fig, axes = _sample_presence_panels(
