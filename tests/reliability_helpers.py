@@ -17,6 +17,24 @@ LOCALITIES = {"n_neighbors": 50, "overlap": 3.0, "maxfun": 10, "progress": False
 AMF = {"max_epochs": 30, "lr": 1e-2, "progress": False}
 
 
+def interrupt_step(monkeypatch, at: int) -> dict:
+    """Ctrl-C during the ``at``-th AMF training step, counted over all fits (one step per epoch when every locality
+    is in one batch); returns the counter."""
+    from lava.core import _amf_torch as amft
+
+    calls = {"epochs": 0}
+    step = amft._step
+
+    def interrupted(*args, **kwargs):
+        calls["epochs"] += 1
+        if calls["epochs"] == at:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(amft, "_step", interrupted)
+    return calls
+
+
 def synthetic(**kwargs) -> ad.AnnData:
     """The synthetic data set with planted modules (600 x 20, 3 modules, a 2-D UMAP in obsm)."""
     return lava.datasets.synthetic(n_obs=N_OBS, n_vars=N_VARS, n_modules=N_MODULES, rng=0, **kwargs)

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 import lava
-from lava.core import _amf_torch as amft
 from lava.core import selection as core_selection
-from reliability_helpers import AMF, assert_adata_equal, assert_equal_value, pipeline
+from reliability_helpers import AMF, assert_adata_equal, assert_equal_value, interrupt_step, pipeline
 
 # swaps=0: every run is one fit of max_epochs epochs, so an interrupt at a given epoch falls in a known run
 SELECT = {"n_modules": [2, 3], "n_runs": 2, "max_epochs": 6, "rng": 5, "progress": False, "swaps": 0}
@@ -43,26 +42,11 @@ def uninterrupted(correlated) -> dict:
     return _selection(adata)
 
 
-def _interrupt_epoch(monkeypatch, at: int) -> dict:
-    """Ctrl-C during the ``at``-th AMF epoch (counted over all fits; one step per epoch, every locality in a batch)."""
-    calls = {"epochs": 0}
-    step = amft._step
-
-    def interrupted(*args, **kwargs):
-        calls["epochs"] += 1
-        if calls["epochs"] == at:
-            raise KeyboardInterrupt
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(amft, "_step", interrupted)
-    return calls
-
-
 def test_select_n_modules_resumes_after_ctrl_c(correlated, uninterrupted, monkeypatch, tmp_path):
     adata = correlated.copy()
     before = adata.copy()
     checkpoint = tmp_path / "selection"
-    _interrupt_epoch(monkeypatch, at=2 * SELECT["max_epochs"] + 3)  # in the third run: two runs finished
+    interrupt_step(monkeypatch, at=2 * SELECT["max_epochs"] + 3)  # in the third run: two runs finished
     with pytest.raises(KeyboardInterrupt, match="call again with the same arguments to resume"):
         lava.tl.select_n_modules(adata, checkpoint=checkpoint, **SELECT)
     assert_adata_equal(before, adata)  # nothing stored by the interrupted call
@@ -114,7 +98,7 @@ def test_interrupted_amf_keeps_the_best_matrices(correlated, monkeypatch, tmp_pa
     adata = correlated.copy()
     reference = correlated.copy()
     lava.tl.amf(reference, 3, n_runs=1, **{**AMF, "max_epochs": 4})
-    _interrupt_epoch(monkeypatch, at=5)
+    interrupt_step(monkeypatch, at=5)
     with pytest.warns(UserWarning, match="interrupted after 4 epochs"):
         lava.tl.amf(adata, 3, n_runs=1, **AMF)
     stored = adata.uns["lava"]["amf"]

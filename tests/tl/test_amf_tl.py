@@ -11,9 +11,9 @@ import torch
 
 import lava
 from lava import _store
-from lava.core import _amf_torch as amft
 from lava.core import amf_loss, reconstruct
 from lava.tl._amf import store_amf
+from reliability_helpers import interrupt_step
 
 
 @pytest.fixture(autouse=True)
@@ -246,16 +246,7 @@ def test_from_selection_adopts_without_fitting(monkeypatch):
 
 def test_keyboard_interrupt_stores_best_so_far(monkeypatch):
     adata = make_adata()
-    calls = {"n": 0}
-    step = amft._step
-
-    def interrupting(*args, **kwargs):  # one step per epoch: every locality is in one batch
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(amft, "_step", interrupting)
+    interrupt_step(monkeypatch, at=3)  # one step per epoch: every locality is in one batch
     with pytest.warns(UserWarning, match="interrupted"):
         lava.tl.amf(adata, 2, max_epochs=50, progress=False)
     res = adata.uns["lava"]["amf"]
@@ -357,16 +348,7 @@ def test_several_runs_by_default_the_medoid_kept_with_each_modules_reproducibili
 
 def test_interrupted_runs_keep_the_finished_ones(monkeypatch):
     adata = make_adata()
-    calls = {"n": 0}
-    step = amft._step
-
-    def interrupting(*args, **kwargs):  # one step per epoch; 10 epochs per run, so step 15 is in the second run
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(amft, "_step", interrupting)
+    interrupt_step(monkeypatch, at=15)  # one step per epoch; 10 epochs per run, so step 15 is in the second run
     with pytest.warns(UserWarning, match="interrupted after 1 of 5"):
         lava.tl.amf(adata, 2, max_epochs=10, swaps=0, refine=False, progress=False)
     res = adata.uns["lava"]["amf"]
