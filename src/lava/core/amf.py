@@ -302,11 +302,13 @@ class AMFResult:
         Fits made from different seeds, this one kept (:func:`~lava.core.selection.fit_runs`,
         :func:`~lava.core.select_n_modules`); 1 for a single :func:`fit_amf`.
     module_reproducibility
-        (M,) float64 with ``n_runs`` >= 2 (else None): per module, the share of the other runs whose one-to-one
-        matched module has cosine >= 0.9 (:func:`~lava.core.selection.module_reproducibility`).
+        (M,) float64 for a run kept from several (:func:`~lava.core.selection.fit_runs`,
+        :func:`~lava.core.select_n_modules`; None from :func:`fit_amf`): per module, the share of the other runs whose
+        one-to-one matched module has cosine >= 0.9 (:func:`~lava.core.selection.module_reproducibility`); NaN when
+        only one run was made.
     runs
-        With ``n_runs`` >= 2 (else None): every run's ``seed`` (int64), ``loss`` and ``closeness`` (float64: the mean
-        matched module cosine to the other runs), in run order.
+        For a run kept from several (else None): every run's ``seed`` (int64), ``loss`` and ``closeness`` (float64:
+        the mean matched module cosine to the other runs, NaN with one run), in run order.
     """
 
     modules: np.ndarray

@@ -636,7 +636,7 @@ def fit_runs(
 
     One fit ends in one of several optima of nearly the same loss, and which one depends on the seed; the medoid
     (:func:`run_closeness`, :func:`medoid_run`) is the run whose modules the other runs find again most closely, so
-    the kept run depends far less on the seed than one fit does (``docs/choosing_m.md``). Run ``r`` uses the seed
+    the kept run depends less on the seed than one fit does (``docs/choosing_m.md``). Run ``r`` uses the seed
     that :func:`select_n_modules` gives it (``SeedSequence([seed, n_modules, r])``), so ``fit_runs(C, M, n_runs=R)``
     keeps the run that ``select_n_modules(C, [M], n_runs=R).best[M]`` keeps. With ``n_runs=1`` it is one
     :func:`~lava.core.fit_amf` with that run's seed.

@@ -22,8 +22,8 @@ from ._correlations import report_dropped_pairs, sparsity_advice
 
 #: Warn when more than this share of the localities is not explained.
 UNEXPLAINED_SHARE = 0.25
-#: Runs per fit by default (flavor "lava"; "paper": 1). The medoid of 5 runs kept 85-100% of its modules across
-#: seeds on the benchmarks' real data, where one fit kept 75-94% (docs/choosing_m.md).
+#: Runs per fit by default (flavor "lava"; "paper": 1). On the benchmarks' real data a call of another seed found
+#: 85-98% of the medoid's modules again, against 75-94% for one fit (docs/choosing_m.md).
 DEFAULT_N_RUNS = 5
 #: Warn about modules that fewer than this share of the other runs find again.
 MOSTLY_REPRODUCED = 0.5
@@ -99,7 +99,7 @@ def amf(
     runs that find it again, ``module_reproducibility``) is stored and reported, with a warning for modules that
     fewer than half of them find. Keeping the lowest-loss run instead (``keep="loss"``) helps only where single fits are already stable:
     which near-equal optimum is lowest is itself decided by tiny differences (figures on the choosing-M docs page).
-    ``n_runs=1`` is one fit, five times faster.
+    ``n_runs=1`` is one fit, in a fifth of the time or less.
 
     Parameters
     ----------

@@ -69,7 +69,7 @@ def _best_entry(result) -> dict[str, Any]:
     }
     if getattr(result, "background", None) is not None:  # the fitted floor; None is not storable
         entry["background"] = np.asarray(result.background, dtype=np.float32)
-    if getattr(result, "module_reproducibility", None) is not None:  # with 2 or more runs
+    if result.n_runs >= 2:  # one run: nothing was compared
         entry["n_runs"] = int(result.n_runs)
         entry["module_reproducibility"] = np.asarray(result.module_reproducibility, dtype=np.float64)
     return entry
