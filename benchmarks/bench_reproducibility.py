@@ -34,24 +34,16 @@ BINS = ((0.0, 0.5), (0.5, 1.0), (1.0, 1.01))
 
 
 def found_by_other_calls(modules: list[np.ndarray], threshold: float = MATCH_COSINE) -> list[np.ndarray]:
-    """Per call, per module: the share of the other calls whose one-to-one matched module has cosine >= threshold."""
-    from scipy.optimize import linear_sum_assignment
+    """Per call, per module: the share of the other calls whose one-to-one matched module has cosine >= threshold.
 
-    def unit(X):
-        X = np.asarray(X, dtype=np.float64)
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    The calls' modules are matched as ``lava.core.fit_runs`` matches its runs, so this is each call's
+    ``module_reproducibility`` against the other calls.
+    """
+    from lava.core.selection import cosine_distances, matched_run_cosines, module_reproducibility
 
-    out = []
-    for i, a in enumerate(modules):
-        found = np.zeros(len(a))
-        for j, b in enumerate(modules):
-            if i == j:
-                continue
-            cos = unit(a) @ unit(b).T
-            rows, cols = linear_sum_assignment(cos, maximize=True)
-            found[rows] += cos[rows, cols] >= threshold
-        out.append(found / max(1, len(modules) - 1))
-    return out
+    stacked = np.concatenate([np.asarray(m, dtype=np.float32) for m in modules])
+    matched = matched_run_cosines(cosine_distances(stacked), len(modules), len(modules[0]))
+    return [module_reproducibility(matched, k, threshold) for k in range(len(modules))]
 
 
 def by_bin(reproducibility: list[np.ndarray], found: list[np.ndarray], bins=BINS) -> list[dict]:
