@@ -319,6 +319,13 @@ def medoid_run(closeness: np.ndarray, loss: np.ndarray) -> int:
     return int(near[np.argmin(loss[near])])
 
 
+def check_n_runs(n_runs) -> None:
+    """Raise ValueError unless ``n_runs`` is an integer >= 1 (not a bool)."""
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
+        msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
+        raise ValueError(msg)
+
+
 def check_keep(keep) -> None:
     """Raise ValueError unless ``keep`` is one of :data:`KEEP`."""
     if not isinstance(keep, str) or keep not in KEEP:
@@ -450,9 +457,7 @@ def select_n_modules(
         msg = f"C must be 2-D (localities x pairs), got shape {C.shape}."
         raise ValueError(msg)
     Ms = _validate_n_modules(n_modules)
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
-        msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
-        raise ValueError(msg)
+    check_n_runs(n_runs)
     n_runs = int(n_runs)
     _validate_fit_kwargs(fit_kwargs)
     check_keep(keep)
@@ -653,9 +658,7 @@ def fit_runs(
 
     from ._progress import tqdm
 
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
-        msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
-        raise ValueError(msg)
+    check_n_runs(n_runs)
     check_keep(keep)
     n_loc = np.shape(C)[0]
     if not _amf._is_int(n_modules) or not 1 <= n_modules <= n_loc:  # as fit_amf says it, before any seed is drawn

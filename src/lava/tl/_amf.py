@@ -17,7 +17,7 @@ from .._validate import check_not_view
 from ..core import amf as core_amf
 from ..core.amf import EXPLAINED_PRESENCE  # a locality is explained at this presence (the swaps' rule)
 from ..core.metrics import DUPLICATE_COSINE, DUPLICATE_PRESENCE_R, _fit_figures, duplicate_modules, feature_scores
-from ..core.selection import REPRODUCED_COSINE, check_keep, fit_runs
+from ..core.selection import REPRODUCED_COSINE, check_keep, check_n_runs, fit_runs
 from ._correlations import report_dropped_pairs, sparsity_advice
 
 #: Warn when more than this share of the localities is not explained.
@@ -236,9 +236,7 @@ def amf(
 def _check_n_runs(n_runs, flavor: str) -> int:
     if n_runs is None:
         return DEFAULT_N_RUNS if flavor != "paper" else 1
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
-        msg = f"n_runs must be an integer >= 1 (or None for the flavor's default), got {n_runs!r}."
-        raise ValueError(msg)
+    check_n_runs(n_runs)
     return int(n_runs)
 
 

@@ -16,7 +16,10 @@ from .._docs import doc_params
 from .._store import read_amf, read_correlations, read_localities, store_step
 from .._validate import check_not_view
 from ..core.amf import AMFConfig
-from ..core.selection import FIT_KWARGS  # what select_n_modules passes on to every fit, checked before C is read
+from ..core.selection import (
+    FIT_KWARGS,  # what select_n_modules passes on to every fit, checked before C is read
+    check_n_runs,
+)
 
 
 def _check_amf_kwargs(amf_kwargs: dict[str, Any]) -> None:
@@ -177,9 +180,7 @@ def select_n_modules(
     _check_amf_kwargs(amf_kwargs)
     C = read_correlations(adata, key, require=("values",)).values
     Ms = _check_n_modules(n_modules, C.shape[0])
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int | np.integer) or n_runs < 1:
-        msg = f"n_runs must be an integer >= 1, got {n_runs!r}."
-        raise ValueError(msg)
+    check_n_runs(n_runs)
     if not elbow_tolerance >= 0:
         msg = f"elbow_tolerance must be >= 0, got {elbow_tolerance!r}."
         raise ValueError(msg)
