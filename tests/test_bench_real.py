@@ -77,6 +77,27 @@ def test_distinct_modules_greedy_in_the_given_order(bench):
     assert bench.distinct_modules([["a"], []]) == ([0], 0.0)
 
 
+def test_leading_genes_are_the_genes_of_the_most_significant_term(bench):
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "module": [0, 0, 0, 1],
+            "term": ["b", "a", "c", "d"],
+            "p_value": [1e-5, 1e-5, 1e-3, 0.2],
+            "n_overlap": [2, 3, 4, 1],
+            "genes": ["HLA-DRA;CD74", "HLA-DRA;CD74;HLA-DPB1", "GZMB;PRF1;NKG7;GNLY", "X"],
+        }
+    )
+    assert bench.leading_genes(table, 0) == {"HLA-DRA", "CD74", "HLA-DPB1"}  # tied p: the term with more genes
+    assert bench.leading_genes(table, 1) == {"X"}
+    assert bench.leading_genes(table, 2) == set()
+    # two lists that differ but are enriched through the same genes are one programme
+    leads = [{"HLA-DRA", "CD74", "HLA-DPB1"}, {"HLA-DRA", "CD74", "HLA-DPB1", "HLA-DQA1"}, {"GZMB", "PRF1"}]
+    kept, _ = bench.distinct_modules(leads)
+    assert kept == [0, 2]
+
+
 def test_matched_cosines_is_the_optimal_matching_not_the_greedy_one(bench):
     # cosines A x B = [[0.6, 0.5], [0.55, 0.0]]: greedy takes 0.6 then 0.0; the optimum 0.5 + 0.55
     A = np.eye(3)[:2]
