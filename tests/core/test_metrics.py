@@ -118,29 +118,61 @@ def test_feature_scores_brute_force():
         feature_scores(modules, D + 1)
 
 
+def _direct_core(modules, D, threshold, reference_rank):
+    """core_features written as loops: the reference is the reference_rank-th largest positive value."""
+    ref = np.zeros((D, modules.shape[0]), bool)
+    for m in range(modules.shape[0]):
+        positive = sorted((v for v in modules[m] if v > 0), reverse=True)
+        if not positive:
+            continue
+        reference = positive[min(reference_rank, len(positive)) - 1]
+        k = 0
+        for i in range(D):
+            for j in range(i + 1, D):
+                if modules[m, k] > 0 and modules[m, k] >= threshold * reference:
+                    ref[i, m] = ref[j, m] = True
+                k += 1
+    return ref
+
+
 def test_core_features_match_a_direct_loop():
-    from lava.core.metrics import core_features
+    from lava.core.metrics import CORE_REFERENCE_RANK, core_features
 
     rng = np.random.default_rng(3)
-    D = 7
+    D = 9
     P = D * (D - 1) // 2
-    modules = rng.uniform(0, 1, (3, P)) * (rng.random((3, P)) < 0.4)
+    modules = rng.uniform(0, 1, (4, P)) * (rng.random((4, P)) < 0.4)
     modules[2] = 0  # no core pairs
+    modules[3, :] = 0
+    modules[3, :4] = [0.9, 0.5, 0.3, 0.1]  # fewer positive pairs than the reference rank
     for threshold in (0.0, 0.5, 0.9):
-        got = core_features(modules, D, threshold=threshold)
-        ref = np.zeros((D, 3), bool)
-        for m in range(3):
-            top = modules[m].max()
-            k = 0
-            for i in range(D):
-                for j in range(i + 1, D):
-                    if top > 0 and modules[m, k] >= threshold * top:
-                        ref[i, m] = ref[j, m] = True
-                    k += 1
-        np.testing.assert_array_equal(got, ref)
+        for rank in (1, 3, CORE_REFERENCE_RANK):
+            got = core_features(modules, D, threshold=threshold, reference_rank=rank)
+            np.testing.assert_array_equal(got, _direct_core(modules, D, threshold, rank))
+    np.testing.assert_array_equal(core_features(modules, D), _direct_core(modules, D, 0.5, CORE_REFERENCE_RANK))
     assert not core_features(modules, D)[:, 2].any()
+    # four positive pairs and rank 10: the reference is the smallest positive value, so all four pairs are core
+    assert core_features(modules, D)[:, 3].sum() == 5  # pairs (0,1) (0,2) (0,3) (0,4)
+    # the largest value as reference drops the pairs below half of 0.9
+    assert core_features(modules, D, reference_rank=1)[:, 3].sum() == 3
     with pytest.raises(ValueError, match="modules must be"):
         core_features(modules[:, :-1], D)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="reference_rank must be a positive integer"):
+            core_features(modules, D, reference_rank=bad)
+
+
+def test_core_features_reference_resists_one_outlying_pair():
+    """A module whose top pair stands far above the rest keeps the rest: the bar is half its 10th value."""
+    from lava.core.metrics import core_features
+
+    D = 12
+    P = D * (D - 1) // 2
+    modules = np.zeros((1, P))
+    modules[0, 0] = 1.0  # pair (0, 1): the outlier, e.g. two paralogues
+    modules[0, 1:15] = 0.45  # pairs (0, 2) ... (0, 11), (1, 2) ... (1, 5): the programme
+    assert core_features(modules, D).sum() == D  # every feature of the programme
+    assert core_features(modules, D, reference_rank=1).sum() == 2  # the old bar: only the outlying pair's two
 
 
 def test_duplicate_modules_need_shared_pairs_and_shared_localities():

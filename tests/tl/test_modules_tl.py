@@ -800,11 +800,12 @@ def test_module_genes_core_rule_takes_the_features_of_the_strong_pairs(adata):
     D = len(features)
     scores = adata.varm["lava_modules"]
     for m in range(modules.shape[0]):
-        top = modules[m].max()
+        positive = sorted((v for v in modules[m] if v > 0), reverse=True)
+        reference = positive[min(10, len(positive)) - 1]  # the module's 10th largest value
         want, k = set(), 0
         for i in range(D):
             for j in range(i + 1, D):
-                if top > 0 and modules[m, k] >= 0.5 * top:
+                if modules[m, k] > 0 and modules[m, k] >= 0.5 * reference:
                     want |= {features[i], features[j]}
                 k += 1
         got = table[table["module"] == m]
@@ -814,8 +815,34 @@ def test_module_genes_core_rule_takes_the_features_of_the_strong_pairs(adata):
         assert np.all(np.diff(ranked) <= 0)
         np.testing.assert_array_equal(got["rank"], np.arange(1, len(got) + 1))
     assert lava.get.params(adata, "module_genes")["rule"] == "core"
+    assert lava.get.params(adata, "module_genes")["reference_rank"] == 10
     with pytest.raises(ValueError, match="rule must be"):
         lava.tl.module_genes(adata, rule="top")
+
+
+def test_module_genes_reference_rank(adata):
+    from lava.core.metrics import core_features
+
+    modules = np.asarray(adata.uns["lava"]["amf"]["modules"])
+    features = np.asarray(adata.uns["lava"]["correlations"]["features"]).astype(str)
+    for rank in (1, 4):
+        lava.tl.module_genes(adata, reference_rank=rank)
+        table = lava.get.module_genes(adata)
+        core = core_features(modules, features.size, reference_rank=rank)
+        scores = adata.varm["lava_modules"][adata.var_names.get_indexer(features)]
+        for m in range(modules.shape[0]):
+            want = set(features[core[:, m] & (scores[:, m] > 0)])
+            assert set(table.loc[table["module"] == m, "feature"]) == want
+        assert lava.get.params(adata, "module_genes")["reference_rank"] == rank
+    before = lava.get.module_genes(adata).copy()
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="reference_rank must be a positive integer"):
+            lava.tl.module_genes(adata, reference_rank=bad)
+    with pytest.raises(ValueError, match="rule='core' only"):
+        lava.tl.module_genes(adata, rule="score", reference_rank=3)
+    pd.testing.assert_frame_equal(lava.get.module_genes(adata), before)  # errors change nothing
+    lava.tl.module_genes(adata, rule="score")
+    assert "reference_rank" not in lava.get.params(adata, "module_genes")
 
 
 def test_module_genes_counts_and_reports_shared_genes(adata, caplog):

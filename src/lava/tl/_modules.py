@@ -33,6 +33,7 @@ def module_genes(
     *,
     rule: Literal["core", "score"] = "core",
     threshold: float | None = None,
+    reference_rank: int | None = None,
     key: str = "lava",
     copy: bool = False,
 ) -> AnnData | None:
@@ -42,7 +43,11 @@ def module_genes(
     the module's correlations over the feature pairs the feature is in; genes are ranked by it.
 
     ``rule="core"`` (default): a module's genes are the features in its core pairs, those whose module value is at
-    least ``threshold`` (default 0.5) times the module's largest value (:func:`lava.core.core_features`).
+    least ``threshold`` (default 0.5) times the module's reference value, its 10th largest pair value
+    (``reference_rank``; :func:`lava.core.core_features`). The 10th rather than the largest, because a module's top
+    pair is often a pair of paralogues (HLA-DRB1 and HLA-DRB5) that stands above the rest of its programme: measured
+    against the top pair, the monocyte and dendritic-cell modules of pbmc68k_reduced kept only their MHC class II
+    genes and enriched for nothing else.
     ``rule="score"`` (the paper's): the features with ``score >= threshold * max_score`` and ``score > 0``
     (default 5%).
 
@@ -57,11 +62,15 @@ def module_genes(
     ----------
     {adata}
     rule
-        ``"core"`` (features in pairs at >= ``threshold`` x the module's top value) or ``"score"`` (features with a
-        score >= ``threshold`` x the module's top score).
+        ``"core"`` (features in pairs at >= ``threshold`` x the module's reference value) or ``"score"`` (features
+        with a score >= ``threshold`` x the module's top score).
     threshold
         A fraction in [0, 1]; default 0.5 for ``"core"``, 0.05 for ``"score"``. 0 keeps every feature with a
         positive score.
+    reference_rank
+        ``rule="core"`` only: the module's reference value is its ``reference_rank``-th largest pair value (default
+        10, :data:`lava.core.metrics.CORE_REFERENCE_RANK`); 1 measures against the largest value, lava's rule
+        before 2026-12-08.
     {key}
     {copy}
 
@@ -77,7 +86,7 @@ def module_genes(
     0.5 (:data:`GENE_OVERLAP`) a warning names the pair and its common genes, and ``params["overlaps"]`` (a list of
     ``[a, b]`` module pairs) with ``params["overlap_jaccard"]`` record them; such lists enrich for the same terms.
     """
-    from ..core.metrics import core_features
+    from ..core.metrics import CORE_REFERENCE_RANK, core_features
 
     check_not_view(adata, copy)
     if rule not in ("core", "score"):
@@ -88,6 +97,14 @@ def module_genes(
     check_positive(threshold, "threshold", allow_zero=True)
     if threshold > 1:
         msg = f"threshold is a fraction of the module's top value and must be in [0, 1], got {threshold!r}."
+        raise ValueError(msg)
+    if reference_rank is not None and rule != "core":
+        msg = "reference_rank applies to rule='core' only; leave it out with rule='score'."
+        raise ValueError(msg)
+    if reference_rank is None:
+        reference_rank = CORE_REFERENCE_RANK
+    if isinstance(reference_rank, bool) or not isinstance(reference_rank, int | np.integer) or reference_rank < 1:
+        msg = f"reference_rank must be a positive integer (1: the module's largest pair value), got {reference_rank!r}."
         raise ValueError(msg)
     fit = read_amf(adata, key, require=("feature_scores",) + (("modules",) if rule == "core" else ()))
     scores = np.asarray(fit.feature_scores, dtype=np.float64)
@@ -104,7 +121,7 @@ def module_genes(
         if corr is None:
             corr = read_correlations(adata, key, require=("features", "feature_index"))
         rows = corr.var_rows(adata)
-        core = core_features(modules, len(rows), threshold=threshold)
+        core = core_features(modules, len(rows), threshold=threshold, reference_rank=int(reference_rank))
         in_core[rows[rows >= 0]] = core[rows >= 0]
     for m in range(scores.shape[1]):
         s = scores[:, m]
@@ -160,6 +177,8 @@ def module_genes(
     if copy:
         adata = adata.copy()
     params = {"rule": rule, "threshold": float(threshold)}
+    if rule == "core":
+        params["reference_rank"] = int(reference_rank)
     params["overlaps"] = [[a, b] for a, b, _, _ in overlaps]
     params["overlap_jaccard"] = [round(jac, 4) for _, _, jac, _ in overlaps]
     store_step(adata, key, "module_genes", table, params)
