@@ -479,6 +479,28 @@ def test_module_genes_bars_and_cutoff(adata):
         lava.pl.module_genes(adata, 0, n_genes=0, show=False)
 
 
+def test_module_genes_colours_the_core_rule_genes_without_a_cutoff(adata):
+    from matplotlib.colors import to_rgba
+
+    lava.tl.module_genes(adata, threshold=0.9)  # rule="core": membership, not a score cut-off
+    table = lava.get.module_genes(adata)
+    scores = adata.varm["lava_modules"][:, 2].astype(np.float64)
+    ax = lava.pl.module_genes(adata, 2, n_genes=adata.n_vars, show=False)
+    assert not ax.get_lines()  # no cut-off line
+    assert "module genes (core pairs)" in ax.get_xlabel()
+    members = set(table.loc[table["module"] == 2, "feature"])
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names == adata.var_names[np.argsort(-scores, kind="stable")].tolist()
+    blue = to_rgba("tab:blue")
+    drawn = {name: patch.get_facecolor() == blue for name, patch in zip(names, ax.patches, strict=True)}
+    assert drawn == {name: name in members for name in names}
+    assert any(drawn.values())
+    assert not all(drawn.values())
+    # an explicit threshold draws the score cut-off instead
+    ax = lava.pl.module_genes(adata, 2, threshold=0.5, show=False)
+    assert ax.get_lines()[0].get_xdata()[0] == pytest.approx(0.5 * scores.max())
+
+
 def test_module_genes_of_every_module_in_a_grid(adata):
     axes = lava.pl.module_genes(adata, n_genes=5, ncols=2, show=False)
     assert len(axes) == M

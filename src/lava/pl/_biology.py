@@ -37,8 +37,11 @@ def module_genes(
     """Plot a module's top features by score, with the module-gene cut-off; or every module's, one panel each.
 
     A feature's score is the sum of the module's correlations over the pairs it is in
-    (``adata.varm["<key>_modules"]``). The orange line is the cut-off ``threshold`` x the largest score that
-    :func:`lava.tl.module_genes` uses (named in the axis label); features below it are drawn in grey.
+    (``adata.varm["<key>_modules"]``). When :func:`lava.tl.module_genes` ran with its default ``rule="core"`` and no
+    ``threshold`` is passed here, the module's genes (the features of its core pairs, the stored list) are drawn in
+    ``color`` and the others in grey: the core rule has no cut-off on the score. Otherwise the orange line is the
+    cut-off ``threshold`` x the largest score (``rule="score"``; named in the axis label) and features below it are
+    grey.
 
     Parameters
     ----------
@@ -48,11 +51,12 @@ def module_genes(
     n_genes
         Number of top features.
     threshold
-        Cut-off as a fraction of the largest score; default the one :func:`lava.tl.module_genes` used, else 0.05.
+        Cut-off as a fraction of the largest score; default the one :func:`lava.tl.module_genes` used with
+        ``rule="score"``, else 0.05. Passing it draws the cut-off even when the stored genes come from the core rule.
     ncols
         Panels per row when drawing several modules.
     color
-        Colour of the bars above the cut-off.
+        Colour of the module's genes (or of the bars above the cut-off).
     {title_panels}
     {save}
     {key}
@@ -75,7 +79,14 @@ def module_genes(
     chosen = [u.check_module(module, scores.shape[1])] if single else u.resolve_modules(scores.shape[1], module)
     u.check_single_ax(ax, len(chosen), "lava.pl.module_genes with several modules")
     u.check_title(title, len(chosen))
-    if threshold is None:
+    members = None
+    if threshold is None and _stored_param(adata, key, "module_genes", "rule", "score") == "core":
+        table = read_table(adata, key, "module_genes")
+        rows = {str(f): i for i, f in enumerate(adata.var_names)}
+        members = {
+            int(m): {rows[str(f)] for f in group["feature"] if str(f) in rows} for m, group in table.groupby("module")
+        }
+    elif threshold is None:
         threshold = float(_stored_param(adata, key, "module_genes", "threshold", 0.05))
     elif isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number) or not 0 <= threshold <= 1:
         msg = f"threshold must be a fraction in [0, 1], got {threshold!r}."
@@ -89,7 +100,8 @@ def module_genes(
         fig, axes = u.grid(len(chosen), ncols, panel_size=(4.2, 1.2 + 0.22 * n_genes))
     defaults = []
     for panel, m in zip(axes, chosen, strict=True):
-        defaults.append(_draw_module_genes(panel, adata, scores[:, m], m, n_genes, threshold, color))
+        genes = None if members is None else members.get(int(m), set())
+        defaults.append(_draw_module_genes(panel, adata, scores[:, m], m, n_genes, threshold, color, genes))
     u.set_titles(fig, axes, title, defaults)
     result = axes[0] if single else axes
     return u.finish(
@@ -97,19 +109,31 @@ def module_genes(
     )
 
 
-def _draw_module_genes(ax, adata, s: np.ndarray, m: int, n_genes: int, threshold: float, color: str) -> str:
-    """Draw one module's top features as horizontal bars; return the panel's default title."""
+def _draw_module_genes(
+    ax, adata, s: np.ndarray, m: int, n_genes: int, threshold: float | None, color: str, genes: set | None = None
+) -> str:
+    """Draw one module's top features as horizontal bars; return the panel's default title.
+
+    ``genes`` (var rows of the module's stored core-rule genes) colours by membership; else ``threshold`` is a score
+    cut-off, drawn as a line.
+    """
     top = np.argsort(-s, kind="stable")[:n_genes]
-    cut = float(threshold) * float(s.max())
     y = np.arange(len(top))[::-1]
-    colors = [color if s[t] >= cut else "0.75" for t in top]
+    if genes is not None:
+        colors = [color if t in genes else "0.75" for t in top]
+    else:
+        cut = float(threshold) * float(s.max())
+        colors = [color if s[t] >= cut else "0.75" for t in top]
     ax.barh(y, s[top], color=colors)
     ax.set_yticks(y, np.asarray(adata.var_names)[top])
-    ax.axvline(cut, color="tab:orange", linewidth=1.5)
     ax.set_ylim(-0.6, len(top) - 0.4)
-    # the cut-off is named in the axis label, not a legend: bars may reach any part of the Axes (alike top scores),
+    # the rule is named in the axis label, not a legend: bars may reach any part of the Axes (alike top scores),
     # and a legend outside it would run into a neighbouring panel
-    ax.set_xlabel(f"score (sum of correlations)\norange: cut-off {threshold:g} × max")
+    if genes is not None:
+        ax.set_xlabel("score (sum of correlations)\ncoloured: module genes (core pairs)")
+    else:
+        ax.axvline(cut, color="tab:orange", linewidth=1.5)
+        ax.set_xlabel(f"score (sum of correlations)\norange: cut-off {threshold:g} × max")
     return f"module {m}: top {len(top)} features"
 
 
