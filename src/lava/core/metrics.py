@@ -232,7 +232,7 @@ def core_features(
     Why not the largest value: a module's top pair is often a pair of paralogues or of co-transcribed neighbours
     (HLA-DRB1 and HLA-DRB5, HSPA1A and HSPA1B) whose correlation stands above the rest of the module, or a value
     saturated at 1. Measured against it, the bar cuts a module down to its one strongest clique: on pbmc68k_reduced the
-    monocyte and dendritic-cell modules kept only their MHC class II genes (lists with Jaccard 0.5-0.7). The 10th
+    monocyte and dendritic-cell modules kept little but their MHC class II genes (lists with Jaccard 0.52-0.73). The 10th
     largest value, the weakest pair of the module's strongest 5-gene clique, is the strength of a programme rather
     than of one pair (``benchmarks/RESULTS.md``).
     """
