@@ -89,6 +89,13 @@ def _is_int(x) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
+def check_n_modules(n_modules, n_localities: int) -> None:
+    """Raise ValueError unless ``n_modules`` is an integer in [1, ``n_localities``] (not a bool)."""
+    if not _is_int(n_modules) or not 1 <= n_modules <= n_localities:
+        msg = f"n_modules must be an integer in [1, {n_localities}] (the number of localities), got {n_modules!r}."
+        raise ValueError(msg)
+
+
 def _is_real(x) -> bool:
     return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and bool(np.isfinite(x))
 
@@ -556,9 +563,7 @@ def fit_amf(
         raise TypeError(msg)
     elif options:
         config = config.replace(**options)
-    if not _is_int(n_modules) or not 1 <= n_modules <= C.shape[0]:
-        msg = f"n_modules must be an integer in [1, {C.shape[0]}] (the number of localities), got {n_modules!r}."
-        raise ValueError(msg)
+    check_n_modules(n_modules, C.shape[0])
     if streamed and (config.init == "localities" or config.background or config.swaps):
         msg = "init='localities', background=True and swaps need C in memory; pass np.asarray(C) (or another init)."
         raise ValueError(msg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -613,9 +613,7 @@ def _keep(results: list[AMFResult], keep: str) -> tuple[int, int, np.ndarray, np
 
 def _with_runs(results: list[AMFResult], seeds: list[int], kept: int, closeness: np.ndarray, matched: np.ndarray):
     """Return run ``kept`` with what the others say about it: ``n_runs``, ``module_reproducibility``, ``runs``."""
-    import dataclasses
-
-    return dataclasses.replace(
+    return replace(
         results[kept],
         n_runs=len(results),
         module_reproducibility=module_reproducibility(matched, kept),
@@ -654,16 +652,11 @@ def fit_runs(
     ``progress`` shows one bar over the runs (the fits' own bars stay off); ``fit_kwargs`` go to
     :func:`~lava.core.fit_amf` (``flavor``, ``device`` and :class:`~lava.core.AMFConfig`'s fields).
     """
-    import dataclasses
-
     from ._progress import tqdm
 
     check_n_runs(n_runs)
     check_keep(keep)
-    n_loc = np.shape(C)[0]
-    if not _amf._is_int(n_modules) or not 1 <= n_modules <= n_loc:  # as fit_amf says it, before any seed is drawn
-        msg = f"n_modules must be an integer in [1, {n_loc}] (the number of localities), got {n_modules!r}."
-        raise ValueError(msg)
+    _amf.check_n_modules(n_modules, np.shape(C)[0])  # fit_amf's check, before the first run
     M, base_seed = int(n_modules), as_seed(rng)
     seeds = [_run_seed(base_seed, M, r) for r in range(int(n_runs))]
     results: list[AMFResult] = []
@@ -674,11 +667,11 @@ def fit_runs(
                 break
             results.append(result)
             bar.update(1)
-    if not results:  # interrupted in the first run: that run's best matrices
-        return dataclasses.replace(result, n_runs=1, runs=None, module_reproducibility=None)
+    if not results:  # interrupted in the first run: that run's best matrices, as fit_amf returned them
+        return result
     best_run, _, closeness, _, matched = _keep(results, keep)
     kept = _with_runs(results, seeds[: len(results)], best_run, closeness, matched)
-    return dataclasses.replace(kept, interrupted=len(results) < len(seeds))
+    return replace(kept, interrupted=len(results) < len(seeds))
 
 
 @contextlib.contextmanager
