@@ -215,10 +215,18 @@ def amf(
             UserWarning,
             stacklevel=2,
         )
+    # with several runs, rng is the seed their seeds are drawn from and n_runs the runs asked for
     params = amf_params(
-        result, n_modules=n_modules, keep=keep, from_selection=None, key=key, copy=copy, progress=progress
+        result,
+        n_modules=n_modules,
+        n_runs=n_runs,
+        keep=keep,
+        rng=seed,
+        from_selection=None,
+        key=key,
+        copy=copy,
+        progress=progress,
     )
-    params |= {"rng": seed, "n_runs": n_runs}
     adata = adata.copy() if copy else adata
     store_amf(adata, result, key=key, params=params, localities=localities, correlations=corr)
     report_fit(adata, key)
