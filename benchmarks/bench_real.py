@@ -544,6 +544,7 @@ def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background
     except ImportError:
         return {"skipped": "hotspot is not importable (pip install hotspotsc)"}
     import anndata as ad
+    import pandas as pd
     from scipy import sparse
 
     from lava.core import ora
@@ -612,11 +613,23 @@ def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background
         res = ora([queries[i] for i in tested], sets, sorted(bg), min_size=5)
         significant = [i for r, i in enumerate(tested) if (res.p_adjusted[r] < GO_P_ADJUSTED).any()]
         go_kept, _ = distinct_modules(gene_sets, [m for m in order if m in significant])
-        leads = [set() for _ in ids]
-        for r, i in enumerate(tested):
-            if i in significant:
-                best = min(range(res.terms.size), key=lambda t: (res.p_value[r, t], -res.n_overlap[r, t], res.terms[t]))
-                leads[i] = set(queries[i]) & set(sets[str(res.terms[best])])
+        table = pd.DataFrame(  # lava.get.enrichment's columns that leading_genes reads, for the significant modules
+            [
+                {
+                    "module": i,
+                    "term": str(term),
+                    "p_value": res.p_value[r, t],
+                    "n_overlap": res.n_overlap[r, t],
+                    "genes": ";".join(sorted(set(queries[i]) & set(sets[str(term)]))),
+                }
+                for r, i in enumerate(tested)
+                if i in significant
+                for t, term in enumerate(res.terms)
+                if res.n_overlap[r, t] > 0
+            ],
+            columns=["module", "term", "p_value", "n_overlap", "genes"],
+        )
+        leads = [leading_genes(table, i) for i in range(len(ids))]
         programmes, _ = distinct_modules(leads, [m for m in order if m in significant])
         row |= {
             "go_programmes": len(programmes),
