@@ -34,7 +34,7 @@ def module_genes(
     show: bool | None = None,
     return_fig: bool = False,
 ) -> Axes | list[Axes] | Figure | None:
-    """Plot a module's top features by score, with the module-gene cut-off; or every module's, one panel each.
+    """Plot a module's top features by score, its module genes marked; or every module's, one panel each.
 
     A feature's score is the sum of the module's correlations over the pairs it is in
     (``adata.varm["<key>_modules"]``). When :func:`lava.tl.module_genes` ran with its default ``rule="core"`` and no
