@@ -244,11 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
         "medoid kept (default 5, with --flavor paper 1)",
     )
     down.add_argument(
+        "--gene-rule",
+        choices=("core", "score"),
+        default=None,
+        help="how a module's genes are picked (lava.tl.module_genes): 'core' (default), the features of the pairs at "
+        ">= T x the module's R-th largest pair value; 'score' (the paper's), the features scoring >= T x its top score",
+    )
+    down.add_argument(
         "--gene-threshold",
         type=_non_negative_float,
         default=None,
         metavar="T",
-        help="a module's features are those scoring >= T x its top score (default 0.05, the paper's)",
+        help="the fraction T of --gene-rule, in [0, 1] (default 0.5 for 'core', 0.05 for 'score')",
+    )
+    down.add_argument(
+        "--gene-reference-rank",
+        type=_positive_int,
+        default=None,
+        metavar="R",
+        help="--gene-rule core only: the rank R of the pair value the threshold is a fraction of (default 10; 1: the "
+        "largest pair)",
     )
     down.add_argument("--groupby", default=None, metavar="COL", help="obs column to associate module presence with")
     down.add_argument(
@@ -311,7 +326,9 @@ class _Job:
     use_raw: bool
     select: list[int] | None
     n_runs: int | None
+    gene_rule: str | None
     gene_threshold: float | None
+    gene_reference_rank: int | None
     groupby: str | None
     gene_sets: str | None
     out: Path
@@ -436,6 +453,12 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
     if args.select is not None and args.n_modules is not None and args.n_modules not in args.select:
         msg = f"--n-modules {args.n_modules} is not in the --select range {args.select[0]}..{args.select[-1]}"
         raise ValueError(msg)
+    if args.gene_threshold is not None and args.gene_threshold > 1:
+        msg = f"--gene-threshold {args.gene_threshold:g} is a fraction and must be in [0, 1]"
+        raise ValueError(msg)
+    if args.gene_reference_rank is not None and args.gene_rule == "score":
+        msg = "--gene-reference-rank applies to --gene-rule core only; leave it out with --gene-rule score"
+        raise ValueError(msg)
     _check_writable(out, "the output")
     if figures.exists() and not figures.is_dir():
         msg = f"--figures {str(figures)!r} exists and is not a folder"
@@ -460,7 +483,9 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
         use_raw=args.use_raw,
         select=args.select,
         n_runs=args.n_runs,
+        gene_rule=args.gene_rule,
         gene_threshold=args.gene_threshold,
+        gene_reference_rank=args.gene_reference_rank,
         groupby=args.groupby,
         gene_sets=gene_sets,
         out=out,
@@ -554,7 +579,13 @@ def _compute(job: _Job) -> None:
             progress=job.progress,
             **fit_options,
         )
-    _timed(job, "module_genes", lava.tl.module_genes, adata, **_drop_none(threshold=job.gene_threshold))
+    _timed(
+        job,
+        "module_genes",
+        lava.tl.module_genes,
+        adata,
+        **_drop_none(rule=job.gene_rule, threshold=job.gene_threshold, reference_rank=job.gene_reference_rank),
+    )
     if job.gene_sets is not None:
         _timed(job, "enrich", lava.tl.enrich, adata, job.gene_sets)
     if job.groupby is not None:
@@ -709,7 +740,9 @@ def _cmd_demo(args) -> int:
         use_raw=False,
         select=None,
         n_runs=settings["n_runs"],
+        gene_rule=None,
         gene_threshold=None,
+        gene_reference_rank=None,
         groupby=DEMO_GROUPBY,
         gene_sets=None,
         gamma=args.gamma,

@@ -107,8 +107,19 @@ def test_missing_basis(pbmc_file, tmp_path, capsys):
         (["--layer", "no_such_layer"], "no_such_layer"),
         (["-n", "5000"], "larger than the number of samples"),
         (["--select", "2:4", "-m", "7"], "not in the --select range"),
+        (["--gene-threshold", "1.5"], "must be in [0, 1]"),
+        (["--gene-rule", "score", "--gene-reference-rank", "3"], "applies to --gene-rule core only"),
     ],
-    ids=["features", "groupby", "gene-sets", "layer", "n-too-large", "m-outside-select"],
+    ids=[
+        "features",
+        "groupby",
+        "gene-sets",
+        "layer",
+        "n-too-large",
+        "m-outside-select",
+        "gene-threshold",
+        "rank-score",
+    ],
 )
 def test_bad_keys_and_values(pbmc_file, tmp_path, capsys, extra, needle):
     out = tmp_path / "out.h5ad"
@@ -123,8 +134,26 @@ def test_bad_keys_and_values(pbmc_file, tmp_path, capsys, extra, needle):
 
 @pytest.mark.parametrize(
     "extra",
-    [["-n", "-5"], ["-n", "ten"], ["-o", "0"], ["--gamma", "-1"], ["--select", "5"], ["--rng", "-1"]],
-    ids=["negative-n", "text-n", "zero-overlap", "negative-gamma", "one-module-count", "negative-rng"],
+    [
+        ["-n", "-5"],
+        ["-n", "ten"],
+        ["-o", "0"],
+        ["--gamma", "-1"],
+        ["--select", "5"],
+        ["--rng", "-1"],
+        ["--gene-rule", "max"],
+        ["--gene-reference-rank", "0"],
+    ],
+    ids=[
+        "negative-n",
+        "text-n",
+        "zero-overlap",
+        "negative-gamma",
+        "one-module-count",
+        "negative-rng",
+        "gene-rule",
+        "zero-rank",
+    ],
 )
 def test_bad_option_values_are_usage_errors(pbmc_file, tmp_path, capsys, extra):
     args = ["run", str(pbmc_file), "-n", "50", "-o", "2", "--out", str(tmp_path / "o.h5ad"), *extra]
@@ -331,7 +360,7 @@ def test_run_with_feature_file_groupby_and_gene_sets(pbmc_file, tmp_path, capsys
         str(feature_file),
     ]
     args += ["--groupby", "phase", "--gene-sets", str(gmt), "--maxfun", "20", "--max-epochs", "200", "--lr", "1e-2"]
-    args += ["--gene-threshold", "0.3"]
+    args += ["--gene-threshold", "0.3", "--gene-reference-rank", "3"]
     args += ["--out", str(out), "--figures", str(figs)]
     assert main(args) == 0
     captured = capsys.readouterr()
@@ -341,6 +370,8 @@ def test_run_with_feature_file_groupby_and_gene_sets(pbmc_file, tmp_path, capsys
     assert uns["correlations"]["values"].shape == (round(adata.n_obs * 2 / 120), 40 * 39 // 2)
     assert uns["amf"]["presence"].shape[1] == 2
     assert "enrichment" in uns
+    genes_params = lava.get.params(adata, "module_genes")
+    assert (genes_params["rule"], genes_params["threshold"], genes_params["reference_rank"]) == ("core", 0.3, 3)
     assert set(uns["association"]["groupby"]) == {"phase"}
     assert set(np.unique(uns["association"]["category"])) <= set(adata.obs["phase"].astype(str))
     assert (figs / "enrichment.png").is_file()
