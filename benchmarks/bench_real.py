@@ -48,15 +48,23 @@ Metrics per data set and fit (every threshold is a module-level constant; ``benc
   belongs to the digits where its mean presence (over their localities) is >= half its largest; a module shared by
   3/5/8 (4/7/9) belongs to all three and to at most 5 digits; and the overestimation ratio < 0.15.
 
-Reference row for kidney and pbmc (``--no-hotspot`` leaves it out; skipped with a message when ``hotspot``, from
-``pip install hotspotsc``, is not importable; never a test dependency): Hotspot on the same features, log-normalised values (``model="normal"``), its kNN graph on the same
-embedding (``X_umap``, Hotspot's default 30 neighbours), genes with autocorrelation FDR < 0.05, modules of >= 10
-genes; GO and the distinct rule as for lava with the same background. Its per-population figures use its per-cell
-module scores, z-scored over cells: a cell is covered when some module scores >= 1, and a population has a module
-when some module's median z over its cells is >= 1. The z threshold is a convention (Hotspot's scores have no
-presence scale), so compare those figures with lava's as an indication only. cNMF is not a row: it factorises raw
-counts, and neither data set ships them (kidney: log-normalised ``X`` and ``logcounts``; pbmc68k_reduced: scaled
-``X``, log-normalised ``raw``).
+Reference rows for kidney and pbmc, on the same features and scored with the same GO test, background and distinct
+rule as lava (never test dependencies; each is skipped with a message when its package is not importable):
+
+- Hotspot (``pip install hotspotsc``; ``--no-hotspot`` leaves it out): log-normalised values (``model="normal"``),
+  its kNN graph on the same embedding (``X_umap``, Hotspot's default 30 neighbours), genes with autocorrelation FDR
+  < 0.05, modules of >= 10 genes.
+- cNMF (``pip install cnmf``; ``--no-cnmf`` leaves it out): K = lava's M programmes from 100 NMF replicates
+  (consensus at cNMF's tutorial density threshold 0.5), each programme's 30 top genes by cNMF's spectra score as its
+  gene list (cNMF ranks genes and cuts no list; 30 is about a tenth of the features, near Hotspot's median module
+  size). cNMF factorises counts, and neither data set ships them (kidney: log-normalised ``X`` and ``logcounts``;
+  pbmc68k_reduced: scaled ``X``, log-normalised ``raw``), so it gets the de-logged normalised values (``expm1``) as
+  its counts and TPM, and scales each gene to unit variance itself.
+
+Their per-population figures use per-cell scores (Hotspot's module scores, cNMF's usages), z-scored over cells: a
+cell is covered when some programme scores z >= 1, and a population has a programme when some programme's median z
+over its cells is >= 1. The z threshold is a convention (neither has a presence scale), so compare those figures
+with lava's as an indication only.
 
     python benchmarks/bench_real.py                                    # kidney, pbmc, mnist; AMF seeds 0 1 2
     python benchmarks/bench_real.py --data kidney pbmc --tag default
@@ -537,83 +545,81 @@ def best_of_groups(seed_pairs: list, runs: list, args) -> dict:
 # the Hotspot reference row
 
 
-def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background) -> dict:
-    """Hotspot on lava's features and embedding: modules -> GO with the same background and distinct rule."""
-    try:
-        import hotspot
-    except ImportError:
-        return {"skipped": "hotspot is not importable (pip install hotspotsc)"}
+def _reference_values(adata, name: str):
+    """The log-normalised values of lava's features (pbmc's X is scaled: its raw), an AnnData with the label column."""
     import anndata as ad
-    import pandas as pd
     from scipy import sparse
-
-    from lava.core import ora
 
     spec = DATASETS[name]
     features = np.asarray(adata.uns["lava"]["correlations"]["features"]).astype(str)
-    source = adata.raw.to_adata() if adata.raw is not None else adata  # log-normalised values (pbmc's X is scaled)
+    source = adata.raw.to_adata() if adata.raw is not None else adata
     X = source[:, features].X
     X = sparse.csc_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
-    hs_data = ad.AnnData(X, obs=adata.obs[[spec["label"]]].copy())
-    hs_data.var_names = features
-    basis = basis if basis in adata.obsm else f"X_{basis}"  # "umap" or "X_umap", as lava.tl.localities takes it
-    hs_data.obsm["X_umap"] = np.asarray(adata.obsm[basis], dtype=np.float64)
-    opts = {"n_neighbors": 30, "min_gene_threshold": 10, "fdr": 0.05} | options
-    t0 = time.perf_counter()
-    hs = hotspot.Hotspot(hs_data, model="normal", latent_obsm_key="X_umap")
-    hs.create_knn_graph(weighted_graph=False, n_neighbors=opts["n_neighbors"])
-    auto = hs.compute_autocorrelations(jobs=1)
-    genes = auto.index[auto["FDR"] < opts["fdr"]]
-    hs.compute_local_correlations(genes, jobs=1)
-    assignment = hs.create_modules(min_gene_threshold=opts["min_gene_threshold"], core_only=True, fdr_threshold=0.05)
-    scores = hs.calculate_module_scores()
-    seconds = time.perf_counter() - t0
-    ids = sorted(int(m) for m in assignment.unique() if m != -1)
-    gene_sets = [assignment.index[assignment == m].astype(str).tolist() for m in ids]
+    out = ad.AnnData(X, obs=adata.obs[[spec["label"]]].copy())
+    out.var_names = features
+    return out
+
+
+def score_reference(
+    name: str, method: str, gene_sets: list, scores: np.ndarray, labels, go_sets, background, ids=None
+) -> dict:
+    """A peer's programmes (gene lists and per-cell scores, cells x programmes) scored as lava's modules are.
+
+    ``ids``: the programmes' names in the peer's output (default 0, 1, ...), used in ``populations``' ``modules``,
+    ``go_leading_genes`` and ``go_top_terms``.
+
+    Distinct programmes (gene-set Jaccard < 0.5, visited largest first); per population, covered cells (some programme
+    scores z >= ``HOTSPOT_Z`` over cells) and whether some programme's median z over its cells is >= ``HOTSPOT_Z``;
+    GO with lava's background and test, GO-significant and distinct GO-significant programmes, and enriched
+    programmes (distinct by their leading genes, :func:`leading_genes`).
+    """
+    import pandas as pd
+
+    from lava.core import ora
+
+    n = len(gene_sets)
+    ids = list(range(n)) if ids is None else [int(i) for i in ids]
     order = np.argsort([-len(g) for g in gene_sets], kind="stable")
     kept, max_jac = distinct_modules(gene_sets, order)
-    z = np.asarray(scores[ids], dtype=np.float64) if ids else np.zeros((hs_data.n_obs, 0))
-    z = (z - z.mean(axis=0)) / np.where(z.std(axis=0) > 0, z.std(axis=0), 1.0)
-    labels = hs_data.obs[spec["label"]].astype(str).to_numpy()
-    names, codes = np.unique(labels, return_inverse=True)
+    z = np.asarray(scores, dtype=np.float64).reshape(len(labels), n)
+    sd = z.std(axis=0)
+    z = (z - z.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    names, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     populations = []
     for k, pop in enumerate(names):
         cells = codes == k
         if cells.mean() < MIN_POPULATION_SHARE:
             continue
-        med = np.median(z[cells], axis=0) if ids else np.zeros(0)
+        med = np.median(z[cells], axis=0) if n else np.zeros(0)
         populations.append(
             {
                 "population": str(pop),
                 "share_of_cells": float(cells.mean()),
-                "cell_coverage": float((z[cells] >= HOTSPOT_Z).any(axis=1).mean()) if ids else 0.0,
+                "cell_coverage": float((z[cells] >= HOTSPOT_Z).any(axis=1).mean()) if n else 0.0,
                 "has_module": bool((med >= HOTSPOT_Z).any()),
-                "modules": [int(i) for i, v in zip(ids, med, strict=True) if v >= HOTSPOT_Z],
+                "modules": [ids[i] for i in range(n) if med[i] >= HOTSPOT_Z],
             }
         )
     row = {
-        "method": "hotspot",
-        "options": opts,
-        "seconds": seconds,
-        "n_autocorrelated_genes": len(genes),
-        "n_modules": len(ids),
+        "method": method,
+        "n_modules": n,
         "module_sizes": [len(g) for g in gene_sets],
         "distinct_modules": len(kept),
         "max_jaccard": max_jac,
-        "coverage": float((z >= HOTSPOT_Z).any(axis=1).mean()) if ids else 0.0,
+        "coverage": float((z >= HOTSPOT_Z).any(axis=1).mean()) if n else 0.0,
         "populations": populations,
         "populations_with_module": int(sum(p["has_module"] for p in populations)),
         "n_populations": len(populations),
     }
-    if spec["go"] and go_sets is not None and ids:
+    if DATASETS[name]["go"] and go_sets is not None and n:
         bg = {g.upper() for g in background}
         queries = [[g.upper() for g in genes_ if g.upper() in bg] for genes_ in gene_sets]
         sets = {t: [g.upper() for g in gs] for t, gs in go_sets.items()}
-        tested = [i for i in range(len(ids)) if queries[i]]  # a module with no background gene cannot be tested
+        tested = [i for i in range(n) if queries[i]]  # a programme with no background gene cannot be tested
         res = ora([queries[i] for i in tested], sets, sorted(bg), min_size=5)
         significant = [i for r, i in enumerate(tested) if (res.p_adjusted[r] < GO_P_ADJUSTED).any()]
         go_kept, _ = distinct_modules(gene_sets, [m for m in order if m in significant])
-        table = pd.DataFrame(  # lava.get.enrichment's columns that leading_genes reads, for the significant modules
+        table = pd.DataFrame(  # lava.get.enrichment's columns that leading_genes reads, for the significant ones
             [
                 {
                     "module": i,
@@ -629,17 +635,17 @@ def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background
             ],
             columns=["module", "term", "p_value", "n_overlap", "genes"],
         )
-        leads = [leading_genes(table, i) for i in range(len(ids))]
+        leads = [leading_genes(table, i) for i in range(n)]
         programmes, _ = distinct_modules(leads, [m for m in order if m in significant])
         row |= {
             "go_programmes": len(programmes),
-            "go_leading_genes": {int(ids[i]): sorted(leads[i]) for i in significant},
+            "go_leading_genes": {ids[i]: sorted(leads[i]) for i in significant},
             "go_background": len(bg),
             "genes_outside_background": int(sum(len(g) for g in gene_sets) - sum(len(q) for q in queries)),
             "go_significant": len(significant),
             "distinct_go": len(go_kept),
             "go_top_terms": {
-                int(ids[i]): res.terms[np.argsort(res.p_adjusted[r], kind="stable")[:3]].astype(str).tolist()
+                ids[i]: res.terms[np.argsort(res.p_adjusted[r], kind="stable")[:3]].astype(str).tolist()
                 for r, i in enumerate(tested)
                 if i in significant
             },
@@ -647,13 +653,104 @@ def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background
     return row
 
 
-def cached_hotspot(adata, name: str, basis: str, cache_key: str, args, go_sets, background) -> dict:
-    """:func:`run_hotspot`, cached beside the placement it shares its features and background with."""
-    digest = hashlib.sha256(json.dumps(args.hotspot_options, sort_keys=True).encode()).hexdigest()[:8]
-    path = args.cache / f"{name}_hotspot_{cache_key}_{digest}.json"
+def run_hotspot(adata, name: str, basis: str, options: dict, go_sets, background) -> dict:
+    """Hotspot on lava's features and embedding: modules -> GO with the same background and distinct rule."""
+    try:
+        import hotspot
+    except ImportError:
+        return {"skipped": "hotspot is not importable (pip install hotspotsc)"}
+
+    hs_data = _reference_values(adata, name)
+    basis = basis if basis in adata.obsm else f"X_{basis}"  # "umap" or "X_umap", as lava.tl.localities takes it
+    hs_data.obsm["X_umap"] = np.asarray(adata.obsm[basis], dtype=np.float64)
+    opts = {"n_neighbors": 30, "min_gene_threshold": 10, "fdr": 0.05} | options
+    t0 = time.perf_counter()
+    hs = hotspot.Hotspot(hs_data, model="normal", latent_obsm_key="X_umap")
+    hs.create_knn_graph(weighted_graph=False, n_neighbors=opts["n_neighbors"])
+    auto = hs.compute_autocorrelations(jobs=1)
+    genes = auto.index[auto["FDR"] < opts["fdr"]]
+    hs.compute_local_correlations(genes, jobs=1)
+    assignment = hs.create_modules(min_gene_threshold=opts["min_gene_threshold"], core_only=True, fdr_threshold=0.05)
+    scores = hs.calculate_module_scores()
+    seconds = time.perf_counter() - t0
+    ids = sorted(int(m) for m in assignment.unique() if m != -1)
+    gene_sets = [assignment.index[assignment == m].astype(str).tolist() for m in ids]
+    z = np.asarray(scores[ids], dtype=np.float64) if ids else np.zeros((hs_data.n_obs, 0))
+    labels = hs_data.obs[DATASETS[name]["label"]]
+    row = score_reference(name, "hotspot", gene_sets, z, labels, go_sets, background, ids=ids)
+    return {"method": "hotspot", "options": opts, "seconds": seconds, "n_autocorrelated_genes": len(genes)} | row
+
+
+def run_cnmf(adata, name: str, n_programmes: int, options: dict, go_sets, background, workdir: Path) -> dict:
+    """cNMF (``pip install cnmf``) on lava's features: K programmes, each one's top genes by spectra score -> GO.
+
+    Neither data set ships raw counts, so cNMF gets the de-logged normalised values (``expm1`` of the log-normalised
+    values) as both its counts and its TPM; it scales each gene to unit variance itself. ``options``: ``k`` (default
+    lava's M), ``n_iter`` (100 NMF replicates), ``density_threshold`` (0.5, cNMF's tutorial value), ``top_genes`` (30
+    genes per programme, about a tenth of the features: cNMF ranks genes, it does not cut lists) and ``seed`` (0).
+    """
+    try:
+        import cnmf
+    except ImportError:
+        return {"skipped": "cnmf is not importable (pip install cnmf)"}
+    import contextlib
+    import io
+    import shutil
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from scipy import sparse
+
+    opts = {"k": n_programmes, "n_iter": 100, "density_threshold": 0.5, "top_genes": 30, "seed": 0} | options
+    data = _reference_values(adata, name)
+    X = data.X.toarray() if sparse.issparse(data.X) else np.asarray(data.X)
+    data.X = np.expm1(X)
+    keep = data.X.sum(axis=1) > 0  # cNMF refuses cells without any count of its genes
+    data = data[keep].copy()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    counts = workdir / "values.h5ad"
+    data.write_h5ad(counts)
+    (workdir / "genes.txt").write_text("\n".join(data.var_names))
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = cnmf.cNMF(output_dir=str(workdir), name="bench")
+        run.prepare(
+            counts_fn=str(counts),
+            components=[opts["k"]],
+            n_iter=opts["n_iter"],
+            tpm_fn=str(counts),
+            seed=opts["seed"],
+            genes_file=str(workdir / "genes.txt"),
+        )
+        run.factorize(worker_i=0, total_workers=1)
+        run.combine()
+        run.consensus(k=opts["k"], density_threshold=opts["density_threshold"], show_clustering=False, build_ref=False)
+        usage, spectra_scores, _, _ = run.load_results(K=opts["k"], density_threshold=opts["density_threshold"])
+    seconds = time.perf_counter() - t0
+    gene_sets = [  # spectra_scores: genes x programmes
+        spectra_scores[p].sort_values(ascending=False, kind="stable").index[: opts["top_genes"]].astype(str).tolist()
+        for p in spectra_scores.columns
+    ]
+    scores = np.zeros((adata.n_obs, len(gene_sets)))
+    scores[keep] = np.asarray(usage, dtype=np.float64)
+    row = score_reference(name, "cnmf", gene_sets, scores, adata.obs[DATASETS[name]["label"]], go_sets, background)
+    return {"method": "cnmf", "options": opts, "seconds": seconds, "cells_without_counts": int((~keep).sum())} | row
+
+
+def cached_reference(method: str, adata, name: str, cache_key: str, args, go_sets, background, **kw) -> dict:
+    """:func:`run_hotspot` or :func:`run_cnmf`, cached beside the placement whose features and background it shares."""
+    options = args.hotspot_options if method == "hotspot" else {"k": kw["n_programmes"]} | args.cnmf_options
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    path = args.cache / f"{name}_{method}_{cache_key}_{digest}.json"
     if path.exists() and not args.refresh_cache:
         return json.loads(path.read_text()) | {"cached": True}
-    row = run_hotspot(adata, name, basis, args.hotspot_options, go_sets, background)
+    if method == "hotspot":
+        row = run_hotspot(adata, name, kw["basis"], args.hotspot_options, go_sets, background)
+    else:
+        workdir = args.cache / f"{name}_cnmf_{cache_key}_{digest}"
+        row = run_cnmf(adata, name, kw["n_programmes"], args.cnmf_options, go_sets, background, workdir)
     if "skipped" not in row:
         path.write_text(json.dumps(row, indent=1))
     return row
@@ -728,10 +825,15 @@ def run_dataset(name: str, args, go_sets) -> dict:
                 if k not in ("populations", "go_top_terms", "module_sizes", "go_leading_genes")
             }
             print(f"[{name}] {json.dumps(brief)}", flush=True)
-        if p == args.placement_seeds[0] and args.hotspot and name != "mnist":
-            ref = cached_hotspot(adata, name, loc_kwargs["basis"], meta["cache_key"], args, go_sets, background)
-            placements[p]["hotspot"] = ref
-            print(f"[{name}] hotspot: {json.dumps({k: v for k, v in ref.items() if k != 'populations'})}", flush=True)
+        for method in ("hotspot", "cnmf"):
+            if p != args.placement_seeds[0] or not getattr(args, method) or name == "mnist":
+                continue
+            ref = cached_reference(
+                method, adata, name, meta["cache_key"], args, go_sets, background,
+                basis=loc_kwargs["basis"], n_programmes=n_modules,
+            )  # fmt: skip
+            placements[p][method] = ref
+            print(f"[{name}] {method}: {json.dumps({k: v for k, v in ref.items() if k != 'populations'})}", flush=True)
     stability = {"amf_seed_pairs": [], "placement_pairs": []}
     for p in args.placement_seeds:
         for i, a in enumerate(args.seeds):
@@ -834,17 +936,18 @@ def markdown(results: dict) -> str:
                     line += f", distinct GO-significant {sorted({r['distinct_go'] for r in kept})}"
                 notes.append(line)
         first = res["placements"][str(results["options"]["placement_seeds"][0])]
-        hs = first.get("hotspot")
-        if hs and "skipped" not in hs:
+        references = [(method, first[method]) for method in ("hotspot", "cnmf") if first.get(method)]
+        for method, hs in references:
+            if "skipped" in hs:
+                lines.append(f"| {name} | {method} | skipped: {hs['skipped']} |" + " |" * 10)
+                continue
             lines.append(
-                f"| {name} | hotspot | {hs['n_modules']} | {hs['coverage']:.2f} (z >= {HOTSPOT_Z:g}) "
+                f"| {name} | {method} | {hs['n_modules']} | {hs['coverage']:.2f} (z >= {HOTSPOT_Z:g}) "
                 f"| {hs['populations_with_module']} of {hs['n_populations']} | {hs['distinct_modules']} "
                 f"| {hs['max_jaccard']:.2f} | {hs.get('go_significant', '-')} | {hs.get('distinct_go', '-')} "
                 f"| {hs.get('go_programmes', '-')} | - | - | - "
                 f"| {hs['seconds']:.1f} |"
             )
-        elif hs:
-            lines.append(f"| {name} | hotspot | skipped: {hs['skipped']} |" + " |" * 10)
         for r in runs:
             for p in r["populations"]:
                 pops.append(
@@ -852,10 +955,10 @@ def markdown(results: dict) -> str:
                     f"| {p['n_localities']} | {p['cell_coverage']:.2f} | {p['locality_coverage']:.2f} "
                     f"| {'yes' if p['has_module'] else 'no'} | {p['modules']} |"
                 )
-        if hs and "populations" in hs:
-            for p in hs["populations"]:
+        for method, hs in references:
+            for p in hs.get("populations", []):
                 pops.append(
-                    f"| {name} | hotspot | - | {p['population']} | {p['share_of_cells']:.2f} | - "
+                    f"| {name} | {method} | - | {p['population']} | {p['share_of_cells']:.2f} | - "
                     f"| {p['cell_coverage']:.2f} | - | {'yes' if p['has_module'] else 'no'} | {p['modules']} |"
                 )
         for r in runs:
@@ -886,7 +989,8 @@ def markdown(results: dict) -> str:
             )
     head = [
         "",
-        "Per population (populations with >= 5% of the cells; lava: presence >= 0.5; Hotspot: module score z >= 1):",
+        "Per population (populations with >= 5% of the cells; lava: presence >= 0.5; Hotspot: module score z >= 1; "
+        "cNMF: usage z >= 1):",
         "",
         "| data | placement seed | AMF seed | population | share | localities (majority) | cells covered "
         "| its localities covered | has a module | modules |",
@@ -923,6 +1027,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-hotspot", dest="hotspot", action="store_false", help="skip the Hotspot reference row")
     parser.add_argument("--hotspot-options", type=_json_arg, default={},
                         help='JSON: n_neighbors (30), min_gene_threshold (10), fdr (0.05)')  # fmt: skip
+    parser.add_argument("--no-cnmf", dest="cnmf", action="store_false", help="skip the cNMF reference row")
+    parser.add_argument("--cnmf-options", type=_json_arg, default={},
+                        help="JSON: k (lava's M), n_iter (100), density_threshold (0.5), top_genes (30), seed (0)")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_real_cache"))
     parser.add_argument("--refresh-cache", action="store_true", help="recompute placement and correlations")
     parser.add_argument("--threads", type=int, default=1, help="torch and numba threads")

@@ -184,3 +184,32 @@ def test_bench_reproducibility_counts_other_calls_and_bins_by_reproducibility(mo
     assert [r["n_modules"] for r in rows] == [2, 1, 3]
     assert rows[0]["found"] == pytest.approx((1.0 + found[1][2]) / 2)
     assert rows[1]["found"] == pytest.approx(0.5)
+
+
+def test_score_reference_scores_a_peers_programmes_as_lavas_modules(bench):
+    # 10 cells: a (4), b (4), rare (2); programme 0 scores high on a's cells, programme 1 on one b cell only
+    labels = np.array(["a"] * 4 + ["b"] * 4 + ["rare"] * 2)
+    scores = np.zeros((10, 3))
+    scores[:4, 0] = 5.0
+    scores[4, 1] = 5.0
+    genes = [["G1", "G2", "G3", "G4"], ["G1", "G2", "G3", "G5"], ["X1", "X2"]]  # 0 and 1: Jaccard 3/5
+    go = {"set one": ["G1", "G2", "G3"], "set two": ["X1", "X2", "Y1"]}
+    background = ["G1", "G2", "G3", "G4", "G5", "X1", "X2", "Y1", "Y2", "Y3", "Y4", "Y5"]
+    row = bench.score_reference("pbmc", "peer", genes, scores, labels, go, background, ids=[7, 8, 9])
+    assert (row["n_modules"], row["distinct_modules"], row["max_jaccard"]) == (3, 2, pytest.approx(0.6))
+    pops = {p["population"]: p for p in row["populations"]}
+    # z over cells: programme 0 is 1.22 SD up on a's cells; programme 1 on cell 4 only (median over b is below 1)
+    assert (pops["a"]["has_module"], pops["a"]["modules"], pops["a"]["cell_coverage"]) == (True, [7], 1.0)
+    assert (pops["b"]["has_module"], pops["b"]["cell_coverage"]) == (False, 0.25)
+    assert (row["coverage"], row["populations_with_module"]) == (pytest.approx(0.5), 1)
+    # GO: with 12 background genes, set s (5 genes) holds 4 of programme 0's and 4 of programme 1's genes:
+    # P(X >= 4) = C(5, 4) / C(12, 4) = 5 / 495 for both (one set: BH leaves p); programme 2 shares no gene
+    sets = {"s": ["G1", "G2", "G3", "G4", "G5"], "t": ["Y1", "Y2", "Y3", "Y4", "Y5"]}
+    row = bench.score_reference("pbmc", "peer", genes, scores, labels, sets, background, ids=[7, 8, 9])
+    assert (row["go_significant"], row["distinct_go"], row["go_background"]) == (2, 1, 12)
+    assert row["go_top_terms"] == {7: ["s", "t"], 8: ["s", "t"]}
+    # different lists, and leading genes G1-G4 and G1-G3 + G5 (Jaccard 0.6): one enriched programme
+    assert row["go_leading_genes"] == {7: ["G1", "G2", "G3", "G4"], 8: ["G1", "G2", "G3", "G5"]}
+    assert row["go_programmes"] == 1
+    # without GO sets (MNIST) there are no GO columns
+    assert "go_significant" not in bench.score_reference("mnist", "peer", genes, scores, labels, None, background)
