@@ -26,9 +26,14 @@ Metrics per data set and fit (every threshold is a module-level constant; ``benc
   non-zero in at least one locality of C (the only ones that can become module genes); a module is GO-significant
   with at least one term at BH-adjusted p < 0.05; ``distinct_go``: the distinct rule over the GO-significant ones.
   ``go_programmes``: the GO-significant modules counted as programmes, by the genes that carry their enrichment: a
-  module's *leading genes* are its genes in its most significant term (lowest p, then most genes), and the distinct
-  rule runs on those. Two modules whose lists differ but which are both enriched through the MHC class II genes are
-  two distinct GO-significant modules and one programme.
+  module's *leading genes* are its genes in its most significant term (lowest p, then most genes), and a module is a
+  new programme when its leading genes share less than half of the smaller set with every kept programme's (the
+  overlap coefficient, so that five of the MHC class II genes are the programme of all ten). Two modules whose lists
+  differ but which are both enriched through the MHC class II genes are two distinct GO-significant modules and one
+  programme. ``go_group_programmes`` (column "enriched programmes (gene
+  groups)"): the same count over the modules' gene groups (``lava.tl.enrich(by="group")``, BH over each module's
+  groups together): the significant (module, group) units, modules in decreasing total presence and groups in order,
+  made distinct by their leading genes as above; ``go_group_significant_modules``: modules with a significant group.
 - Stability over AMF seeds (the same C): for every pair of seeds, modules are matched one-to-one by the Hungarian
   algorithm on the cosine of their pair vectors (rows of ``modules``); ``amf_seed_share_mean``: the share of modules
   whose matched cosine is >= 0.9, the mean over seed pairs (``_min``: the smallest; ``amf_seed_median_cosine``: the
@@ -228,10 +233,30 @@ def distinct_modules(gene_sets: list, order=None, max_jaccard: float = MAX_JACCA
     return kept, float(max(pairs)) if pairs else 0.0
 
 
-def leading_genes(table, module: int) -> set[str]:
+def distinct_programmes(leads: list, order=None, max_overlap: float = MAX_JACCARD) -> list[int]:
+    """Greedy distinct programmes by their leading genes, visited in ``order`` (default: as given).
+
+    One is kept when it shares less than ``max_overlap`` of the smaller leading-gene set with every kept one (the
+    overlap coefficient ``|A & B| / min(|A|, |B|)``, not the Jaccard index): leading genes that are mostly part of a
+    kept programme's are that programme, e.g. five of the MHC class II genes beside all ten. Empty sets are never
+    kept.
+    """
+    order = list(range(len(leads))) if order is None else [int(m) for m in order]
+    kept: list[int] = []
+    for m in order:
+        a = set(leads[m])
+        if a and all(len(a & set(leads[k])) / min(len(a), len(leads[k])) < max_overlap for k in kept):
+            kept.append(m)
+    return kept
+
+
+def leading_genes(table, module: int, group: int | None = None) -> set[str]:
     """A module's genes in its most significant term (lowest p-value, then most genes, then name) of an enrichment
-    table with lava.get.enrichment's columns; empty when the module has no row."""
+    table with lava.get.enrichment's columns; empty when the module has no row. ``group``: of that gene group's rows
+    only (``lava.tl.enrich(by="group")``)."""
     rows = table.loc[table["module"] == module]
+    if group is not None:
+        rows = rows.loc[rows["group"] == group]
     if rows.empty:
         return set()
     top = rows.sort_values(["p_value", "n_overlap", "term"], ascending=[True, False, True], kind="stable").iloc[0]
@@ -454,7 +479,7 @@ def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: i
         significant = sorted({int(m) for m in enr.loc[enr["p_adjusted"] < GO_P_ADJUSTED, "module"]})
         go_kept, _ = distinct_modules(gene_sets, [m for m in order if m in significant])
         leads = [leading_genes(enr, m) if m in significant else set() for m in range(modules.shape[0])]
-        programmes, _ = distinct_modules(leads, [m for m in order if m in significant])
+        programmes = distinct_programmes(leads, [m for m in order if m in significant])
         row |= {
             "go_programmes": len(programmes),
             "go_leading_genes": {int(m): sorted(leads[m]) for m in significant},
@@ -466,6 +491,27 @@ def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: i
                 int(m): enr.loc[enr["module"] == m].nsmallest(3, "p_adjusted")["term"].tolist() for m in significant
             },
         }
+        grouped = lava.get.module_genes(work)
+        if (grouped["group"] >= 0).any():  # the core rule's gene groups, each tested (BH over the module's groups)
+            lava.tl.enrich(work, go_sets, modules=testable, by="group", background=background)
+            enr = lava.get.enrichment(work)
+            units = enr.loc[enr["p_adjusted"] < GO_P_ADJUSTED, ["module", "group"]].drop_duplicates()
+            units = sorted(
+                ((int(m), int(g)) for m, g in units.itertuples(index=False)),
+                key=lambda u: (list(order).index(u[0]), u[1]),  # modules by decreasing total presence
+            )
+            unit_leads = [leading_genes(enr, m, g) for m, g in units]
+            unit_programmes = distinct_programmes(unit_leads)
+            row |= {
+                "go_group_programmes": len(unit_programmes),
+                "go_group_significant_modules": len({m for m, _ in units}),
+                "go_group_top_terms": {
+                    f"{m}.{g}": enr.loc[(enr["module"] == m) & (enr["group"] == g)].iloc[0]["term"] for m, g in units
+                },
+                "go_group_leading_genes": {
+                    f"{m}.{g}": sorted(lead) for (m, g), lead in zip(units, unit_leads, strict=True)
+                },
+            }
     if name == "mnist":
         found = mnist_findings(indices, presence, labels)
         ratio = row["overestimation_ratio"]
@@ -636,7 +682,7 @@ def score_reference(
             columns=["module", "term", "p_value", "n_overlap", "genes"],
         )
         leads = [leading_genes(table, i) for i in range(n)]
-        programmes, _ = distinct_modules(leads, [m for m in order if m in significant])
+        programmes = distinct_programmes(leads, [m for m in order if m in significant])
         row |= {
             "go_programmes": len(programmes),
             "go_leading_genes": {ids[i]: sorted(leads[i]) for i in significant},
@@ -880,11 +926,11 @@ def markdown(results: dict) -> str:
         f"placement seeds {results['options']['placement_seeds']}; {results['machine']['platform']}",
         "",
         "| data | method | M | coverage | populations with a module | distinct modules | max Jaccard "
-        "| GO-significant | distinct GO-significant | enriched programmes "
+        "| GO-significant | distinct GO-significant | enriched programmes | enriched programmes (gene groups) "
         "| matched >= 0.9 over AMF seeds (min; median cosine) "
         "| over placements (median cosine) "
         "| ratio | s / fit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pops, notes = [], []
     for name, res in results["datasets"].items():
@@ -907,6 +953,7 @@ def markdown(results: dict) -> str:
             f"| {span('populations_with_module', spec='d')} of {runs[0]['n_populations']} "
             f"| {span('distinct_modules', spec='d')} | {span('max_jaccard')} | {span('go_significant', spec='d')} "
             f"| {span('distinct_go', spec='d')} | {span('go_programmes', spec='d')} "
+            f"| {span('go_group_programmes', spec='d')} "
             f"| {_fmt(st['amf_seed_share_mean'])} ({_fmt(st['amf_seed_share_min'])}; "
             f"{_fmt(st['amf_seed_median_cosine'])}) | {_fmt(st['placement_share_mean'])} "
             f"({_fmt(st['placement_median_cosine'])}) | {span('overestimation_ratio')} | {_fmt(med('amf_s'), '.1f')} |"
@@ -939,13 +986,13 @@ def markdown(results: dict) -> str:
         references = [(method, first[method]) for method in ("hotspot", "cnmf") if first.get(method)]
         for method, hs in references:
             if "skipped" in hs:
-                lines.append(f"| {name} | {method} | skipped: {hs['skipped']} |" + " |" * 10)
+                lines.append(f"| {name} | {method} | skipped: {hs['skipped']} |" + " |" * 11)
                 continue
             lines.append(
                 f"| {name} | {method} | {hs['n_modules']} | {hs['coverage']:.2f} (z >= {HOTSPOT_Z:g}) "
                 f"| {hs['populations_with_module']} of {hs['n_populations']} | {hs['distinct_modules']} "
                 f"| {hs['max_jaccard']:.2f} | {hs.get('go_significant', '-')} | {hs.get('distinct_go', '-')} "
-                f"| {hs.get('go_programmes', '-')} | - | - | - "
+                f"| {hs.get('go_programmes', '-')} | - | - | - | - "
                 f"| {hs['seconds']:.1f} |"
             )
         for r in runs:

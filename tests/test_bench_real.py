@@ -94,8 +94,19 @@ def test_leading_genes_are_the_genes_of_the_most_significant_term(bench):
     assert bench.leading_genes(table, 2) == set()
     # two lists that differ but are enriched through the same genes are one programme
     leads = [{"HLA-DRA", "CD74", "HLA-DPB1"}, {"HLA-DRA", "CD74", "HLA-DPB1", "HLA-DQA1"}, {"GZMB", "PRF1"}]
-    kept, _ = bench.distinct_modules(leads)
-    assert kept == [0, 2]
+    assert bench.distinct_programmes(leads) == [0, 2]
+
+
+def test_distinct_programmes_use_the_overlap_of_the_smaller_set(bench):
+    hla = [f"HLA-{g}" for g in ("DRA", "DRB1", "DRB5", "DPA1", "DPB1", "DQA1", "DQA2", "DQB1", "DMA", "DMB")]
+    leads = [set(hla), set(hla[:5]), set(hla[5:]), {"GZMA", "GZMB", "PRF1"}, set(), {"GZMB", "NKG7", "GNLY", "CST7"}]
+    # halves of the MHC class II genes (Jaccard 0.5 with all ten, 0 with each other) are the same programme;
+    # 1 of 3 cytotoxic genes shared (overlap 1/3) is another; an empty set never counts
+    assert bench.distinct_programmes(leads) == [0, 3, 5]
+    assert bench.distinct_programmes(leads, order=[1, 2, 0]) == [1, 2]  # the halves first: two, and all ten joins both
+    # four of the ten: Jaccard 0.4 (distinct modules), overlap 1 (the same programme)
+    assert bench.distinct_modules([set(hla), set(hla[:4])])[0] == [0, 1]
+    assert bench.distinct_programmes([set(hla), set(hla[:4])]) == [0]
 
 
 def test_matched_cosines_is_the_optimal_matching_not_the_greedy_one(bench):

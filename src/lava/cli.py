@@ -265,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--gene-rule core only: the rank R of the pair value the threshold is a fraction of (default 10; 1: the "
         "largest pair)",
     )
+    down.add_argument(
+        "--enrich-by",
+        choices=("module", "group"),
+        default="module",
+        help="with --gene-sets: test each module's gene list (default) or each of its gene groups (lava.tl.enrich's by)",
+    )
     down.add_argument("--groupby", default=None, metavar="COL", help="obs column to associate module presence with")
     down.add_argument(
         "--gene-sets",
@@ -331,6 +337,7 @@ class _Job:
     gene_reference_rank: int | None
     groupby: str | None
     gene_sets: str | None
+    enrich_by: str
     out: Path
     figures: Path
     gamma: float | None
@@ -456,6 +463,9 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
     if args.gene_threshold is not None and args.gene_threshold > 1:
         msg = f"--gene-threshold {args.gene_threshold:g} is a fraction and must be in [0, 1]"
         raise ValueError(msg)
+    if args.enrich_by == "group" and args.gene_rule == "score":
+        msg = "--enrich-by group tests the gene groups of --gene-rule core; leave out --gene-rule score"
+        raise ValueError(msg)
     if args.gene_reference_rank is not None and args.gene_rule == "score":
         msg = "--gene-reference-rank applies to --gene-rule core only; leave it out with --gene-rule score"
         raise ValueError(msg)
@@ -488,6 +498,7 @@ def _prepare(adata, args, *, out: Path, figures: Path, label: str) -> _Job:
         gene_reference_rank=args.gene_reference_rank,
         groupby=args.groupby,
         gene_sets=gene_sets,
+        enrich_by=args.enrich_by,
         out=out,
         figures=figures,
         gamma=args.gamma,
@@ -587,7 +598,7 @@ def _compute(job: _Job) -> None:
         **_drop_none(rule=job.gene_rule, threshold=job.gene_threshold, reference_rank=job.gene_reference_rank),
     )
     if job.gene_sets is not None:
-        _timed(job, "enrich", lava.tl.enrich, adata, job.gene_sets)
+        _timed(job, "enrich", lava.tl.enrich, adata, job.gene_sets, by=job.enrich_by)
     if job.groupby is not None:
         _timed(job, "associate", lava.tl.associate, adata, job.groupby)
 
@@ -745,6 +756,7 @@ def _cmd_demo(args) -> int:
         gene_reference_rank=None,
         groupby=DEMO_GROUPBY,
         gene_sets=None,
+        enrich_by="module",
         gamma=args.gamma,
         flavor=args.flavor,
         loss=args.loss,

@@ -109,6 +109,7 @@ def test_missing_basis(pbmc_file, tmp_path, capsys):
         (["--select", "2:4", "-m", "7"], "not in the --select range"),
         (["--gene-threshold", "1.5"], "must be in [0, 1]"),
         (["--gene-rule", "score", "--gene-reference-rank", "3"], "applies to --gene-rule core only"),
+        (["--gene-rule", "score", "--enrich-by", "group"], "tests the gene groups of --gene-rule core"),
     ],
     ids=[
         "features",
@@ -119,6 +120,7 @@ def test_missing_basis(pbmc_file, tmp_path, capsys):
         "m-outside-select",
         "gene-threshold",
         "rank-score",
+        "enrich-by-score",
     ],
 )
 def test_bad_keys_and_values(pbmc_file, tmp_path, capsys, extra, needle):
@@ -310,7 +312,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     import pandas as pd
 
     genes = pd.read_csv(out / "pbmc68k_reduced_lava_module_genes.tsv", sep="\t")
-    assert list(genes.columns) == ["module", "feature", "score", "rank", "n_shared"]
+    assert list(genes.columns) == ["module", "feature", "score", "rank", "group", "n_shared"]
     assert set(genes["feature"]) <= set(adata.var_names)
     presence = pd.read_csv(out / "pbmc68k_reduced_lava_presence.tsv", sep="\t", index_col=0)
     assert list(presence.index) == list(adata.obs_names)
@@ -332,6 +334,25 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "computing" not in captured.err
     assert "finished" not in captured.err
     assert "%|" not in captured.err
+
+
+@pytest.mark.slow
+def test_enrich_by_reaches_lava_tl_enrich(pbmc_file, tmp_path, monkeypatch, pbmc):
+    calls = []
+    real = lava.tl.enrich
+
+    def recording(adata, gene_sets, **kwargs):
+        calls.append(kwargs)
+        return real(adata, gene_sets, **(kwargs | {"by": "module"}))  # groups of a 2-module fit may all be small
+
+    monkeypatch.setattr(lava.tl, "enrich", recording)
+    genes = list(pbmc.var_names[:20])
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("SET_A\tfirst\t" + "\t".join(genes) + "\n")
+    out = tmp_path / "o.h5ad"
+    args = ["run", str(pbmc_file), "-n", "120", "-o", "2", "-m", "2", "--gene-sets", str(gmt), "--enrich-by", "group"]
+    assert main([*args, "--maxfun", "10", "--max-epochs", "50", "--out", str(out), "-q"]) == 0
+    assert calls == [{"by": "group"}]
 
 
 @pytest.mark.slow
@@ -372,6 +393,7 @@ def test_run_with_feature_file_groupby_and_gene_sets(pbmc_file, tmp_path, capsys
     assert "enrichment" in uns
     genes_params = lava.get.params(adata, "module_genes")
     assert (genes_params["rule"], genes_params["threshold"], genes_params["reference_rank"]) == ("core", 0.3, 3)
+    assert lava.get.params(adata, "enrichment")["by"] == "module"
     assert set(uns["association"]["groupby"]) == {"phase"}
     assert set(np.unique(uns["association"]["category"])) <= set(adata.obs["phase"].astype(str))
     assert (figs / "enrichment.png").is_file()

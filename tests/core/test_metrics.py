@@ -175,6 +175,89 @@ def test_core_features_reference_resists_one_outlying_pair():
     assert core_features(modules, D, reference_rank=1).sum() == 2  # the old bar: only the outlying pair's two
 
 
+def _direct_groups(modules, D, threshold, rank):
+    """Average-linkage groups by a direct loop: merge the two clusters with the largest mean pair value while that
+    mean is >= the core cut; then number by size (ties: lowest feature)."""
+    out = np.full((D, modules.shape[0]), -1)
+    for m, row in enumerate(modules):
+        positive = np.sort(row[row > 0])[::-1]
+        if positive.size == 0:
+            continue
+        ref = positive[min(rank, positive.size) - 1]
+        cut = threshold * ref
+        value = {}
+        k = 0
+        for a in range(D):
+            for b in range(a + 1, D):
+                value[a, b] = value[b, a] = row[k]
+                k += 1
+        genes = sorted({g for (a, b), v in value.items() if v > 0 and v >= cut for g in (a, b)})
+        clusters = [[g] for g in genes]
+        while len(clusters) > 1:
+            best, pair = -1.0, None
+            for x in range(len(clusters)):
+                for y in range(x + 1, len(clusters)):
+                    mean = np.mean([value[a, b] for a in clusters[x] for b in clusters[y]])
+                    if mean > best:
+                        best, pair = mean, (x, y)
+            if best < cut:
+                break
+            x, y = pair
+            clusters[x] = clusters[x] + clusters[y]
+            del clusters[y]
+        clusters.sort(key=lambda c: (-len(c), min(c)))
+        for number, members in enumerate(clusters):
+            out[members, m] = number
+    return out
+
+
+def test_gene_groups_match_a_direct_average_linkage_loop():
+    from lava.core.metrics import core_features, gene_groups
+
+    rng = np.random.default_rng(7)
+    D = 11
+    P = D * (D - 1) // 2
+    modules = rng.uniform(0, 1, (4, P)) * (rng.random((4, P)) < 0.5)
+    modules[1] = 0  # no core features: no groups
+    for threshold in (0.3, 0.5, 0.8):
+        for rank in (1, 3, 10):
+            got = gene_groups(modules, D, threshold=threshold, reference_rank=rank)
+            np.testing.assert_array_equal(got, _direct_groups(modules, D, threshold, rank))
+            # grouped features are the core features
+            np.testing.assert_array_equal(got >= 0, core_features(modules, D, threshold=threshold, reference_rank=rank))
+    assert (gene_groups(modules, D)[:, 1] == -1).all()
+    with pytest.raises(ValueError, match="reference_rank must be a positive integer"):
+        gene_groups(modules, D, reference_rank=0)
+
+
+def test_gene_groups_split_a_module_into_its_cliques():
+    """Two cliques held by one module, weakly linked to each other, are two groups; a gene linked to one member of a
+    clique only joins no group (its mean with the clique is below the cut)."""
+    from lava.core.metrics import gene_groups
+
+    D = 10
+    modules = np.zeros((1, D * (D - 1) // 2))
+
+    def put(a, b, v):
+        a, b = min(a, b), max(a, b)
+        modules[0, a * D - a * (a + 1) // 2 + (b - a - 1)] = v
+
+    for clique, v in (([0, 1, 2, 3, 4], 0.8), ([5, 6, 7], 0.7)):
+        for x in clique:
+            for y in clique:
+                if x < y:
+                    put(x, y, v)
+    put(0, 5, 0.5)  # one strong link between the cliques: a core pair, but the cliques' mean link is 1/15 of it
+    put(8, 0, 0.6)  # gene 8: a core pair with gene 0 only
+    groups = gene_groups(modules, D)[:, 0]
+    # reference: the 10th largest value, 0.8; cut 0.4
+    np.testing.assert_array_equal(groups, [0, 0, 0, 0, 0, 1, 1, 1, 2, -1])
+    # at threshold 0.1 the cliques' mean link (0.5 / 15) is still below the cut (0.08): two groups, gene 8 alone
+    assert len(set(gene_groups(modules, D, threshold=0.1)[:8, 0])) == 2
+    # at threshold 0 everything core merges
+    assert set(gene_groups(modules, D, threshold=0.0)[:9, 0]) == {0}
+
+
 def test_duplicate_modules_need_shared_pairs_and_shared_localities():
     from lava.core.metrics import duplicate_modules
 

@@ -612,6 +612,20 @@ def test_enrichment_dots(adata):
     assert [t.get_text() for t in sub.get_xticklabels()] == ["1"]
 
 
+def test_enrichment_by_group_draws_a_modules_best_group(adata):
+    # a table of lava.tl.enrich(by="group"): module 0 tests its terms in two groups
+    df = adata.uns["lava"]["enrichment"].copy()
+    df["group"] = 0
+    again = df[df.module == 0].copy()
+    again["group"] = 1
+    again["p_adjusted"] = np.minimum(again["p_adjusted"] * 10, 1.0)  # the second group: weaker
+    adata.uns["lava"]["enrichment"] = pd.concat([df, again], ignore_index=True)
+    ax = lava.pl.enrichment(adata, n_terms=8, show=False)
+    (colored,) = scatter_arrays(ax)
+    assert len(colored.get_offsets()) == len(df)  # one dot per (module, term)
+    np.testing.assert_allclose(np.sort(colored.get_array()), np.sort(-np.log10(df.p_adjusted)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("column", ["overlap", "n_overlap"])
 def test_enrichment_dot_size_is_overlap(adata, column):
     df = adata.uns["lava"]["enrichment"]

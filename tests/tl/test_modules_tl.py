@@ -196,6 +196,102 @@ def test_enrich_pvalues_match_direct_hypergeom(adata):
     assert res.groupby("module")["p_value"].apply(lambda s: s.is_monotonic_increasing).all()
 
 
+def _two_programmes(adata):
+    """Module 0 holds a second clique (tested genes 24-28: Gene29..Gene33) beside its planted one, as a module
+    present in one population holds that population's programmes side by side."""
+    modules = adata.uns["lava"]["amf"]["modules"]
+    iu, ju = np.triu_indices(N_TESTED, 1)
+    second = np.arange(24, 29)
+    mask = np.isin(iu, second) & np.isin(ju, second)
+    modules[0, mask] = np.linspace(0.6, 0.9, mask.sum())
+    index = adata.uns["lava"]["correlations"]["feature_index"]
+    adata.varm["lava_modules"][index] = _scores(modules.astype(np.float64), N_TESTED)
+    return {f"Gene{5 + i}" for i in range(6)}, {f"Gene{29 + i}" for i in range(5)}
+
+
+def _bh(p):
+    """Benjamini-Hochberg written out: p_(i) m / i, then the running minimum from the largest p down."""
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 1.0
+    for rank in range(p.size, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p[i] * p.size / rank)
+        adjusted[i] = running
+    return adjusted
+
+
+def test_module_genes_groups_split_a_module_holding_two_programmes(adata):
+    planted, second = _two_programmes(adata)
+    lava.tl.module_genes(adata)
+    table = lava.get.module_genes(adata)
+    assert table["group"].dtype == np.int64
+    zero = table[table["module"] == 0]
+    assert set(zero.loc[zero["group"] == 0, "feature"]) == planted  # the larger group first
+    assert set(zero.loc[zero["group"] == 1, "feature"]) == second
+    for m in (1, 2):  # one clique each: one group
+        assert (table.loc[table["module"] == m, "group"] == 0).all()
+    lava.tl.module_genes(adata, rule="score")
+    assert (lava.get.module_genes(adata)["group"] == -1).all()
+
+
+def test_enrich_by_group_tests_each_group_with_bh_over_the_module(adata):
+    from lava.tl._enrich import MIN_GROUP_GENES
+
+    _, second = _two_programmes(adata)
+    lava.tl.module_genes(adata)
+    sets = _gene_sets() | {"second": sorted(second)}
+    lava.tl.enrich(adata, sets, min_size=1)
+    whole = lava.get.enrichment(adata)
+    assert (whole["group"] == -1).all()
+    lava.tl.enrich(adata, sets, by="group", min_size=1)
+    res = lava.get.enrichment(adata)
+    assert lava.get.params(adata, "enrichment")["by"] == "group"
+    bg = set(adata.uns["lava"]["correlations"]["features"])
+    N = len(bg)
+    tested = {t: set(g) & bg for t, g in sets.items() if set(g) & bg}
+    genes = lava.get.module_genes(adata)
+    for m in range(N_MOD):
+        rows = genes[genes["module"] == m]
+        groups = sorted(g for g, n in rows["group"].value_counts().items() if n >= MIN_GROUP_GENES)
+        # every (group, set) of the module in one BH family
+        keys, pvals = [], []
+        for g in groups:
+            query = set(rows.loc[rows["group"] == g, "feature"]) & bg
+            for t, gs in tested.items():
+                k = len(query & gs)
+                keys.append((g, t, k))
+                pvals.append(stats.hypergeom.sf(k - 1, N, len(gs), len(query)))
+        adjusted = _bh(pvals)
+        got = res[res["module"] == m].set_index(["group", "term"])
+        for (g, t, k), p, q in zip(keys, pvals, adjusted, strict=True):
+            if k == 0:
+                assert (g, t) not in got.index  # no shared gene: no row, but counted in the adjustment
+                continue
+            assert got.loc[(g, t), "p_value"] == pytest.approx(p, rel=1e-10)
+            assert got.loc[(g, t), "p_adjusted"] == pytest.approx(q, rel=1e-10)
+    top = res.sort_values("p_value").groupby(["module", "group"]).head(1).set_index(["module", "group"])["term"]
+    assert (top[0, 0], top[0, 1], top[1, 0], top[2, 0]) == ("planted_0", "second", "planted_1", "planted_2")
+    # the module's whole list holds both programmes; its top term is the larger one only
+    assert whole[whole["module"] == 0].iloc[0]["term"] == "planted_0"
+
+
+def test_enrich_by_group_needs_groups(adata):
+    lava.tl.module_genes(adata, rule="score")
+    before = _snapshot(adata)
+    with pytest.raises(ValueError, match="by='group' needs the gene groups"):
+        lava.tl.enrich(adata, _gene_sets(), by="group", min_size=1)
+    with pytest.raises(ValueError, match="by must be 'module' or 'group'"):
+        lava.tl.enrich(adata, _gene_sets(), by="modules", min_size=1)
+    assert _snapshot(adata) == before
+    # module genes stored by a lava before gene groups (no column) get the same error
+    lava.tl.module_genes(adata)
+    adata.uns["lava"]["module_genes"] = adata.uns["lava"]["module_genes"].drop(columns="group")
+    with pytest.raises(ValueError, match=r"rerun lava\.tl\.module_genes"):
+        lava.tl.enrich(adata, _gene_sets(), by="group", min_size=1)
+
+
 def test_enrich_agrees_with_gseapy(adata):
     gseapy = pytest.importorskip("gseapy")
     lava.tl.module_genes(adata, threshold=0.5)

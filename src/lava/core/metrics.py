@@ -236,6 +236,63 @@ def core_features(
     largest value, the weakest pair of the module's strongest 5-gene clique, is the strength of a programme rather
     than of one pair (``benchmarks/RESULTS.md``).
     """
+    modules = _check_core_args(modules, n_features, reference_rank)
+    i, j = np.triu_indices(n_features, k=1)
+    out = np.zeros((n_features, modules.shape[0]), dtype=bool)
+    for m, row in enumerate(modules):
+        reference = _core_reference(row, reference_rank)
+        if reference is None:
+            continue
+        core = (row > 0) & (row >= threshold * reference)
+        out[i[core], m] = True
+        out[j[core], m] = True
+    return out
+
+
+def gene_groups(
+    modules: np.ndarray, n_features: int, *, threshold: float = 0.5, reference_rank: int = CORE_REFERENCE_RANK
+) -> np.ndarray:
+    """Per feature and module, the group of the module's core features the feature is in: (D, M) int, -1 outside.
+
+    A module's core features (:func:`core_features`, same ``threshold`` and ``reference_rank``) are clustered by the
+    module's own pair values: average linkage, two clusters merging while the mean module value over the pairs
+    between them is at least the core cut (``threshold`` x the reference value). So a group is a set of genes whose pairs are, on average, as strong as a core pair, and two
+    groups of one module are cliques the module holds side by side.
+
+    Why: the max-product model cannot tell two programmes that are present in the same localities from one module
+    holding both (the reconstruction is the same), so a module can carry several programmes of one population, e.g.
+    pbmc68k_reduced's B-cell module held the MHC class II genes, the B-cell receptor genes and an ER-stress programme
+    of plasma cells, and its gene list enriched only for the first. Groups are numbered within each module by
+    decreasing size (ties: the lowest feature index first); a core feature whose mean value with every group is below
+    the cut is a group of one.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    modules = _check_core_args(modules, n_features, reference_rank)
+    i, j = np.triu_indices(n_features, k=1)
+    out = np.full((n_features, modules.shape[0]), -1, dtype=np.int64)
+    for m, row in enumerate(modules):
+        reference = _core_reference(row, reference_rank)
+        if reference is None:
+            continue
+        cut = threshold * reference
+        core = (row > 0) & (row >= cut)
+        genes = np.unique(np.concatenate([i[core], j[core]]))
+        a, b = np.triu_indices(genes.size, k=1)  # scipy's condensed order
+        a, b = genes[a], genes[b]
+        values = row[a * n_features - a * (a + 1) // 2 + (b - a - 1)]
+        top = float(row.max())  # distances top - value: a mean distance <= top - cut is a mean value >= cut
+        tree = linkage(top - values, method="average")
+        labels = fcluster(tree, t=top - cut, criterion="distance")
+        ids, first, sizes = np.unique(labels, return_index=True, return_counts=True)
+        order = np.lexsort((first, -sizes))  # by decreasing size, then the lowest feature index
+        number = np.empty(ids.size, dtype=np.int64)
+        number[order] = np.arange(ids.size)
+        out[genes, m] = number[np.searchsorted(ids, labels)]
+    return out
+
+
+def _check_core_args(modules, n_features: int, reference_rank) -> np.ndarray:
     modules = np.asarray(modules, dtype=np.float64)
     n_pairs = n_features * (n_features - 1) // 2
     if modules.ndim != 2 or modules.shape[1] != n_pairs:
@@ -244,18 +301,16 @@ def core_features(
     if isinstance(reference_rank, bool) or not isinstance(reference_rank, int | np.integer) or reference_rank < 1:
         msg = f"reference_rank must be a positive integer (1: the module's largest value), got {reference_rank!r}."
         raise ValueError(msg)
-    i, j = np.triu_indices(n_features, k=1)
-    out = np.zeros((n_features, modules.shape[0]), dtype=bool)
-    for m, row in enumerate(modules):
-        positive = row[row > 0]
-        if positive.size == 0:
-            continue
-        rank = min(int(reference_rank), positive.size)
-        reference = np.partition(positive, positive.size - rank)[positive.size - rank]
-        core = (row > 0) & (row >= threshold * reference)
-        out[i[core], m] = True
-        out[j[core], m] = True
-    return out
+    return modules
+
+
+def _core_reference(row: np.ndarray, reference_rank: int) -> float | None:
+    """Return a module's reference value (its ``reference_rank``-th largest positive value); None: no positive value."""
+    positive = row[row > 0]
+    if positive.size == 0:
+        return None
+    rank = min(int(reference_rank), positive.size)
+    return float(np.partition(positive, positive.size - rank)[positive.size - rank])
 
 
 def _same_shape(C, C_hat):

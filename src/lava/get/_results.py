@@ -231,8 +231,9 @@ def module_genes(adata: AnnData, *, modules: int | Sequence[int] | None = None, 
 
     Returns
     -------
-    A DataFrame with columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int) and
-    ``n_shared`` (int: in how many other modules' lists the gene is; 0 for a module's own genes).
+    A DataFrame with columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int), ``group`` (int:
+    the gene's group within the module, :func:`lava.core.gene_groups`; -1 with ``rule="score"``) and ``n_shared``
+    (int: in how many other modules' lists the gene is; 0 for a module's own genes).
     """
     return _filter_modules(read_table(adata, key, "module_genes").copy(), modules)
 
@@ -259,8 +260,9 @@ def enrichment(
 
     Returns
     -------
-    A DataFrame with columns ``module``, ``term``, ``overlap``, ``n_overlap``, ``set_size``, ``p_value``,
-    ``p_adjusted``, ``odds_ratio``, ``significant``, ``genes`` (";"-joined), sorted by module then p-value.
+    A DataFrame with columns ``module``, ``group`` (-1 unless ``lava.tl.enrich(by="group")``), ``term``,
+    ``overlap``, ``n_overlap``, ``set_size``, ``p_value``, ``p_adjusted``, ``odds_ratio``, ``significant``, ``genes``
+    (";"-joined), sorted by module then p-value.
     """
     df = _filter_modules(read_table(adata, key, "enrichment").copy(), modules)
     if max_p_adjusted is not None:

@@ -164,7 +164,8 @@ def enrichment(
     """Dot plot of gene-set enrichment of the module genes (from :func:`lava.tl.enrich`).
 
     Columns are modules; rows are the union of each module's ``n_terms`` most significant terms. A dot's size is the
-    number of module genes in the term, its colour ``-log10`` of the adjusted p-value.
+    number of module genes in the term, its colour ``-log10`` of the adjusted p-value. After
+    ``lava.tl.enrich(by="group")`` a module's dot for a term is that of its most significant group.
 
     Parameters
     ----------
@@ -200,6 +201,8 @@ def enrichment(
     else:
         chosen = u.resolve_modules(read_amf(adata, key, require=()).n_modules, modules)
     df = df[df["module"].astype(int).isin(chosen)]
+    # lava.tl.enrich(by="group") tests a term once per group: a module's dot is its best group's
+    df = df.sort_values("p_adjusted", kind="stable").drop_duplicates(["module", "term"])
     terms: list[str] = []
     for m in chosen:
         best = df[df["module"].astype(int) == m].sort_values("p_adjusted", kind="stable")["term"].head(n_terms)

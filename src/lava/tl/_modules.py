@@ -78,15 +78,23 @@ def module_genes(
     -------
     ``None`` (or a copy with ``copy=True``) and writes ``adata.uns[key]["module_genes"]``: a DataFrame with one row
     per (module, gene), columns ``module`` (int), ``feature`` (str), ``score`` (float), ``rank`` (int, 1 = highest
-    score within the module), ``n_shared`` (int, the number of other modules whose list holds the gene; 0: the
-    module's own), sorted by module and rank. Read it with :func:`lava.get.module_genes`.
+    score within the module), ``group`` (int, the gene's group within the module, 0 the largest; -1 with
+    ``rule="score"``), ``n_shared`` (int, the number of other modules whose list holds the gene; 0: the module's
+    own), sorted by module and rank. Read it with :func:`lava.get.module_genes`.
+
+    Gene groups (``rule="core"``, :func:`lava.core.gene_groups`): a module's genes clustered by the module's own pair
+    values (average linkage, merging while the mean value between two clusters reaches the core cut). The max-product
+    model cannot tell programmes present in the same localities from one module holding both, so one module can hold
+    several: on pbmc68k_reduced (M = 8) the B-cell module's genes fall into its MHC class II and B-cell receptor
+    genes, a plasma-cell secretory programme (MZB1, TNFRSF17, CALR, SDF2L1, SSR3/4) and a few T-cell genes. The list
+    as a whole enriches for MHC class II only; ``lava.tl.enrich(..., by="group")`` tests each group.
 
     Two modules can carry the same genes with different pairs or in different localities (on pbmc68k_reduced the
     monocyte and dendritic-cell modules both hold the MHC class II genes). When two lists have a Jaccard index >=
     0.5 (:data:`GENE_OVERLAP`) a warning names the pair and its common genes, and ``params["overlaps"]`` (a list of
     ``[a, b]`` module pairs) with ``params["overlap_jaccard"]`` record them; such lists enrich for the same terms.
     """
-    from ..core.metrics import CORE_REFERENCE_RANK, core_features
+    from ..core.metrics import CORE_REFERENCE_RANK, gene_groups
 
     check_not_view(adata, copy)
     if rule not in ("core", "score"):
@@ -113,15 +121,14 @@ def module_genes(
     names = np.asarray(adata.var_names, dtype=object)
     empty, broad = [], []
     n_tested = corr.features.size if corr is not None and corr.features is not None else adata.n_vars
-    in_core = None
+    groups = np.full(scores.shape, -1, dtype=np.int64)  # per var and module; -1: not a core feature
     if rule == "core":
         modules = np.asarray(fit.modules, dtype=np.float32)
-        in_core = np.zeros(scores.shape, dtype=bool)
         if corr is None:
             corr = read_correlations(adata, key, require=("features", "feature_index"))
         rows = corr.var_rows(adata)
-        core = core_features(modules, len(rows), threshold=threshold, reference_rank=reference_rank)
-        in_core[rows[rows >= 0]] = core[rows >= 0]
+        grouped = gene_groups(modules, len(rows), threshold=threshold, reference_rank=reference_rank)
+        groups[rows[rows >= 0]] = grouped[rows >= 0]
     for m in range(scores.shape[1]):
         s = scores[:, m]
         top = s.max() if s.size else 0.0
@@ -129,7 +136,7 @@ def module_genes(
             empty.append(m)
             continue
         if rule == "core":
-            keep = np.flatnonzero(in_core[:, m] & (s > 0))
+            keep = np.flatnonzero((groups[:, m] >= 0) & (s > 0))
         else:
             keep = np.flatnonzero((s >= threshold * top) & (s > 0))
             n_scored = int(np.count_nonzero(s > 0))
@@ -145,6 +152,7 @@ def module_genes(
                     "feature": names[keep].astype(str).astype(object),
                     "score": s[keep].astype(np.float64),
                     "rank": np.arange(1, keep.size + 1, dtype=np.int64),
+                    "group": groups[keep, m],
                 }
             )
         )
@@ -182,7 +190,12 @@ def module_genes(
     params["overlap_jaccard"] = [round(jac, 4) for _, _, jac, _ in overlaps]
     store_step(adata, key, "module_genes", table, params)
     counts = table.groupby("module").size()
-    logg.finished(start, "genes per module: " + ", ".join(f"{m}: {c}" for m, c in counts.items()))
+    n_groups = table[table["group"] >= 0].groupby("module")["group"].nunique()
+    logg.finished(
+        start,
+        "genes per module: "
+        + ", ".join(f"{m}: {c}" + (f" in {n_groups[m]} groups" if m in n_groups else "") for m, c in counts.items()),
+    )
     return adata if copy else None
 
 
@@ -193,6 +206,7 @@ def _empty_module_genes() -> pd.DataFrame:
             "feature": np.array([], dtype=object),
             "score": np.array([], dtype=np.float64),
             "rank": np.array([], dtype=np.int64),
+            "group": np.array([], dtype=np.int64),
         }
     )
 
