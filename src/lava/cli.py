@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--enrich-by",
         choices=("module", "group"),
         default="module",
-        help="with --gene-sets: test each module's gene list (default) or each of its gene groups (lava.tl.enrich's by)",
+        help="with --gene-sets: test each module's gene list (default) or each of its gene groups (lava.tl.enrich by)",
     )
     down.add_argument("--groupby", default=None, metavar="COL", help="obs column to associate module presence with")
     down.add_argument(

@@ -256,8 +256,9 @@ def gene_groups(
 
     A module's core features (:func:`core_features`, same ``threshold`` and ``reference_rank``) are clustered by the
     module's own pair values: average linkage, two clusters merging while the mean module value over the pairs
-    between them is at least the core cut (``threshold`` x the reference value). So a group is a set of genes whose pairs are, on average, as strong as a core pair, and two
-    groups of one module are cliques the module holds side by side.
+    between them is at least the core cut (``threshold`` x the reference value). So a group is a set of genes whose
+    pairs are, on average, as strong as a core pair, and two groups of one module are cliques the module holds side
+    by side.
 
     Why: the max-product model cannot tell two programmes that are present in the same localities from one module
     holding both (the reconstruction is the same), so a module can carry several programmes of one population, e.g.

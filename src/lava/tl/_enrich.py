@@ -21,7 +21,7 @@ from ..core.correlations import correlation_support
 from ..core.stats import benjamini_hochberg, ora
 from ._modules import read_gmt
 
-#: ``lava.tl.enrich(by="group")`` tests the gene groups with at least this many genes, as many as the smallest gene set tested by default (min_size)
+#: ``lava.tl.enrich(by="group")`` tests the gene groups of at least this many genes (the default ``min_size`` of a set)
 MIN_GROUP_GENES = 5
 
 ENRICHMENT_COLUMNS = (
@@ -174,12 +174,13 @@ def enrich(
     by
         ``"module"`` (default): one test per module, of its whole gene list. ``"group"``: one test per gene group of
         a module (the ``group`` column of :func:`lava.get.module_genes`, ``rule="core"``) with at least
-        :data:`MIN_GROUP_GENES` (5, the default ``min_size``) genes; the Benjamini-Hochberg adjustment is then over every group and set of the
-        module together, so a module split into groups is not tested more leniently. A module can hold several
-        programmes of the localities it is present in (the max-product model cannot separate programmes that are
-        always present together), and its whole list then enriches for the strongest only: on pbmc68k_reduced
-        (M = 8) the B-cell module's list enriches for MHC class II, and its groups for MHC class II and, separately,
-        for protein folding (its plasma-cell group); the NK module's list for nothing, its largest group for cytolysis.
+        :data:`MIN_GROUP_GENES` (5, the default ``min_size``) genes; the Benjamini-Hochberg adjustment is then over
+        every group and set of the module together, so a module split into groups is not tested more leniently. A
+        module can hold several programmes of the localities it is present in (the max-product model cannot separate
+        programmes that are always present together), and its whole list then enriches for the strongest only: on
+        pbmc68k_reduced (M = 8) the B-cell module's list enriches for MHC class II, its groups for MHC class II and,
+        separately, for protein folding (its plasma-cell group); the NK module's list for nothing, its largest group
+        for cytolysis. A module without a group of that size is not tested (logged).
     background
         The gene universe of the test. ``"entered"`` (default): the correlated features that entered at least one
         locality, i.e. have a non-zero correlation somewhere in ``C``
@@ -207,9 +208,10 @@ def enrich(
     p-value, columns ``module`` (int), ``group`` (int; -1 with ``by="module"``), ``term``
     (str), ``overlap`` (str ``"k/K"``: module genes in the set / set genes in the background), ``n_overlap`` (int),
     ``set_size`` (int, K), ``p_value`` (float, hypergeometric ``P(X >= k)``), ``p_adjusted`` (float, BH within the
-    module over every tested set, including those without overlap, and with ``by="group"`` over all its groups), ``odds_ratio`` (float, Haldane-Anscombe
-    corrected as in gseapy), ``significant`` (bool, ``p_adjusted < threshold``) and ``genes`` (str, the overlapping
-    module genes joined by ``";"``, highest score first). Read it with :func:`lava.get.enrichment`.
+    module over every tested set, including those without overlap, and with ``by="group"`` over all its groups),
+    ``odds_ratio`` (float, Haldane-Anscombe corrected as in gseapy), ``significant`` (bool,
+    ``p_adjusted < threshold``) and ``genes`` (str, the overlapping module genes joined by ``";"``, highest score
+    first). Read it with :func:`lava.get.enrichment`.
     """
     check_not_view(adata, copy)
     table_genes = read_table(adata, key, "module_genes")
