@@ -190,6 +190,10 @@ def test_summary_of_a_pipeline_run():
     for row in terms.itertuples():
         assert row.p_adjusted == enr[enr["module"] == row.module]["p_adjusted"].min()
     assert info["n_significant_terms"] == int((enr["p_adjusted"] < 0.05).sum())
+    # a table of lava.tl.enrich(by="group"): a term significant in two groups of a module counts once
+    twice = enr.assign(group=0)
+    adata.uns["lava"]["enrichment"] = pd.concat([twice, twice.assign(group=1)], ignore_index=True)
+    assert lava.get.summary(adata)["n_significant_terms"] == info["n_significant_terms"]
     with pytest.raises(ValueError, match="top"):
         lava.get.summary(adata, top=0)
     del adata.uns["lava"]["amf"]

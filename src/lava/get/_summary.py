@@ -63,7 +63,8 @@ def summary(adata: AnnData, *, top: int = 8, key: str = "lava") -> dict[str, Any
     ``top_terms`` (DataFrame or None), ``n_significant_terms`` (int or None), ``gene_sets`` (str or None)
         One row per tested module (columns ``module``, ``term``, ``overlap``, ``p_value``, ``p_adjusted``; the term
         columns are missing values where no gene set shares a module gene): its most significant term from
-        :func:`lava.get.enrichment`; the number of terms with ``p_adjusted < 0.05``; the gene sets tested (a file by
+        :func:`lava.get.enrichment`; the number of (module, term) pairs with ``p_adjusted < 0.05`` (a term of two gene
+        groups counts once); the gene sets tested (a file by
         its name).
     """
     if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
@@ -139,7 +140,8 @@ def summary(adata: AnnData, *, top: int = 8, key: str = "lava") -> dict[str, Any
             row = rows.iloc[0] if len(rows) else pd.Series({c: None for c in columns})
             best.append({"module": m, **{c: row[c] for c in columns}})
         out["top_terms"] = pd.DataFrame(best, columns=["module", *columns])
-        out["n_significant_terms"] = int((enr["p_adjusted"] < SIGNIFICANT).sum())
+        significant = enr.loc[enr["p_adjusted"] < SIGNIFICANT, ["module", "term"]]
+        out["n_significant_terms"] = len(significant.drop_duplicates())  # by="group": a term once per module
         out["gene_sets"] = source
     return out
 
