@@ -277,6 +277,25 @@ def test_enrich_by_group_tests_each_group_with_bh_over_the_module(adata):
     assert whole[whole["module"] == 0].iloc[0]["term"] == "planted_0"
 
 
+def test_enrich_by_group_tests_a_module_without_a_large_group_as_its_list(adata, monkeypatch, caplog):
+    import lava.tl._enrich as enrich_module
+
+    _two_programmes(adata)
+    lava.tl.module_genes(adata)
+    sets = _gene_sets()
+    lava.tl.enrich(adata, sets, min_size=1)
+    whole = lava.get.enrichment(adata)
+    monkeypatch.setattr(enrich_module, "MIN_GROUP_GENES", 7)  # every group has 5 or 6 genes
+    with caplog.at_level("INFO", logger="lava"):
+        lava.tl.enrich(adata, sets, by="group", min_size=1)
+    assert "tested as whole lists" in caplog.text
+    pd.testing.assert_frame_equal(lava.get.enrichment(adata), whole)
+    monkeypatch.setattr(enrich_module, "MIN_GROUP_GENES", 6)  # module 0: its 6-gene group only; 1 and 2: their group
+    lava.tl.enrich(adata, sets, by="group", min_size=1)
+    res = lava.get.enrichment(adata)
+    assert set(map(tuple, res[["module", "group"]].drop_duplicates().to_numpy())) == {(0, 0), (1, 0), (2, 0)}
+
+
 def test_enrich_by_group_needs_groups(adata):
     lava.tl.module_genes(adata, rule="score")
     before = _snapshot(adata)

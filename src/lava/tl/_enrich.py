@@ -180,7 +180,7 @@ def enrich(
         programmes that are always present together), and its whole list then enriches for the strongest only: on
         pbmc68k_reduced (M = 8) the B-cell module's list enriches for MHC class II, its groups for MHC class II and,
         separately, for protein folding (its plasma-cell group); the NK module's list for nothing, its largest group
-        for cytolysis. A module without a group of that size is not tested (logged).
+        for cytolysis. A module without a group of that size is tested as its whole list (``group`` -1, logged).
     background
         The gene universe of the test. ``"entered"`` (default): the correlated features that entered at least one
         locality, i.e. have a non-zero correlation somewhere in ``C``
@@ -205,7 +205,7 @@ def enrich(
     -------
     ``None`` (or a copy with ``copy=True``) and writes ``adata.uns[key]["enrichment"]``: a DataFrame with one row per
     (module, gene set) sharing at least one gene (``by="group"``: per (module, group, gene set)), sorted by module then
-    p-value, columns ``module`` (int), ``group`` (int; -1 with ``by="module"``), ``term``
+    p-value, columns ``module`` (int), ``group`` (int; -1: the module's whole list, as with ``by="module"``), ``term``
     (str), ``overlap`` (str ``"k/K"``: module genes in the set / set genes in the background), ``n_overlap`` (int),
     ``set_size`` (int, K), ``p_value`` (float, hypergeometric ``P(X >= k)``), ``p_adjusted`` (float, BH within the
     module over every tested set, including those without overlap, and with ``by="group"`` over all its groups),
@@ -235,7 +235,7 @@ def enrich(
         )
         raise ValueError(msg)
     queries: dict[tuple[int, int], list[str]] = {}  # (module, group) -> genes by rank; group -1: the whole list
-    skipped = []
+    whole = []  # by="group": modules without a group large enough, tested as one list
     for m in selected:
         rows = table_genes[table_genes["module"].to_numpy() == m].sort_values("rank")
         if rows.empty:
@@ -250,17 +250,15 @@ def enrich(
         sizes = rows.loc[rows["group"] >= 0, "group"].value_counts()
         tested = sorted(int(g) for g, n in sizes.items() if n >= MIN_GROUP_GENES)
         if not tested:
-            skipped.append(m)
+            whole.append(m)
+            queries[m, -1] = rows["feature"].astype(str).tolist()
         for g in tested:
             queries[m, g] = rows.loc[rows["group"] == g, "feature"].astype(str).tolist()
-    if skipped:
-        logg.info(f"module(s) {', '.join(map(str, skipped))}: no gene group of >= {MIN_GROUP_GENES} genes to test.")
-    if not queries:
-        msg = (
-            f"no module of {selected} has a gene group of >= {MIN_GROUP_GENES} genes; use by='module' to test the "
-            "modules' whole gene lists."
+    if whole:
+        logg.info(
+            f"module(s) {', '.join(map(str, whole))}: no gene group of >= {MIN_GROUP_GENES} genes; tested as whole "
+            "lists (group -1)."
         )
-        raise ValueError(msg)
     bg_genes, bg_kind = _resolve_background(adata, background, key)
     sets, source = load_gene_sets(gene_sets, organism=organism)
 
