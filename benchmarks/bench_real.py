@@ -30,10 +30,11 @@ Metrics per data set and fit (every threshold is a module-level constant; ``benc
   new programme when its leading genes share less than half of the smaller set with every kept programme's (the
   overlap coefficient, so that five of the MHC class II genes are the programme of all ten). Two modules whose lists
   differ but which are both enriched through the MHC class II genes are two distinct GO-significant modules and one
-  programme. ``go_group_programmes`` (column "enriched programmes (gene
-  groups)"): the same count over the modules' gene groups (``lava.tl.enrich(by="group")``, BH over each module's
-  groups together): the significant (module, group) units, modules in decreasing total presence and groups in order,
-  made distinct by their leading genes as above; ``go_group_significant_modules``: modules with a significant group.
+  programme. ``go_group_programmes`` (column "enriched programmes (gene groups)"): the same count over the modules'
+  gene groups (``lava.tl.enrich(by="group")``, BH over each module's groups together; a module without a group of
+  >= 5 genes is its whole list): the significant (module, group) units, modules in decreasing total presence and
+  groups in order, made distinct by their leading genes as above; ``go_group_significant_modules``: modules with a
+  significant unit.
 - Stability over AMF seeds (the same C): for every pair of seeds, modules are matched one-to-one by the Hungarian
   algorithm on the cosine of their pair vectors (rows of ``modules``); ``amf_seed_share_mean``: the share of modules
   whose matched cosine is >= 0.9, the mean over seed pairs (``_min``: the smallest; ``amf_seed_median_cosine``: the
@@ -588,7 +589,7 @@ def best_of_groups(seed_pairs: list, runs: list, args) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# the Hotspot reference row
+# the reference rows: Hotspot and cNMF on the same genes
 
 
 def _reference_values(adata, name: str):
@@ -617,7 +618,7 @@ def score_reference(
     Distinct programmes (gene-set Jaccard < 0.5, visited largest first); per population, covered cells (some programme
     scores z >= ``HOTSPOT_Z`` over cells) and whether some programme's median z over its cells is >= ``HOTSPOT_Z``;
     GO with lava's background and test, GO-significant and distinct GO-significant programmes, and enriched
-    programmes (distinct by their leading genes, :func:`leading_genes`).
+    programmes (:func:`distinct_programmes` on their :func:`leading_genes`).
     """
     import pandas as pd
 
