@@ -492,14 +492,13 @@ def fit_and_score(adata, name: str, n_modules: int, seed: int, placement_seed: i
                 int(m): enr.loc[enr["module"] == m].nsmallest(3, "p_adjusted")["term"].tolist() for m in significant
             },
         }
-        grouped = lava.get.module_genes(work)
-        if (grouped["group"] >= 0).any():  # the core rule's gene groups, each tested (BH over the module's groups)
+        if (table["group"] >= 0).any():  # the core rule's gene groups, each tested (BH over the module's groups)
             lava.tl.enrich(work, go_sets, modules=testable, by="group", background=background)
             enr = lava.get.enrichment(work)
             units = enr.loc[enr["p_adjusted"] < GO_P_ADJUSTED, ["module", "group"]].drop_duplicates()
+            visit = {int(m): r for r, m in enumerate(order)}  # modules by decreasing total presence
             units = sorted(
-                ((int(m), int(g)) for m, g in units.itertuples(index=False)),
-                key=lambda u: (list(order).index(u[0]), u[1]),  # modules by decreasing total presence
+                ((int(m), int(g)) for m, g in units.itertuples(index=False)), key=lambda u: (visit[u[0]], u[1])
             )
             unit_leads = [leading_genes(enr, m, g) for m, g in units]
             unit_programmes = distinct_programmes(unit_leads)
@@ -786,18 +785,22 @@ def run_cnmf(adata, name: str, n_programmes: int, options: dict, go_sets, backgr
     return {"method": "cnmf", "options": opts, "seconds": seconds, "cells_without_counts": int((~keep).sum())} | row
 
 
-def cached_reference(method: str, adata, name: str, cache_key: str, args, go_sets, background, **kw) -> dict:
-    """:func:`run_hotspot` or :func:`run_cnmf`, cached beside the placement whose features and background it shares."""
-    options = args.hotspot_options if method == "hotspot" else {"k": kw["n_programmes"]} | args.cnmf_options
+def cached_reference(
+    method: str, adata, name: str, cache_key: str, args, go_sets, background, *, basis: str, n_programmes: int
+) -> dict:
+    """:func:`run_hotspot` or :func:`run_cnmf`, cached beside the placement whose features and background it shares.
+
+    ``basis`` is Hotspot's embedding, ``n_programmes`` cNMF's K (part of its cache key)."""
+    options = args.hotspot_options if method == "hotspot" else {"k": n_programmes} | args.cnmf_options
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
     path = args.cache / f"{name}_{method}_{cache_key}_{digest}.json"
     if path.exists() and not args.refresh_cache:
         return json.loads(path.read_text()) | {"cached": True}
     if method == "hotspot":
-        row = run_hotspot(adata, name, kw["basis"], args.hotspot_options, go_sets, background)
+        row = run_hotspot(adata, name, basis, args.hotspot_options, go_sets, background)
     else:
         workdir = args.cache / f"{name}_cnmf_{cache_key}_{digest}"
-        row = run_cnmf(adata, name, kw["n_programmes"], args.cnmf_options, go_sets, background, workdir)
+        row = run_cnmf(adata, name, n_programmes, args.cnmf_options, go_sets, background, workdir)
     if "skipped" not in row:
         path.write_text(json.dumps(row, indent=1))
     return row
