@@ -118,6 +118,13 @@ def test_feature_scores_brute_force():
         feature_scores(modules, D + 1)
 
 
+def _random_modules(seed: int, D: int, density: float, n_modules: int = 4) -> np.ndarray:
+    """(n_modules, P) module values uniform in [0, 1), each pair positive with probability ``density``."""
+    rng = np.random.default_rng(seed)
+    P = D * (D - 1) // 2
+    return rng.uniform(0, 1, (n_modules, P)) * (rng.random((n_modules, P)) < density)
+
+
 def _direct_core(modules, D, threshold, reference_rank):
     """core_features written as loops: the reference is the reference_rank-th largest positive value."""
     ref = np.zeros((D, modules.shape[0]), bool)
@@ -138,10 +145,8 @@ def _direct_core(modules, D, threshold, reference_rank):
 def test_core_features_match_a_direct_loop():
     from lava.core.metrics import CORE_REFERENCE_RANK, core_features
 
-    rng = np.random.default_rng(3)
     D = 9
-    P = D * (D - 1) // 2
-    modules = rng.uniform(0, 1, (4, P)) * (rng.random((4, P)) < 0.4)
+    modules = _random_modules(3, D, 0.4)
     modules[2] = 0  # no core pairs
     modules[3, :] = 0
     modules[3, :4] = [0.9, 0.5, 0.3, 0.1]  # fewer positive pairs than the reference rank
@@ -179,20 +184,19 @@ def _direct_groups(modules, D, threshold, rank):
     """Average-linkage groups by a direct loop: merge the two clusters with the largest mean pair value while that
     mean is >= the core cut; then number by size (ties: lowest feature)."""
     out = np.full((D, modules.shape[0]), -1)
+    core = _direct_core(modules, D, threshold, rank)
     for m, row in enumerate(modules):
         positive = np.sort(row[row > 0])[::-1]
         if positive.size == 0:
             continue
-        ref = positive[min(rank, positive.size) - 1]
-        cut = threshold * ref
+        cut = threshold * positive[min(rank, positive.size) - 1]
         value = {}
         k = 0
         for a in range(D):
             for b in range(a + 1, D):
                 value[a, b] = value[b, a] = row[k]
                 k += 1
-        genes = sorted({g for (a, b), v in value.items() if v > 0 and v >= cut for g in (a, b)})
-        clusters = [[g] for g in genes]
+        clusters = [[g] for g in np.flatnonzero(core[:, m])]
         while len(clusters) > 1:
             best, pair = -1.0, None
             for x in range(len(clusters)):
@@ -214,10 +218,8 @@ def _direct_groups(modules, D, threshold, rank):
 def test_gene_groups_match_a_direct_average_linkage_loop():
     from lava.core.metrics import core_features, gene_groups
 
-    rng = np.random.default_rng(7)
     D = 11
-    P = D * (D - 1) // 2
-    modules = rng.uniform(0, 1, (4, P)) * (rng.random((4, P)) < 0.5)
+    modules = _random_modules(7, D, 0.5)
     modules[1] = 0  # no core features: no groups
     for threshold in (0.3, 0.5, 0.8):
         for rank in (1, 3, 10):
